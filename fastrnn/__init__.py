@@ -1,0 +1,21 @@
+"""fastrnn: fused LSTM/GRU/RNN forward and backward kernels behind one NumPy API.
+
+    y, (h_n, c_n) = fastrnn.lstm(x, w_ih, w_hh, b_ih, b_hh)              # inference
+    y, (h_n, c_n), tape = fastrnn.lstm_forward(x, w_ih, w_hh, b_ih, b_hh)
+    grads = fastrnn.lstm_backward(tape, dy)                              # grads.x, grads.w_hh, ...
+
+Weights use PyTorch's layout and gate order; see the README.
+"""
+from ._types import Grads, LSTMGrads, Tape
+from .api import (gru, gru_backward, gru_forward, lstm, lstm_backward, lstm_forward, rnn,
+                  rnn_backward, rnn_forward)
+from .backends import available_backends
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lstm", "lstm_forward", "lstm_backward",
+    "gru", "gru_forward", "gru_backward",
+    "rnn", "rnn_forward", "rnn_backward",
+    "available_backends", "Grads", "LSTMGrads", "Tape", "__version__",
+]

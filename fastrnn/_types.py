@@ -1,0 +1,98 @@
+"""Named result types shared by every backend."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+
+class LSTMGrads(NamedTuple):
+    """Gradients of an LSTM sequence, each shaped like the forward argument."""
+    x: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: Optional[np.ndarray]
+    b_hh: Optional[np.ndarray]
+
+
+class Grads(NamedTuple):
+    """Gradients of a GRU or RNN sequence, each shaped like the forward argument."""
+    x: np.ndarray
+    h0: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: Optional[np.ndarray]
+    b_hh: Optional[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the caller's arrays map to the internal time-major (T, B, ...) form."""
+    batch_first: bool
+    unbatched: bool
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One validated single-layer, single-direction problem, time-major and contiguous.
+
+    x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None;
+    h0 (B, H); c0 (B, H) for LSTM else None; lengths (B,) int64 or None.
+    ``variant`` is the cell option: linear_before_reset (GRU, bool),
+    nonlinearity (RNN, "tanh"/"relu"), None for LSTM.
+    """
+    cell: str
+    x: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: Optional[np.ndarray]
+    b_hh: Optional[np.ndarray]
+    h0: np.ndarray
+    c0: Optional[np.ndarray]
+    lengths: Optional[np.ndarray]
+    variant: Any
+
+    @property
+    def T(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def B(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def I(self) -> int:  # noqa: E743 - the dimension letter is the clearest name
+        return self.x.shape[2]
+
+    @property
+    def H(self) -> int:
+        return self.w_hh.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x.dtype
+
+
+@dataclass(frozen=True)
+class Tape:
+    """What a ``*_forward`` call saved for its ``*_backward``.
+
+    ``backend`` names the backend that made it (backward runs there); ``saved`` is
+    that backend's private record. The tape keeps references to the inputs: do not
+    modify them in place between forward and backward.
+    """
+    backend: str
+    seq: Sequence
+    layout: Layout
+    saved: Any
+
+    @property
+    def cell(self) -> str:
+        return self.seq.cell
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.seq.dtype

@@ -1,0 +1,207 @@
+"""Input checks for the public API: shapes, dtypes, lengths, options.
+
+Every public call passes through here once. Errors name the argument and what
+was expected. The output is a :class:`~fastrnn._types.Sequence`: time-major,
+C-contiguous arrays of one float dtype, which backends use without checking.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional
+
+import numpy as np
+
+from ._types import Layout, Sequence
+from .cells import SPECS
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SUPPORTED_TEXT = "float32 or float64"
+
+
+def _has_own_dtype(value: Any) -> bool:
+    """Arrays (NumPy, anything with __array__/dtype) carry a dtype; lists and scalars do not."""
+    return not isinstance(value, (list, tuple, numbers.Number))
+
+
+def _to_array(name: str, value: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged lists, unconvertible objects
+        raise ValueError(f"{name} must be a rectangular numeric array, could not convert it: {exc}") from None
+    if arr.dtype.kind == "O":
+        raise TypeError(f"{name} must be a floating array ({_SUPPORTED_TEXT}), got an object array")
+    return arr
+
+
+def _check_float_kind(name: str, arr: np.ndarray, typed: bool) -> None:
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real ({_SUPPORTED_TEXT}), got complex dtype {arr.dtype}")
+    if kind not in "fiu" or (typed and kind != "f"):
+        raise TypeError(f"{name} must be a floating array ({_SUPPORTED_TEXT}), got dtype {arr.dtype}")
+    if kind == "f" and arr.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes are {_SUPPORTED_TEXT}")
+
+
+def as_float_arrays(named: dict[str, Any], dtype: Optional[np.dtype] = None):
+    """Convert array-likes to arrays of one float dtype.
+
+    Arrays that carry a dtype must all have the same one (float32 or float64);
+    lists and scalars adopt it (float64 when nothing carries a dtype). When
+    ``dtype`` is given (backward: the forward's dtype), typed arrays must match it.
+    Returns ``(arrays, dtype)``; None values stay None. Nothing is copied here
+    unless a list must be converted.
+    """
+    arrays: dict[str, Optional[np.ndarray]] = {}
+    typed_dtypes: dict[str, np.dtype] = {}
+    for name, value in named.items():
+        if value is None:
+            arrays[name] = None
+            continue
+        arr = _to_array(name, value)
+        typed = _has_own_dtype(value)
+        _check_float_kind(name, arr, typed)
+        arrays[name] = arr
+        if typed:
+            typed_dtypes[name] = arr.dtype
+    if dtype is None:
+        distinct = set(typed_dtypes.values())
+        if len(distinct) > 1:
+            listing = ", ".join(f"{n} is {d}" for n, d in typed_dtypes.items())
+            raise TypeError(f"all floating arrays must share one dtype; got {listing}")
+        dtype = distinct.pop() if distinct else np.dtype(np.float64)
+    else:
+        for name, d in typed_dtypes.items():
+            if d != dtype:
+                raise TypeError(f"{name} must have dtype {dtype} (the forward's dtype), got {d}")
+    for name, arr in arrays.items():
+        if arr is not None and arr.dtype != dtype:
+            arrays[name] = arr.astype(dtype)
+    return arrays, np.dtype(dtype)
+
+
+def _check_shape(name: str, arr: Optional[np.ndarray], expected: tuple, described: str) -> None:
+    if arr is not None and arr.shape != expected:
+        raise ValueError(f"{name} must have shape {described} = {expected}, got {arr.shape}")
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_variant(cell: str, variant: Any) -> Any:
+    if cell == "gru":
+        return _check_bool("linear_before_reset", variant)
+    if cell == "rnn":
+        if variant not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {variant!r}")
+        return variant
+    return None
+
+
+def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray:
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an array of integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths must have shape (B,) = ({B},), got {arr.shape}")
+    if arr.min() < 1 or arr.max() > T:
+        raise ValueError(
+            f"lengths must lie in [1, T] = [1, {T}], got values from {arr.min()} to {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
+                      batch_first, lengths, variant) -> tuple[Sequence, Layout]:
+    """Check one call's arguments and bring them to the internal time-major form."""
+    spec = SPECS[cell]
+    G = spec.num_gates
+    batch_first = _check_bool("batch_first", batch_first)
+    variant = check_variant(cell, variant)
+    named = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "h0": h0}
+    if spec.has_cell_state:
+        named["c0"] = c0
+    arrays, dtype = as_float_arrays(named)
+    x, w_hh = arrays["x"], arrays["w_hh"]
+
+    if x.ndim not in (2, 3):
+        raise ValueError(
+            f"x must be 3-D {'(B, T, I)' if batch_first else '(T, B, I)'} or 2-D (T, I) for one "
+            f"unbatched sequence, got shape {x.shape}")
+    unbatched = x.ndim == 2
+    layout = Layout(batch_first=batch_first, unbatched=unbatched)
+    if unbatched:
+        x = x[:, None, :]
+    elif batch_first:
+        x = x.transpose(1, 0, 2)
+    T, B, I = x.shape
+    for letter, size in (("T", T), ("B", B), ("I", I)):
+        if size == 0:
+            raise ValueError(f"x must have {letter} >= 1, got shape {arrays['x'].shape}")
+
+    if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != G * w_hh.shape[1]:
+        raise ValueError(
+            f"w_hh must have shape ({G}*H, H) for {cell} (gates {','.join(spec.gates)}), with H >= 1; "
+            f"got {w_hh.shape}")
+    H = w_hh.shape[1]
+    _check_shape("w_ih", arrays["w_ih"], (G * H, I), f"({G}*H, I)")
+    _check_shape("b_ih", arrays["b_ih"], (G * H,), f"({G}*H,)")
+    _check_shape("b_hh", arrays["b_hh"], (G * H,), f"({G}*H,)")
+    state_shape, state_text = ((H,), "(H,)") if unbatched else ((B, H), "(B, H)")
+    state_names = ("h0", "c0") if spec.has_cell_state else ("h0",)
+    states = {}
+    for name in state_names:
+        _check_shape(name, arrays[name], state_shape, state_text)
+        given = arrays[name]
+        states[name] = (np.zeros((B, H), dtype) if given is None
+                        else np.ascontiguousarray(given.reshape(B, H)))
+
+    if lengths is not None:
+        if unbatched:
+            raise ValueError("lengths applies to batched input only; x is 2-D (one unbatched sequence)")
+        lengths = check_lengths(lengths, T, B)
+
+    def contiguous(name):
+        arr = arrays[name]
+        return None if arr is None else np.ascontiguousarray(arr)
+
+    seq = Sequence(cell=cell, x=np.ascontiguousarray(x), w_ih=contiguous("w_ih"), w_hh=contiguous("w_hh"),
+                   b_ih=contiguous("b_ih"), b_hh=contiguous("b_hh"), h0=states["h0"],
+                   c0=states.get("c0"), lengths=lengths, variant=variant)
+    return seq, layout
+
+
+def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n):
+    """Check the upstream gradients of a backward call; return them time-major (or None)."""
+    T, B, H = seq.T, seq.B, seq.H
+    named = {"dy": dy, "dh_n": dh_n}
+    if seq.c0 is not None:
+        named["dc_n"] = dc_n
+    elif dc_n is not None:
+        raise TypeError(f"dc_n is only for LSTM; a {seq.cell} has no cell state")
+    arrays, _ = as_float_arrays(named, dtype=seq.dtype)
+    if layout.unbatched:
+        y_shape, y_text, state_shape, state_text = (T, H), "(T, H)", (H,), "(H,)"
+    elif layout.batch_first:
+        y_shape, y_text, state_shape, state_text = (B, T, H), "(B, T, H)", (B, H), "(B, H)"
+    else:
+        y_shape, y_text, state_shape, state_text = (T, B, H), "(T, B, H)", (B, H), "(B, H)"
+    _check_shape("dy", arrays["dy"], y_shape, y_text)
+    dy = arrays["dy"]
+    if dy is not None:
+        if layout.unbatched:
+            dy = dy[:, None, :]
+        elif layout.batch_first:
+            dy = dy.transpose(1, 0, 2)
+        dy = np.ascontiguousarray(dy)
+    states = []
+    for name in ("dh_n", "dc_n"):
+        if name not in arrays:
+            states.append(None)
+            continue
+        _check_shape(name, arrays[name], state_shape, state_text)
+        arr = arrays[name]
+        states.append(None if arr is None else np.ascontiguousarray(arr.reshape(B, H)))
+    return dy, states[0], states[1]

@@ -1,0 +1,142 @@
+"""The public functional API: validate once, resolve the backend, call it, shape the results.
+
+Shapes (time-major by default): x (T, B, I) or (B, T, I) with batch_first, or (T, I)
+unbatched; w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,); h0, c0 (B, H) or (H,).
+G = 4 for LSTM (gates i, f, g, o), 3 for GRU (r, z, n), 1 for RNN.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backends
+from ._types import Grads, LSTMGrads, Layout, Tape
+from ._validation import validate_grad_outputs, validate_sequence
+
+
+def _user_sequence(arr: np.ndarray, layout: Layout) -> np.ndarray:
+    """(T, B, H) -> the caller's layout."""
+    if layout.unbatched:
+        return arr[:, 0, :]
+    if layout.batch_first:
+        return np.ascontiguousarray(arr.transpose(1, 0, 2))
+    return arr
+
+
+def _user_state(arr, layout: Layout):
+    """(B, H) -> (H,) for an unbatched call."""
+    if arr is None or not layout.unbatched:
+        return arr
+    return arr[0]
+
+
+def _run_forward(cell, args, variant, batch_first, lengths, backend, save):
+    seq, layout = validate_sequence(cell, *args, batch_first=batch_first, lengths=lengths, variant=variant)
+    name, impl = backends.resolve(backend)
+    y, h_n, c_n, saved = impl.forward(seq, save)
+    y = _user_sequence(y, layout)
+    h_n, c_n = _user_state(h_n, layout), _user_state(c_n, layout)
+    tape = Tape(backend=name, seq=seq, layout=layout, saved=saved) if save else None
+    return y, h_n, c_n, tape
+
+
+def _run_backward(cell, tape, dy, dh_n, dc_n):
+    if not isinstance(tape, Tape):
+        raise TypeError(f"tape must be the Tape returned by {cell}_forward, got {type(tape).__name__}")
+    if tape.cell != cell:
+        raise ValueError(f"tape was made by {tape.cell}_forward; pass it to {tape.cell}_backward, "
+                         f"not {cell}_backward")
+    seq, layout = tape.seq, tape.layout
+    dy, dh_n, dc_n = validate_grad_outputs(seq, layout, dy, dh_n, dc_n)
+    _, impl = backends.resolve(tape.backend)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = impl.backward(seq, tape.saved, dy, dh_n, dc_n)
+    dx = _user_sequence(dx, layout)
+    dh0, dc0 = _user_state(dh0, layout), _user_state(dc0, layout)
+    if cell == "lstm":
+        return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+    return Grads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+
+
+# ----------------------------------------------------------------------------- LSTM
+
+def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
+                 batch_first=False, lengths=None, backend="auto"):
+    """LSTM over a sequence, keeping what backward needs.
+
+    Returns ``(y, (h_n, c_n), tape)``; pass the tape to :func:`lstm_backward`.
+    """
+    y, h_n, c_n, tape = _run_forward("lstm", (x, w_ih, w_hh, b_ih, b_hh, h0, c0), None,
+                                     batch_first, lengths, backend, save=True)
+    return y, (h_n, c_n), tape
+
+
+def lstm(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
+         batch_first=False, lengths=None, backend="auto"):
+    """LSTM over a sequence (inference: nothing is saved). Returns ``(y, (h_n, c_n))``.
+
+    i, f, g, o = sigma, sigma, tanh, sigma of x_t W_ih^T + b_ih + h W_hh^T + b_hh;
+    c_t = f * c + i * g;  h_t = o * tanh(c_t).
+    """
+    y, h_n, c_n, _ = _run_forward("lstm", (x, w_ih, w_hh, b_ih, b_hh, h0, c0), None,
+                                  batch_first, lengths, backend, save=False)
+    return y, (h_n, c_n)
+
+
+def lstm_backward(tape, dy, dh_n=None, dc_n=None) -> LSTMGrads:
+    """Gradients of an LSTM sequence given dL/dy (or None) and dL/dh_n, dL/dc_n (or None).
+
+    Returns :class:`LSTMGrads` ``(x, h0, c0, w_ih, w_hh, b_ih, b_hh)``, each shaped like the
+    forward's argument (bias fields None when the forward had no bias).
+    """
+    return _run_backward("lstm", tape, dy, dh_n, dc_n)
+
+
+# ----------------------------------------------------------------------------- GRU
+
+def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, linear_before_reset=True,
+                batch_first=False, lengths=None, backend="auto"):
+    """GRU over a sequence, keeping what backward needs. Returns ``(y, h_n, tape)``."""
+    y, h_n, _, tape = _run_forward("gru", (x, w_ih, w_hh, b_ih, b_hh, h0, None), linear_before_reset,
+                                   batch_first, lengths, backend, save=True)
+    return y, h_n, tape
+
+
+def gru(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, linear_before_reset=True,
+        batch_first=False, lengths=None, backend="auto"):
+    """GRU over a sequence. Returns ``(y, h_n)``.
+
+    r, z = sigma(x W_i{r,z}^T + b_i{r,z} + h W_h{r,z}^T + b_h{r,z});
+    n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))   (linear_before_reset=True, PyTorch/cuDNN)
+    n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn)   (linear_before_reset=False, Cho et al./ONNX);
+    h_t = (1 - z) * n + z * h.
+    """
+    y, h_n, _, _ = _run_forward("gru", (x, w_ih, w_hh, b_ih, b_hh, h0, None), linear_before_reset,
+                                batch_first, lengths, backend, save=False)
+    return y, h_n
+
+
+def gru_backward(tape, dy, dh_n=None) -> Grads:
+    """Gradients of a GRU sequence. Returns :class:`Grads` ``(x, h0, w_ih, w_hh, b_ih, b_hh)``."""
+    return _run_backward("gru", tape, dy, dh_n, None)
+
+
+# ----------------------------------------------------------------------------- RNN
+
+def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, nonlinearity="tanh",
+                batch_first=False, lengths=None, backend="auto"):
+    """Elman RNN over a sequence, keeping what backward needs. Returns ``(y, h_n, tape)``."""
+    y, h_n, _, tape = _run_forward("rnn", (x, w_ih, w_hh, b_ih, b_hh, h0, None), nonlinearity,
+                                   batch_first, lengths, backend, save=True)
+    return y, h_n, tape
+
+
+def rnn(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, nonlinearity="tanh",
+        batch_first=False, lengths=None, backend="auto"):
+    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h W_hh^T + b_hh), act tanh or relu. Returns ``(y, h_n)``."""
+    y, h_n, _, _ = _run_forward("rnn", (x, w_ih, w_hh, b_ih, b_hh, h0, None), nonlinearity,
+                                batch_first, lengths, backend, save=False)
+    return y, h_n
+
+
+def rnn_backward(tape, dy, dh_n=None) -> Grads:
+    """Gradients of an RNN sequence. Returns :class:`Grads` ``(x, h0, w_ih, w_hh, b_ih, b_hh)``."""
+    return _run_backward("rnn", tape, dy, dh_n, None)

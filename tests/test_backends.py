@@ -1,0 +1,45 @@
+"""Every fast backend against the float64 reference, on every output and gradient.
+
+A new backend joins these comparisons by being listed in fastrnn.available_backends().
+"""
+import numpy as np
+import pytest
+
+import fastrnn
+from rnncases import CELL_FORM_IDS, CELL_FORMS, EDGE_SHAPES, assert_matches_oracle, make_problem, rel_error, run
+
+FAST_BACKENDS = [name for name in fastrnn.available_backends() if name != "reference"]
+CONFIGS = {
+    "plain": dict(),
+    "no-bias": dict(bias=False),
+    "zero-state": dict(init_state=False),
+    "lengths": dict(lengths=True),
+    "batch-first+lengths": dict(batch_first=True, lengths=True),
+    "unbatched": dict(unbatched=True),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_on_edge_shapes(rng, backend, cell, variant, shape, dtype):
+    assert_matches_oracle(make_problem(rng, cell, variant, *shape, lengths=shape[1] > 1), backend, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_on_options(rng, backend, cell, variant, config, dtype):
+    assert_matches_oracle(make_problem(rng, cell, variant, 7, 5, 6, 9, **CONFIGS[config]), backend, dtype)
+
+
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_reference_float32_is_close_to_float64(rng, cell, variant):
+    """Keeps the float32 rule of assert_matches_oracle meaningful: the reference itself is accurate there."""
+    problem = make_problem(rng, cell, variant, 20, 4, 16, 24, lengths=True)
+    exact = run(problem, "reference")
+    low = run(problem.astype(np.float32), "reference")
+    for name, value in exact.items():
+        assert rel_error(low[name], value) < 1e-4, name   # ~1000 float32 ulps over 20 steps
