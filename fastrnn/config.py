@@ -1,8 +1,13 @@
 """Tunables, in one place, with their documented defaults and environment overrides.
 
-FASTRNN_CPU_BACKENDS  comma-separated order in which "auto" tries backends for
-                      NumPy (CPU) arrays; the first available one wins.
-                      Default: "reference" (later issues put fast backends first).
+FASTRNN_CPU_BACKENDS      comma-separated order in which "auto" tries backends for NumPy (CPU)
+                          arrays; the first available one wins. Default "numba,reference".
+FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numba's thread count,
+                          itself NUMBA_NUM_THREADS or the number of cores).
+FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
+                          on one thread: below it a sync per step costs more than the split saves.
+FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step (more: better balance when a core
+                          is busy elsewhere; fewer: less claiming). Default 2.
 """
 from __future__ import annotations
 
@@ -14,4 +19,20 @@ def _env_list(name: str, default: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "reference")
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"environment variable {name} must be >= 0, got {value}")
+    return value
+
+
+CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "numba,reference")
+THREADS: int = _env_int("FASTRNN_THREADS", 0)          # 0: Numba's thread count
+PARALLEL_MIN_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_MACS", 32768)
+CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))

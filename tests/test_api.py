@@ -60,19 +60,32 @@ def test_layouts_agree(rng, cell, variant):
         np.testing.assert_allclose(alone["dh0"], ref["dh0"][b], rtol=1e-12, atol=1e-14)
 
 
-def test_inference_call_matches_forward(rng):
+BACKENDS = fastrnn.available_backends()
+
+
+def test_auto_picks_the_first_available_backend_of_the_config(rng):
+    from fastrnn import config
+    expected = next(name for name in config.CPU_BACKEND_ORDER if name in BACKENDS)
+    y, state, tape = fastrnn.lstm_forward(**lstm_args(rng))
+    assert tape.backend == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inference_call_matches_forward(rng, backend):
     args = lstm_args(rng)
-    y, (h, c) = fastrnn.lstm(**args)
-    y2, (h2, c2), tape = fastrnn.lstm_forward(**args)
+    y, (h, c) = fastrnn.lstm(**args, backend=backend)
+    y2, (h2, c2), tape = fastrnn.lstm_forward(**args, backend=backend)
     np.testing.assert_array_equal(y, y2)
     np.testing.assert_array_equal(h, h2)
-    assert tape.backend == "reference" and tape.cell == "lstm"
+    np.testing.assert_array_equal(c, c2)
+    assert tape.backend == backend and tape.cell == "lstm"
 
 
-def test_array_likes_are_accepted(rng):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_array_likes_are_accepted(rng, backend):
     """Lists, Fortran order, non-contiguous views and read-only arrays give the same answer."""
     args = lstm_args(rng)
-    y, (h, c) = fastrnn.lstm(**args)
+    y, (h, c) = fastrnn.lstm(**args, backend=backend)
     big = np.zeros((3, 4, 8))
     big[:, ::2, ::2] = args["x"]
     variants = [
@@ -84,21 +97,23 @@ def test_array_likes_are_accepted(rng):
     readonly.flags.writeable = False
     variants.append(dict(args, w_hh=readonly))
     for kw in variants:
-        y2, (h2, c2) = fastrnn.lstm(**kw)
+        y2, (h2, c2) = fastrnn.lstm(**kw, backend=backend)
         np.testing.assert_array_equal(y2, y)
         np.testing.assert_array_equal(c2, c)
 
 
-def test_lists_adopt_the_arrays_dtype(rng):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lists_adopt_the_arrays_dtype(rng, backend):
     args = lstm_args(rng, dtype=np.float32)
-    y, (h, c) = fastrnn.lstm(**dict(args, h0=np.zeros((2, 5)).tolist()))
+    y, (h, c) = fastrnn.lstm(**dict(args, h0=np.zeros((2, 5)).tolist()), backend=backend)
     assert y.dtype == h.dtype == np.float32
 
 
-def test_inputs_are_not_modified(rng):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inputs_are_not_modified(rng, backend):
     args = lstm_args(rng)
     copies = {k: v.copy() for k, v in args.items()}
-    y, state, tape = fastrnn.lstm_forward(**args)
+    y, state, tape = fastrnn.lstm_forward(**args, backend=backend)
     dy = np.ones_like(y)
     fastrnn.lstm_backward(tape, dy)
     for k in args:
@@ -106,18 +121,20 @@ def test_inputs_are_not_modified(rng):
     assert np.all(dy == 1)
 
 
-def test_backward_twice_gives_the_same_gradients(rng):
-    y, state, tape = fastrnn.lstm_forward(**lstm_args(rng))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_twice_gives_the_same_gradients(rng, backend):
+    y, state, tape = fastrnn.lstm_forward(**lstm_args(rng), backend=backend)
     dy = rng.standard_normal(y.shape)
     g1, g2 = fastrnn.lstm_backward(tape, dy), fastrnn.lstm_backward(tape, dy)
     for a, b in zip(g1, g2):
         np.testing.assert_array_equal(a, b)
 
 
-def test_only_final_state_gradients(rng):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_only_final_state_gradients(rng, backend):
     """dy=None means no gradient flows in through y."""
     args = lstm_args(rng)
-    y, (h, c), tape = fastrnn.lstm_forward(**args)
+    y, (h, c), tape = fastrnn.lstm_forward(**args, backend=backend)
     dh = rng.standard_normal(h.shape)
     g_none = fastrnn.lstm_backward(tape, None, dh_n=dh)
     g_zero = fastrnn.lstm_backward(tape, np.zeros_like(y), dh_n=dh, dc_n=np.zeros_like(c))
@@ -126,10 +143,11 @@ def test_only_final_state_gradients(rng):
     assert np.abs(g_none.w_hh).max() > 0
 
 
-def test_nan_in_gives_nan_out(rng):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_in_gives_nan_out(rng, backend):
     args = lstm_args(rng, B=3)
     args["x"][1, 0, 2] = np.nan
-    y, (h, c), tape = fastrnn.lstm_forward(**args)
+    y, (h, c), tape = fastrnn.lstm_forward(**args, backend=backend)
     assert np.all(np.isnan(y[1:, 0])) and np.all(np.isfinite(y[:1])) and np.all(np.isfinite(y[:, 1:]))
     assert np.all(np.isnan(h[0])) and np.all(np.isfinite(h[1:]))
     g = fastrnn.lstm_backward(tape, np.ones_like(y))
@@ -138,17 +156,18 @@ def test_nan_in_gives_nan_out(rng):
 
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_large_inputs_saturate_without_warnings(rng, cell, variant, dtype):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_inputs_saturate_without_warnings(rng, cell, variant, dtype, backend):
     problem = make_problem(rng, cell, variant, 4, 3, 5, 6, dtype=dtype)
     problem.args["x"] = (problem.args["x"] * 1e4).astype(dtype)
     problem.args["w_hh"] = (problem.args["w_hh"] * 1e3).astype(dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = run(problem, "reference")
+        out = run(problem, backend)
     for name, value in out.items():
         assert np.all(np.isfinite(value)), name
-    if variant != "relu":
-        assert np.abs(out["y"]).max() <= 1
+    if variant != "relu":   # gates saturate: |h| stays within tanh's range (GRU: or |h0|'s)
+        assert np.abs(out["y"]).max() <= max(1.0, np.abs(problem.args["h0"]).max())
 
 
 def test_available_backends_lists_the_reference():
@@ -201,7 +220,7 @@ def call_error(fn, exc, match, **kw):
     (dict(lengths=[3, 2, 1]), ValueError, r"lengths must have shape \(B,\) = \(2,\), got \(3,\)"),
     (dict(lengths=[2.0, 3.0]), TypeError, r"lengths must be an array of integers, got dtype float64"),
     (dict(batch_first="yes"), TypeError, r"batch_first must be True or False"),
-    (dict(backend="fortran"), ValueError, r"backend must be 'auto' or one of \['reference'"),
+    (dict(backend="fortran"), ValueError, r"backend must be 'auto' or one of \[.*'reference'.*\], got 'fortran'"),
     (dict(backend=3), TypeError, r"backend must be a string"),
 ])
 def test_lstm_argument_errors(rng, change, exc, match):

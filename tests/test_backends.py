@@ -43,3 +43,35 @@ def test_reference_float32_is_close_to_float64(rng, cell, variant):
     low = run(problem.astype(np.float32), "reference")
     for name, value in exact.items():
         assert rel_error(low[name], value) < 1e-4, name   # ~1000 float32 ulps over 20 steps
+
+
+@pytest.fixture
+def split_work(monkeypatch):
+    """Force the multi-worker path even at test sizes: 3 workers (more than CI's 2 cores, so one
+    thread runs two workers and the others must claim its chunks), several chunks per step."""
+    from fastrnn import config
+    monkeypatch.setattr(config, "THREADS", 3)
+    monkeypatch.setattr(config, "PARALLEL_MIN_MACS", 0)
+    monkeypatch.setattr(config, "CHUNKS_PER_THREAD", 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(6, 4, 7, 33), (5, 1, 3, 9), (3, 7, 5, 24)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_with_work_split(rng, split_work, backend, cell, variant, shape, dtype):
+    assert_matches_oracle(make_problem(rng, cell, variant, *shape, lengths=shape[1] > 1), backend, dtype)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_calls_from_several_python_threads(rng, backend):
+    from concurrent.futures import ThreadPoolExecutor
+    problems = [make_problem(rng, cell, variant, 8, 3, 5, 40, lengths=True)
+                for cell, variant in CELL_FORMS for _ in range(2)]
+    expected = [run(p, backend) for p in problems]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: run(p, backend), problems * 2))
+    for got, want in zip(results, expected * 2):
+        for name in want:
+            if want[name] is not None:
+                np.testing.assert_array_equal(got[name], want[name], err_msg=name)

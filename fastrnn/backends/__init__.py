@@ -53,6 +53,9 @@ def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
+register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
+                 install_hint="install it with: pip install numba",
+                 description="fused persistent CPU kernels compiled by Numba"))
 register(Backend("reference", "fastrnn.backends.reference",
                  description="NumPy oracle: textbook equations, exact to float64 rounding"))
 

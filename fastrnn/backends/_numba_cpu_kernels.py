@@ -1,0 +1,325 @@
+r"""Persistent fused sequence kernels for the CPU (Numba): one parallel region per call.
+
+Forward, for each step t (x-projection xp = x W_ih^T + b_ih precomputed for all steps by one GEMM):
+    gh = h_{t-1} W_hh^T + b_hh            (register-tiled, by chunks of hidden units)
+    h_t, c_t = cell pointwise(xp_t, gh, h_{t-1}, c_{t-1})      (cells/: lstm, gru, rnn)
+Backward, for each step t from T-1 down to 0, carrying dh (and dc):
+    dh_t = dgh_{t+1} W_hh + dh_direct_{t+1} + dy_t
+    dgi_t, dgh_t, dh_direct_t, dc_{t-1} = cell pointwise backward(dh_t, saved activations)
+then dW_ih, dW_hh, biases and dx are whole-sequence GEMMs (numba_cpu.py).
+
+Shapes: xp (T, B, G*H); w_hh (G*H, H), gate-major as in PyTorch; w_hh_t (H, G*H) its transpose;
+h_states, c_states (S, B, H) where S = T + 1 when saving for backward (entry t = state entering
+step t) and S = 2 otherwise (ping-pong); gates (T, B, G*H) the saved activations; dgi, dgh (T, B, G*H)
+gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).
+
+Work split: hidden units are cut into chunks; the workers of one parallel region claim chunks
+step by step (see _numba_sync.py): one region per call instead of a fork/join per step.
+Versions: v1 (this) — PyTorch-layout weights read in place, 4x3 register tiles, libm activations.
+Check: pytest tests/test_backends.py; time: python benchmarks/compare_cpu.py.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ..cells import gru as gru_cell
+from ..cells import lstm as lstm_cell
+from ..cells import rnn as rnn_cell
+from ._numba_sync import claim, finish, wait_all
+from ._numba_tiles import product
+
+LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
+
+
+# ----------------------------------------------------------------------------- forward pointwise
+
+@njit(cache=True)
+def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates, save):
+    H = h_in.shape[1]
+    for b in range(h_in.shape[0]):
+        active = t < lengths[b]
+        for uu in range(n):
+            u = u0 + uu
+            j = 4 * uu
+            if active:
+                h, c, i, f, g, o = lstm_cell.forward(
+                    xp[t, b, u] + gh[b, j] + b_hh[u], xp[t, b, H + u] + gh[b, j + 1] + b_hh[H + u],
+                    xp[t, b, 2 * H + u] + gh[b, j + 2] + b_hh[2 * H + u],
+                    xp[t, b, 3 * H + u] + gh[b, j + 3] + b_hh[3 * H + u], c_in[b, u])
+                h_out[b, u], c_out[b, u], y[t, b, u] = h, c, h
+                if save:
+                    gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u], gates[t, b, 3 * H + u] = i, f, g, o
+            else:
+                h_out[b, u], c_out[b, u], y[t, b, u] = h_in[b, u], c_in[b, u], 0
+                if save:
+                    gates[t, b, u] = gates[t, b, H + u] = gates[t, b, 2 * H + u] = gates[t, b, 3 * H + u] = 0
+
+
+@njit(cache=True)
+def _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn, save):
+    H = h_in.shape[1]
+    for b in range(h_in.shape[0]):
+        active = t < lengths[b]
+        for uu in range(n):
+            u = u0 + uu
+            j = 3 * uu
+            if active:
+                gh_n = gh[b, j + 2] + b_hh[2 * H + u]
+                h, r, z, nn = gru_cell.forward(xp[t, b, u], xp[t, b, H + u], xp[t, b, 2 * H + u],
+                                               gh[b, j] + b_hh[u], gh[b, j + 1] + b_hh[H + u], gh_n, h_in[b, u])
+                h_out[b, u], y[t, b, u] = h, h
+                if save:
+                    gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u] = r, z, nn
+                    ghn[t, b, u] = gh_n
+            else:
+                h_out[b, u], y[t, b, u] = h_in[b, u], 0
+                if save:
+                    gates[t, b, u] = gates[t, b, H + u] = gates[t, b, 2 * H + u] = ghn[t, b, u] = 0
+
+
+@njit(cache=True)
+def _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, relu):
+    for b in range(h_in.shape[0]):
+        active = t < lengths[b]
+        for uu in range(n):
+            u = u0 + uu
+            if active:
+                h = rnn_cell.forward(xp[t, b, u] + gh[b, uu] + b_hh[u], relu)
+                h_out[b, u], y[t, b, u] = h, h
+            else:
+                h_out[b, u], y[t, b, u] = h_in[b, u], 0
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, save,
+            n_workers, chunk_units, claims, done):
+    """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0]."""
+    T, B = xp.shape[0], xp.shape[1]
+    H = w_hh.shape[1]
+    G = w_hh.shape[0] // H
+    S = h_states.shape[0]
+    n_chunks = (H + chunk_units - 1) // chunk_units
+    for w in prange(n_workers):
+        gh = np.empty((B, chunk_units * G), xp.dtype)
+        first = w * n_chunks // n_workers
+        for t in range(T):
+            h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
+            for i in range(n_chunks):
+                c = (first + i) % n_chunks
+                if not claim(claims, t, n_chunks, c):
+                    continue
+                u0 = c * chunk_units
+                n = min(H - u0, chunk_units)
+                product(w_hh, G, H, u0, n * G, h_in, B, gh)
+                if kind == LSTM:
+                    _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
+                                lengths, y, gates, save)
+                elif kind == GRU:
+                    _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn, save)
+                else:
+                    _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, kind == RNN_RELU)
+                finish(done, t)
+            wait_all(done, t, n_chunks)
+
+
+# ----------------------------------------------------------------------------- backward pointwise
+
+@njit(cache=True)
+def _lstm_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, c_states, dg, dh_direct, dc):
+    H = dh_direct.shape[1]
+    for b in range(dh_direct.shape[0]):
+        active = t < lengths[b]
+        for uu in range(n):
+            u = u0 + uu
+            if active:
+                dh = dh_carry[b, uu] + (dy[t, b, u] if has_dy else 0)
+                da_i, da_f, da_g, da_o, dc_prev = lstm_cell.backward(
+                    dh, dc[b, u], gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u],
+                    gates[t, b, 3 * H + u], c_states[t, b, u], c_states[t + 1, b, u])
+                dg[t, b, u], dg[t, b, H + u], dg[t, b, 2 * H + u], dg[t, b, 3 * H + u] = da_i, da_f, da_g, da_o
+                dc[b, u], dh_direct[b, u] = dc_prev, 0
+            else:
+                dg[t, b, u] = dg[t, b, H + u] = dg[t, b, 2 * H + u] = dg[t, b, 3 * H + u] = 0
+                dh_direct[b, u] = dh_carry[b, uu]
+
+
+@njit(cache=True)
+def _gru_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct):
+    H = dh_direct.shape[1]
+    for b in range(dh_direct.shape[0]):
+        active = t < lengths[b]
+        for uu in range(n):
+            u = u0 + uu
+            if active:
+                dh = dh_carry[b, uu] + (dy[t, b, u] if has_dy else 0)
+                da_r, da_z, da_n, dgh_n, dh_dir = gru_cell.backward(
+                    dh, gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u], ghn[t, b, u], h_states[t, b, u])
+                dgi[t, b, u], dgi[t, b, H + u], dgi[t, b, 2 * H + u] = da_r, da_z, da_n
+                dgh[t, b, u], dgh[t, b, H + u], dgh[t, b, 2 * H + u] = da_r, da_z, dgh_n
+                dh_direct[b, u] = dh_dir
+            else:
+                dgi[t, b, u] = dgi[t, b, H + u] = dgi[t, b, 2 * H + u] = 0
+                dgh[t, b, u] = dgh[t, b, H + u] = dgh[t, b, 2 * H + u] = 0
+                dh_direct[b, u] = dh_carry[b, uu]
+
+
+@njit(cache=True)
+def _rnn_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, h_states, dg, dh_direct, relu):
+    for b in range(dh_direct.shape[0]):
+        active = t < lengths[b]
+        for uu in range(n):
+            u = u0 + uu
+            if active:
+                dh = dh_carry[b, uu] + (dy[t, b, u] if has_dy else 0)
+                dg[t, b, u] = rnn_cell.backward(dh, h_states[t + 1, b, u], relu)
+                dh_direct[b, u] = 0
+            else:
+                dg[t, b, u] = 0
+                dh_direct[b, u] = dh_carry[b, uu]
+
+
+@njit(cache=True)
+def _incoming_dh(last_step, w_t, dg_next, dh_n, dh_direct, u0, n, out):
+    """out[:, :n] = dL/dh_t of units u0..u0+n-1 before dy_t: dh_n at the last step, else
+    dg_{t+1} W (the recurrent part, w_t = W^T) plus the direct part carried from step t+1."""
+    B = dh_n.shape[0]
+    if last_step:
+        out[:, :n] = dh_n[:, u0:u0 + n]
+        return
+    product(w_t, 1, dh_n.shape[1], u0, n, dg_next, B, out)
+    for b in range(B):
+        for uu in range(n):
+            out[b, uu] += dh_direct[b, u0 + uu]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def backward(kind, w_hh_t, dy, has_dy, dh_n, lengths, gates, h_states, c_states, ghn,
+             dgi, dgh, dh_direct, dc, dh0, n_workers, chunk_units, claims, done):
+    """Reverse loop of LSTM, GRU (linear before reset) and RNN. ``dc`` enters holding dc_n and
+    leaves holding dc0; ``dh0`` receives dL/dh0. Phase p handles step T-1-p; phase T forms dh0."""
+    T = h_states.shape[0] - 1
+    B, H = dh_n.shape
+    n_chunks = (H + chunk_units - 1) // chunk_units
+    for w in prange(n_workers):
+        dh_carry = np.empty((B, chunk_units), dh_n.dtype)
+        first = w * n_chunks // n_workers
+        for p in range(T + 1):
+            t = T - 1 - p
+            for i in range(n_chunks):
+                c = (first + i) % n_chunks
+                if not claim(claims, p, n_chunks, c):
+                    continue
+                u0 = c * chunk_units
+                n = min(H - u0, chunk_units)
+                _incoming_dh(p == 0, w_hh_t, dgh[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, dh_carry)
+                if p == T:
+                    dh0[:, u0:u0 + n] = dh_carry[:, :n]
+                elif kind == LSTM:
+                    _lstm_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, c_states, dgi,
+                                         dh_direct, dc)
+                elif kind == GRU:
+                    _gru_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, h_states, ghn, dgi, dgh,
+                                        dh_direct)
+                else:
+                    _rnn_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, h_states, dgi, dh_direct,
+                                        kind == RNN_RELU)
+                finish(done, p)
+            wait_all(done, p, n_chunks)
+
+
+# ----------------------------------------------------------------------------- GRU of Cho et al.
+# n = tanh(xp_n + (r h) W_hn^T + b_hn) needs r of every unit before the product of gate n,
+# so each step has two phases (two syncs): r, z and r*h; then n and h'.
+
+@njit(parallel=True, nogil=True, cache=True)
+def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, n_workers, chunk_units, claims, done):
+    """``gates`` holds r, z, n of each step: (T, B, 3H) when saving, (1, B, 3H) otherwise."""
+    T, B = xp.shape[0], xp.shape[1]
+    H = w_hh.shape[1]
+    S, SG = h_states.shape[0], gates.shape[0]
+    n_chunks = (H + chunk_units - 1) // chunk_units
+    for w in prange(n_workers):
+        gh = np.empty((B, chunk_units * 2), xp.dtype)
+        first = w * n_chunks // n_workers
+        for p in range(2 * T):
+            t = p // 2
+            h_in, h_out, g = h_states[t % S], h_states[(t + 1) % S], gates[t % SG]
+            for i in range(n_chunks):
+                c = (first + i) % n_chunks
+                if not claim(claims, p, n_chunks, c):
+                    continue
+                u0 = c * chunk_units
+                n = min(H - u0, chunk_units)
+                if p % 2 == 0:      # r, z and r*h
+                    product(w_hh, 2, H, u0, 2 * n, h_in, B, gh)
+                    for b in range(B):
+                        for uu in range(n):
+                            u = u0 + uu
+                            r, z = gru_cell.gates_rz(xp[t, b, u] + gh[b, 2 * uu] + b_hh[u],
+                                                     xp[t, b, H + u] + gh[b, 2 * uu + 1] + b_hh[H + u])
+                            g[b, u], g[b, H + u] = r, z
+                            rh[b, u] = r * h_in[b, u]
+                else:               # n from (r h) W_hn^T, then h'
+                    product(w_hh, 1, H, 2 * H + u0, n, rh, B, gh)
+                    for b in range(B):
+                        active = t < lengths[b]
+                        for uu in range(n):
+                            u = u0 + uu
+                            if active:
+                                nn = gru_cell.candidate(xp[t, b, 2 * H + u] + gh[b, uu] + b_hh[2 * H + u])
+                                h = gru_cell.update(g[b, H + u], nn, h_in[b, u])
+                                g[b, 2 * H + u] = nn
+                                h_out[b, u], y[t, b, u] = h, h
+                            else:
+                                g[b, u] = g[b, H + u] = g[b, 2 * H + u] = 0
+                                h_out[b, u], y[t, b, u] = h_in[b, u], 0
+                finish(done, p)
+            wait_all(done, p, n_chunks)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def backward_gru_cho(w_rz_t, w_n_t, dy, has_dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0,
+                     n_workers, chunk_units, claims, done):
+    """w_rz_t (H, 2H) = W_h{r,z}^T, w_n_t (H, H) = W_hn^T; dg_rz (T, B, 2H) and da_n (T, B, H) receive
+    the pre-activation gradients (for gate n the h-side one equals the x-side one)."""
+    T = h_states.shape[0] - 1
+    B, H = dh_n.shape
+    n_chunks = (H + chunk_units - 1) // chunk_units
+    for w in prange(n_workers):
+        acc = np.empty((B, chunk_units), dh_n.dtype)
+        first = w * n_chunks // n_workers
+        for p in range(2 * T + 1):
+            t = T - 1 - p // 2
+            for i in range(n_chunks):
+                c = (first + i) % n_chunks
+                if not claim(claims, p, n_chunks, c):
+                    continue
+                u0 = c * chunk_units
+                n = min(H - u0, chunk_units)
+                if p % 2 == 0:      # dh_t, then da_z, da_n and the direct part of dh_{t-1}
+                    _incoming_dh(p == 0, w_rz_t, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc)
+                    if p == 2 * T:
+                        dh0[:, u0:u0 + n] = acc[:, :n]
+                    else:
+                        for b in range(B):
+                            active = t < lengths[b]
+                            for uu in range(n):
+                                u = u0 + uu
+                                if active:
+                                    dh = acc[b, uu] + (dy[t, b, u] if has_dy else 0)
+                                    da_z, dan, dh_dir = gru_cell.backward_zn(
+                                        dh, gates[t, b, H + u], gates[t, b, 2 * H + u], h_states[t, b, u])
+                                    dg_rz[t, b, H + u], da_n[t, b, u], dh_direct[b, u] = da_z, dan, dh_dir
+                                else:
+                                    dg_rz[t, b, u] = dg_rz[t, b, H + u] = da_n[t, b, u] = 0
+                                    dh_direct[b, u] = acc[b, uu]
+                else:               # d(r h) = da_n W_hn, then da_r and the rest of dh_{t-1}
+                    product(w_n_t, 1, H, u0, n, da_n[t], B, acc)
+                    for b in range(B):
+                        if t < lengths[b]:
+                            for uu in range(n):
+                                u = u0 + uu
+                                r = gates[t, b, u]
+                                dg_rz[t, b, u] = acc[b, uu] * h_states[t, b, u] * r * (1 - r)
+                                dh_direct[b, u] += acc[b, uu] * r
+                finish(done, p)
+            wait_all(done, p, n_chunks)
