@@ -25,73 +25,109 @@ from ..cells import gru as gru_cell
 from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
 from ._numba_sync import claim, finish, wait_all
-from ._numba_tiles import product
+from ._numba_tiles import gemm_nt_chunk, gemm_nt_chunks, product
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
 
 
+# ----------------------------------------------------------------------------- whole-sequence GEMMs
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def gemm_nt(A, Bt, C, bias, claims, n_workers):
+    """C = A Bt^T (+ bias on every row unless it is empty), blocks shared out among the workers.
+
+    The GEMMs of a sequence (input projection; dx, dW_ih, dW_hh) run here rather than in
+    NumPy's BLAS: two thread pools (OpenBLAS's and Numba's OpenMP) spinning on two cores
+    slowed each other down tenfold, and these tiles run at BLAS speed on this machine."""
+    n_chunks = gemm_nt_chunks(A.shape[0], Bt.shape[0])
+    for w in prange(n_workers):
+        first = w * n_chunks // n_workers
+        for i in range(n_chunks):
+            c = (first + i) % n_chunks
+            if claim(claims, 0, n_chunks, c):
+                gemm_nt_chunk(A, Bt, C, bias, c)
+
+
 # ----------------------------------------------------------------------------- forward pointwise
+# One function per cell and chunk. The branch on a sequence's length is taken per batch row, and
+# the loop over units indexes 1-D views only: LLVM then vectorises it, activations included
+# (multi-dimensional indexing inside the loop kept it scalar, 5x slower).
+# Saved activations go to gates[t % len(gates)]: a single scratch slot when nothing is saved.
 
-@njit(cache=True)
-def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates, save):
+@njit(inline="always", error_model="numpy")
+def _gates3(row, H, u0, n):
+    """Views of gates 0..2 of units u0..u0+n-1 in one gate-major row of length G*H."""
+    return row[u0:u0 + n], row[H + u0:H + u0 + n], row[2 * H + u0:2 * H + u0 + n]
+
+
+@njit(inline="always", error_model="numpy")
+def _gates4(row, H, u0, n):
+    return row[u0:u0 + n], row[H + u0:H + u0 + n], row[2 * H + u0:2 * H + u0 + n], row[3 * H + u0:3 * H + u0 + n]
+
+
+@njit(cache=True, error_model="numpy")
+def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates):
     H = h_in.shape[1]
+    g_t = gates[t % gates.shape[0]]
+    bi, bf, bg, bo = _gates4(b_hh, H, u0, n)
     for b in range(h_in.shape[0]):
-        active = t < lengths[b]
-        for uu in range(n):
-            u = u0 + uu
-            j = 4 * uu
-            if active:
-                h, c, i, f, g, o = lstm_cell.forward(
-                    xp[t, b, u] + gh[b, j] + b_hh[u], xp[t, b, H + u] + gh[b, j + 1] + b_hh[H + u],
-                    xp[t, b, 2 * H + u] + gh[b, j + 2] + b_hh[2 * H + u],
-                    xp[t, b, 3 * H + u] + gh[b, j + 3] + b_hh[3 * H + u], c_in[b, u])
-                h_out[b, u], c_out[b, u], y[t, b, u] = h, c, h
-                if save:
-                    gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u], gates[t, b, 3 * H + u] = i, f, g, o
-            else:
-                h_out[b, u], c_out[b, u], y[t, b, u] = h_in[b, u], c_in[b, u], 0
-                if save:
-                    gates[t, b, u] = gates[t, b, H + u] = gates[t, b, 2 * H + u] = gates[t, b, 3 * H + u] = 0
+        hi, ho, ci, co, yb = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], c_in[b, u0:u0 + n], c_out[b, u0:u0 + n], \
+            y[t, b, u0:u0 + n]
+        si, sf, sg, so = _gates4(g_t[b], H, u0, n)
+        if t < lengths[b]:
+            xi, xf, xg, xo = _gates4(xp[t, b], H, u0, n)
+            r = gh[b]
+            for k in range(n):
+                h, c, si[k], sf[k], sg[k], so[k] = lstm_cell.forward(
+                    xi[k] + r[4 * k] + bi[k], xf[k] + r[4 * k + 1] + bf[k], xg[k] + r[4 * k + 2] + bg[k],
+                    xo[k] + r[4 * k + 3] + bo[k], ci[k])
+                ho[k], co[k], yb[k] = h, c, h
+        else:
+            for k in range(n):
+                ho[k], co[k], yb[k] = hi[k], ci[k], 0
+                si[k] = sf[k] = sg[k] = so[k] = 0
 
 
-@njit(cache=True)
-def _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn, save):
+@njit(cache=True, error_model="numpy")
+def _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
     H = h_in.shape[1]
+    g_t, ghn_t = gates[t % gates.shape[0]], ghn[t % ghn.shape[0]]
+    br, bz, bn = _gates3(b_hh, H, u0, n)
     for b in range(h_in.shape[0]):
-        active = t < lengths[b]
-        for uu in range(n):
-            u = u0 + uu
-            j = 3 * uu
-            if active:
-                gh_n = gh[b, j + 2] + b_hh[2 * H + u]
-                h, r, z, nn = gru_cell.forward(xp[t, b, u], xp[t, b, H + u], xp[t, b, 2 * H + u],
-                                               gh[b, j] + b_hh[u], gh[b, j + 1] + b_hh[H + u], gh_n, h_in[b, u])
-                h_out[b, u], y[t, b, u] = h, h
-                if save:
-                    gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u] = r, z, nn
-                    ghn[t, b, u] = gh_n
-            else:
-                h_out[b, u], y[t, b, u] = h_in[b, u], 0
-                if save:
-                    gates[t, b, u] = gates[t, b, H + u] = gates[t, b, 2 * H + u] = ghn[t, b, u] = 0
+        hi, ho, yb, sn_h = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], y[t, b, u0:u0 + n], ghn_t[b, u0:u0 + n]
+        sr, sz, sn = _gates3(g_t[b], H, u0, n)
+        if t < lengths[b]:
+            xr, xz, xn = _gates3(xp[t, b], H, u0, n)
+            r = gh[b]
+            for k in range(n):
+                gh_n = r[3 * k + 2] + bn[k]
+                h, sr[k], sz[k], sn[k] = gru_cell.forward(xr[k], xz[k], xn[k], r[3 * k] + br[k],
+                                                          r[3 * k + 1] + bz[k], gh_n, hi[k])
+                ho[k], yb[k], sn_h[k] = h, h, gh_n
+        else:
+            for k in range(n):
+                ho[k], yb[k] = hi[k], 0
+                sr[k] = sz[k] = sn[k] = sn_h[k] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, relu):
+    bias = b_hh[u0:u0 + n]
     for b in range(h_in.shape[0]):
-        active = t < lengths[b]
-        for uu in range(n):
-            u = u0 + uu
-            if active:
-                h = rnn_cell.forward(xp[t, b, u] + gh[b, uu] + b_hh[u], relu)
-                h_out[b, u], y[t, b, u] = h, h
-            else:
-                h_out[b, u], y[t, b, u] = h_in[b, u], 0
+        hi, ho, yb = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], y[t, b, u0:u0 + n]
+        if t < lengths[b]:
+            x, r = xp[t, b, u0:u0 + n], gh[b]
+            for k in range(n):
+                h = rnn_cell.forward(x[k] + r[k] + bias[k], relu)
+                ho[k], yb[k] = h, h
+        else:
+            for k in range(n):
+                ho[k], yb[k] = hi[k], 0
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, save,
-            n_workers, chunk_units, claims, done):
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, chunk_units, claims, done,
+            n_workers):
     """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0]."""
     T, B = xp.shape[0], xp.shape[1]
     H = w_hh.shape[1]
@@ -112,9 +148,9 @@ def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, sa
                 product(w_hh, G, H, u0, n * G, h_in, B, gh)
                 if kind == LSTM:
                     _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
-                                lengths, y, gates, save)
+                                lengths, y, gates)
                 elif kind == GRU:
-                    _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn, save)
+                    _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn)
                 else:
                     _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, kind == RNN_RELU)
                 finish(done, t)
@@ -122,62 +158,66 @@ def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, sa
 
 
 # ----------------------------------------------------------------------------- backward pointwise
+# dh_carry holds dL/dh_t of the chunk's units before dy_t; dy has T slots, or one of zeros.
 
-@njit(cache=True)
-def _lstm_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, c_states, dg, dh_direct, dc):
+@njit(cache=True, error_model="numpy")
+def _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dg, dh_direct, dc):
     H = dh_direct.shape[1]
+    dy_t = dy[t % dy.shape[0]]
     for b in range(dh_direct.shape[0]):
-        active = t < lengths[b]
-        for uu in range(n):
-            u = u0 + uu
-            if active:
-                dh = dh_carry[b, uu] + (dy[t, b, u] if has_dy else 0)
-                da_i, da_f, da_g, da_o, dc_prev = lstm_cell.backward(
-                    dh, dc[b, u], gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u],
-                    gates[t, b, 3 * H + u], c_states[t, b, u], c_states[t + 1, b, u])
-                dg[t, b, u], dg[t, b, H + u], dg[t, b, 2 * H + u], dg[t, b, 3 * H + u] = da_i, da_f, da_g, da_o
-                dc[b, u], dh_direct[b, u] = dc_prev, 0
-            else:
-                dg[t, b, u] = dg[t, b, H + u] = dg[t, b, 2 * H + u] = dg[t, b, 3 * H + u] = 0
-                dh_direct[b, u] = dh_carry[b, uu]
+        carry, direct, dcb = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dc[b, u0:u0 + n]
+        di, df, dg_, do = _gates4(dg[t, b], H, u0, n)
+        if t < lengths[b]:
+            i, f, g, o = _gates4(gates[t, b], H, u0, n)
+            dyb, c_prev, c = dy_t[b, u0:u0 + n], c_states[t, b, u0:u0 + n], c_states[t + 1, b, u0:u0 + n]
+            for k in range(n):
+                di[k], df[k], dg_[k], do[k], dcb[k] = lstm_cell.backward(
+                    carry[k] + dyb[k], dcb[k], i[k], f[k], g[k], o[k], c_prev[k], c[k])
+                direct[k] = 0
+        else:
+            for k in range(n):
+                di[k] = df[k] = dg_[k] = do[k] = 0
+                direct[k] = carry[k]
 
 
-@njit(cache=True)
-def _gru_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct):
+@njit(cache=True, error_model="numpy")
+def _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct):
     H = dh_direct.shape[1]
+    dy_t = dy[t % dy.shape[0]]
     for b in range(dh_direct.shape[0]):
-        active = t < lengths[b]
-        for uu in range(n):
-            u = u0 + uu
-            if active:
-                dh = dh_carry[b, uu] + (dy[t, b, u] if has_dy else 0)
-                da_r, da_z, da_n, dgh_n, dh_dir = gru_cell.backward(
-                    dh, gates[t, b, u], gates[t, b, H + u], gates[t, b, 2 * H + u], ghn[t, b, u], h_states[t, b, u])
-                dgi[t, b, u], dgi[t, b, H + u], dgi[t, b, 2 * H + u] = da_r, da_z, da_n
-                dgh[t, b, u], dgh[t, b, H + u], dgh[t, b, 2 * H + u] = da_r, da_z, dgh_n
-                dh_direct[b, u] = dh_dir
-            else:
-                dgi[t, b, u] = dgi[t, b, H + u] = dgi[t, b, 2 * H + u] = 0
-                dgh[t, b, u] = dgh[t, b, H + u] = dgh[t, b, 2 * H + u] = 0
-                dh_direct[b, u] = dh_carry[b, uu]
+        carry, direct = dh_carry[b, :n], dh_direct[b, u0:u0 + n]
+        xr, xz, xn = _gates3(dgi[t, b], H, u0, n)
+        hr, hz, hn = _gates3(dgh[t, b], H, u0, n)
+        if t < lengths[b]:
+            r, z, nn = _gates3(gates[t, b], H, u0, n)
+            dyb, gh_n, h_prev = dy_t[b, u0:u0 + n], ghn[t, b, u0:u0 + n], h_states[t, b, u0:u0 + n]
+            for k in range(n):
+                da_r, da_z, da_n, hn[k], direct[k] = gru_cell.backward(
+                    carry[k] + dyb[k], r[k], z[k], nn[k], gh_n[k], h_prev[k])
+                xr[k], xz[k], xn[k], hr[k], hz[k] = da_r, da_z, da_n, da_r, da_z
+        else:
+            for k in range(n):
+                xr[k] = xz[k] = xn[k] = hr[k] = hz[k] = hn[k] = 0
+                direct[k] = carry[k]
 
 
-@njit(cache=True)
-def _rnn_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, h_states, dg, dh_direct, relu):
+@njit(cache=True, error_model="numpy")
+def _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dg, dh_direct, relu):
+    dy_t = dy[t % dy.shape[0]]
     for b in range(dh_direct.shape[0]):
-        active = t < lengths[b]
-        for uu in range(n):
-            u = u0 + uu
-            if active:
-                dh = dh_carry[b, uu] + (dy[t, b, u] if has_dy else 0)
-                dg[t, b, u] = rnn_cell.backward(dh, h_states[t + 1, b, u], relu)
-                dh_direct[b, u] = 0
-            else:
-                dg[t, b, u] = 0
-                dh_direct[b, u] = dh_carry[b, uu]
+        carry, direct, da = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dg[t, b, u0:u0 + n]
+        if t < lengths[b]:
+            dyb, h = dy_t[b, u0:u0 + n], h_states[t + 1, b, u0:u0 + n]
+            for k in range(n):
+                da[k] = rnn_cell.backward(carry[k] + dyb[k], h[k], relu)
+                direct[k] = 0
+        else:
+            for k in range(n):
+                da[k] = 0
+                direct[k] = carry[k]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _incoming_dh(last_step, w_t, dg_next, dh_n, dh_direct, u0, n, out):
     """out[:, :n] = dL/dh_t of units u0..u0+n-1 before dy_t: dh_n at the last step, else
     dg_{t+1} W (the recurrent part, w_t = W^T) plus the direct part carried from step t+1."""
@@ -191,9 +231,9 @@ def _incoming_dh(last_step, w_t, dg_next, dh_n, dh_direct, u0, n, out):
             out[b, uu] += dh_direct[b, u0 + uu]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def backward(kind, w_hh_t, dy, has_dy, dh_n, lengths, gates, h_states, c_states, ghn,
-             dgi, dgh, dh_direct, dc, dh0, n_workers, chunk_units, claims, done):
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def backward(kind, w_hh_t, dy, dh_n, lengths, gates, h_states, c_states, ghn,
+             dgi, dgh, dh_direct, dc, dh0, chunk_units, claims, done, n_workers):
     """Reverse loop of LSTM, GRU (linear before reset) and RNN. ``dc`` enters holding dc_n and
     leaves holding dc0; ``dh0`` receives dL/dh0. Phase p handles step T-1-p; phase T forms dh0."""
     T = h_states.shape[0] - 1
@@ -214,13 +254,13 @@ def backward(kind, w_hh_t, dy, has_dy, dh_n, lengths, gates, h_states, c_states,
                 if p == T:
                     dh0[:, u0:u0 + n] = dh_carry[:, :n]
                 elif kind == LSTM:
-                    _lstm_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, c_states, dgi,
+                    _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dgi,
                                          dh_direct, dc)
                 elif kind == GRU:
-                    _gru_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, gates, h_states, ghn, dgi, dgh,
+                    _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh,
                                         dh_direct)
                 else:
-                    _rnn_chunk_backward(t, u0, n, dh_carry, dy, has_dy, lengths, h_states, dgi, dh_direct,
+                    _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dgi, dh_direct,
                                         kind == RNN_RELU)
                 finish(done, p)
             wait_all(done, p, n_chunks)
@@ -230,8 +270,8 @@ def backward(kind, w_hh_t, dy, has_dy, dh_n, lengths, gates, h_states, c_states,
 # n = tanh(xp_n + (r h) W_hn^T + b_hn) needs r of every unit before the product of gate n,
 # so each step has two phases (two syncs): r, z and r*h; then n and h'.
 
-@njit(parallel=True, nogil=True, cache=True)
-def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, n_workers, chunk_units, claims, done):
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, chunk_units, claims, done, n_workers):
     """``gates`` holds r, z, n of each step: (T, B, 3H) when saving, (1, B, 3H) otherwise."""
     T, B = xp.shape[0], xp.shape[1]
     H = w_hh.shape[1]
@@ -276,9 +316,9 @@ def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, n_workers, 
             wait_all(done, p, n_chunks)
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def backward_gru_cho(w_rz_t, w_n_t, dy, has_dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0,
-                     n_workers, chunk_units, claims, done):
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def backward_gru_cho(w_rz_t, w_n_t, dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0,
+                     chunk_units, claims, done, n_workers):
     """w_rz_t (H, 2H) = W_h{r,z}^T, w_n_t (H, H) = W_hn^T; dg_rz (T, B, 2H) and da_n (T, B, H) receive
     the pre-activation gradients (for gate n the h-side one equals the x-side one)."""
     T = h_states.shape[0] - 1
@@ -300,12 +340,13 @@ def backward_gru_cho(w_rz_t, w_n_t, dy, has_dy, dh_n, lengths, gates, h_states, 
                     if p == 2 * T:
                         dh0[:, u0:u0 + n] = acc[:, :n]
                     else:
+                        dy_t = dy[t % dy.shape[0]]
                         for b in range(B):
                             active = t < lengths[b]
                             for uu in range(n):
                                 u = u0 + uu
                                 if active:
-                                    dh = acc[b, uu] + (dy[t, b, u] if has_dy else 0)
+                                    dh = acc[b, uu] + dy_t[b, u]
                                     da_z, dan, dh_dir = gru_cell.backward_zn(
                                         dh, gates[t, b, H + u], gates[t, b, 2 * H + u], h_states[t, b, u])
                                     dg_rz[t, b, H + u], da_n[t, b, u], dh_direct[b, u] = da_z, dan, dh_dir

@@ -36,15 +36,45 @@ def _plan(B, H, G):
     return threads, units
 
 
+def _gemm(A, Bt, bias=None):
+    """A Bt^T (+ bias) with the tiled kernel, on all threads."""
+    M, N = A.shape[0], Bt.shape[0]
+    C = np.empty((M, N), A.dtype)
+    threads = config.THREADS or numba.get_num_threads()
+    workers = 1 if M * N * A.shape[1] < config.PARALLEL_MIN_MACS else threads
+    _launch(kernels.gemm_nt, workers, A, Bt, C, bias if bias is not None else np.empty(0, A.dtype),
+            np.zeros(kernels.gemm_nt_chunks(M, N), np.int64))
+    return C
+
+
+def _transposed(a):
+    return np.ascontiguousarray(a.T)
+
+
 def _counters(phases, H, units):
     n_chunks = -(-H // units)
     return np.zeros(phases * n_chunks, np.int64), np.zeros(phases, np.int64)
 
 
-def _launch(kernel, *args):
+def _launch(kernel, workers, *args):
+    """Run a kernel whose last argument is its number of workers."""
+    if workers == 1:
+        # one worker: shrink this thread's Numba team to 1 so the parallel region runs inline
+        # instead of waking (and then joining) every thread of the pool
+        previous = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            _locked_call(kernel, args + (1,))
+        finally:
+            numba.set_num_threads(previous)
+    else:
+        _locked_call(kernel, args + (workers,))
+
+
+def _locked_call(kernel, args):
     # The workqueue threading layer (used when neither OpenMP nor TBB is present) must not be
     # entered from two Python threads at once; OpenMP and TBB can.
-    if numba.config.THREADING_LAYER == "workqueue" or _threading_layer() == "workqueue":
+    if _threading_layer() == "workqueue":
         with _launch_lock:
             kernel(*args)
     else:
@@ -62,15 +92,19 @@ def _dummy(dtype):
     return np.empty((1, 1, 1), dtype)
 
 
+def _writeable(arr):
+    # Numba compiles a separate kernel for read-only arrays (seconds); a copy costs microseconds
+    return arr if arr is None or arr.flags.writeable else arr.copy()
+
+
 def forward(seq, save):
     T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
+    w_hh, b_hh = _writeable(seq.w_hh), _writeable(seq.b_hh)
     G = seq.w_hh.shape[0] // H
-    xp = np.dot(seq.x.reshape(T * B, I), seq.w_ih.T)
-    if seq.b_ih is not None:
-        xp += seq.b_ih
+    xp = _gemm(_writeable(seq.x).reshape(T * B, I), _writeable(seq.w_ih), _writeable(seq.b_ih))
     xp = xp.reshape(T, B, G * H)
-    b_hh = seq.b_hh if seq.b_hh is not None else np.zeros(G * H, dtype)
-    lengths = seq.lengths if seq.lengths is not None else np.full(B, T, np.int64)
+    b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
+    lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
     S = T + 1 if save else 2
     h_states = np.empty((S, B, H), dtype)
     h_states[0] = seq.h0
@@ -81,18 +115,19 @@ def forward(seq, save):
     if cho:
         gates = np.empty((T if save else 1, B, G * H), dtype)
         claims, done = _counters(2 * T, H, units)
-        _launch(kernels.forward_gru_cho, xp, seq.w_hh, b_hh, h_states, lengths, y, gates,
-                np.empty((B, H), dtype), workers, units, claims, done)
+        _launch(kernels.forward_gru_cho, workers, xp, w_hh, b_hh, h_states, lengths, y, gates,
+                np.empty((B, H), dtype), units, claims, done)
     else:
         if seq.cell == "lstm":
             c_states = np.empty((S, B, H), dtype)
             c_states[0] = seq.c0
-        gates = np.empty((T, B, G * H), dtype) if save and seq.cell != "rnn" else _dummy(dtype)
-        ghn = np.empty((T, B, H), dtype) if save and seq.cell == "gru" else _dummy(dtype)
+        # saved activations: all T steps for backward, else one scratch slot the kernel overwrites
+        slots = T if save else 1
+        gates = np.empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _dummy(dtype)
+        ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
         claims, done = _counters(T, H, units)
-        _launch(kernels.forward, _KIND[seq.cell, seq.variant], xp, seq.w_hh, b_hh, h_states,
-                c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, save,
-                workers, units, claims, done)
+        _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], xp, w_hh, b_hh, h_states,
+                c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims, done)
     h_n = h_states[T % S].copy()
     c_n = None if c_states is None else c_states[T % S].copy()
     saved = dict(h_states=h_states, c_states=c_states, gates=gates, ghn=ghn, lengths=lengths) if save else None
@@ -102,9 +137,8 @@ def forward(seq, save):
 def backward(seq, saved, dy, dh_n, dc_n):
     T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
     G = seq.w_hh.shape[0] // H
-    has_dy = dy is not None
-    dy = dy if has_dy else _dummy(dtype)
-    dh_n = dh_n if dh_n is not None else np.zeros((B, H), dtype)
+    dy = _writeable(dy) if dy is not None else np.zeros((1, B, H), dtype)   # one slot of zeros serves every step
+    dh_n = _writeable(dh_n) if dh_n is not None else np.zeros((B, H), dtype)
     h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
     dh_direct = np.zeros((B, H), dtype)
     dh0 = np.empty((B, H), dtype)
@@ -114,30 +148,32 @@ def backward(seq, saved, dy, dh_n, dc_n):
         dg_rz = np.empty((T, B, 2 * H), dtype)
         da_n = np.empty((T, B, H), dtype)
         claims, done = _counters(2 * T + 1, H, units)
-        _launch(kernels.backward_gru_cho, np.ascontiguousarray(seq.w_hh[:2 * H].T),
-                np.ascontiguousarray(seq.w_hh[2 * H:].T), dy, has_dy, dh_n, lengths, gates, h_states,
-                dg_rz, da_n, dh_direct, dh0, workers, units, claims, done)
+        _launch(kernels.backward_gru_cho, workers, _transposed(seq.w_hh[:2 * H]), _transposed(seq.w_hh[2 * H:]),
+                dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0, units, claims, done)
         dgi = np.concatenate([dg_rz, da_n], axis=2).reshape(T * B, G * H)
+        dgi_t = _transposed(dgi)
         h_prev = h_states[:T].reshape(T * B, H)
         r_h_prev = gates[:, :, :H].reshape(T * B, H) * h_prev
-        dw_hh = np.concatenate([np.dot(dg_rz.reshape(T * B, 2 * H).T, h_prev),
-                                np.dot(da_n.reshape(T * B, H).T, r_h_prev)])
-        dgh = dgi
+        dw_hh = np.concatenate([_gemm(dgi_t[:2 * H], _transposed(h_prev)), _gemm(dgi_t[2 * H:], _transposed(r_h_prev))])
+        dgh_t = dgi_t
     else:
         dgi = np.empty((T, B, G * H), dtype)
         dgh = np.empty((T, B, G * H), dtype) if seq.cell == "gru" else dgi
         c_states = saved["c_states"]
         dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
         claims, done = _counters(T + 1, H, units)
-        _launch(kernels.backward, _KIND[seq.cell, seq.variant], np.ascontiguousarray(seq.w_hh.T), dy, has_dy,
-                dh_n, lengths, gates, h_states, c_states if c_states is not None else _dummy(dtype),
-                saved["ghn"], dgi, dgh, dh_direct, dc, dh0, workers, units, claims, done)
-        dgi, dgh = dgi.reshape(T * B, G * H), dgh.reshape(T * B, G * H)
-        dw_hh = np.dot(dgh.T, h_states[:T].reshape(T * B, H))
+        _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _transposed(seq.w_hh), dy, dh_n,
+                lengths, gates, h_states, c_states if c_states is not None else _dummy(dtype),
+                saved["ghn"], dgi, dgh, dh_direct, dc, dh0, units, claims, done)
+        dgi_t = _transposed(dgi.reshape(T * B, G * H))
+        # the h-side gradients differ from the x-side ones only for the GRU's gate n
+        dgh_t = _transposed(dgh.reshape(T * B, G * H)) if seq.cell == "gru" else dgi_t
+        dgi = dgi.reshape(T * B, G * H)
+        dw_hh = _gemm(dgh_t, _transposed(h_states[:T].reshape(T * B, H)))
         if seq.cell == "lstm":
             dc0 = dc
-    dx = np.dot(dgi, seq.w_ih).reshape(T, B, I)
-    dw_ih = np.dot(dgi.T, seq.x.reshape(T * B, I))
-    db_ih = dgi.sum(axis=0) if seq.b_ih is not None else None
-    db_hh = dgh.sum(axis=0) if seq.b_hh is not None else None
+    dx = _gemm(dgi, _transposed(seq.w_ih)).reshape(T, B, I)
+    dw_ih = _gemm(dgi_t, _transposed(seq.x.reshape(T * B, I)))
+    db_ih = dgi_t.sum(axis=1) if seq.b_ih is not None else None
+    db_hh = dgh_t.sum(axis=1) if seq.b_hh is not None else None
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh

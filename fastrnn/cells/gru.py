@@ -10,29 +10,27 @@ Backward, given dh' (incl. dL/dy):
     linear before reset: da_r = da_n gh_n r(1-r); the recurrent gradient of gate n is da_n r
     Cho: with drh = da_n W_hn (d/d(r h)): da_r = drh h r(1-r); dh_direct += drh r
 """
-import math
-
 from numba import njit
 
-from ._scalar import sigmoid
+from ._scalar import ONE, sigmoid, tanh
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def gates_rz(a_r, a_z):
     return sigmoid(a_r), sigmoid(a_z)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def candidate(a_n):
-    return math.tanh(a_n)
+    return tanh(a_n)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def update(z, n, h_prev):
-    return (1.0 - z) * n + z * h_prev
+    return (ONE - z) * n + z * h_prev
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h_prev):
     """linear_before_reset=True: returns h', r, z, n."""
     r, z = gates_rz(gx_r + gh_r, gx_z + gh_z)
@@ -40,17 +38,17 @@ def forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h_prev):
     return update(z, n, h_prev), r, z, n
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def backward_zn(dh, z, n, h_prev):
     """The part shared by both forms: returns da_z, da_n, dh_direct."""
-    da_n = dh * (1.0 - z) * (1.0 - n * n)
-    da_z = dh * (h_prev - n) * z * (1.0 - z)
+    da_n = dh * (ONE - z) * (ONE - n * n)
+    da_z = dh * (h_prev - n) * z * (ONE - z)
     return da_z, da_n, dh * z
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def backward(dh, r, z, n, gh_n, h_prev):
     """linear_before_reset=True: returns da_r, da_z, da_n, dgh_n, dh_direct."""
     da_z, da_n, dh_direct = backward_zn(dh, z, n, h_prev)
-    da_r = da_n * gh_n * r * (1.0 - r)
+    da_r = da_n * gh_n * r * (ONE - r)
     return da_r, da_z, da_n, da_n * r, dh_direct

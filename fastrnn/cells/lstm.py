@@ -7,29 +7,27 @@ Backward, given dh' (incl. dL/dy) and dc' (carried):
     da_g = dc i (1-g^2);  da_o = dh' tanh(c') o(1-o);  dc_prev = dc f
 Plain scalar Python + math: compiled into every Numba kernel (CPU and CUDA).
 """
-import math
-
 from numba import njit
 
-from ._scalar import sigmoid
+from ._scalar import ONE, ZERO, sigmoid, tanh
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def forward(a_i, a_f, a_g, a_o, c_prev):
     i = sigmoid(a_i)
     f = sigmoid(a_f)
-    g = math.tanh(a_g)
+    g = tanh(a_g)
     o = sigmoid(a_o)
     c = f * c_prev + i * g
-    return o * math.tanh(c), c, i, f, g, o
+    return o * tanh(c), c, i, f, g, o
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def backward(dh, dc, i, f, g, o, c_prev, c):
-    tanh_c = math.tanh(c)
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-    da_i = dc * g * i * (1.0 - i)
-    da_f = dc * c_prev * f * (1.0 - f)
-    da_g = dc * i * (1.0 - g * g)
-    da_o = dh * tanh_c * o * (1.0 - o)
+    tanh_c = tanh(c)
+    dc = dc + dh * o * (ONE - tanh_c * tanh_c)
+    da_i = dc * g * i * (ONE - i)
+    da_f = dc * c_prev * f * (ONE - f)
+    da_g = dc * i * (ONE - g * g)
+    da_o = dh * tanh_c * o * (ONE - o)
     return da_i, da_f, da_g, da_o, dc * f

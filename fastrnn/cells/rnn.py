@@ -2,24 +2,24 @@
 
 Backward: da = dh' (1 - h'^2) for tanh, dh' [h' > 0] for relu.
 """
-import math
-
 from numba import njit
 
+from ._scalar import ONE, ZERO, tanh
 
-@njit(inline="always", cache=True)
+
+@njit(inline="always", cache=True, error_model="numpy")
 def forward(a, relu):
     if relu:
-        if a > 0:
+        if a > ZERO:
             return a
-        return 0.0 * a if a <= 0 else a   # NaN stays NaN
-    return math.tanh(a)
+        return ZERO if a <= ZERO else a   # NaN stays NaN
+    return tanh(a)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def backward(dh, h, relu):
     if relu:
-        if h > 0:
+        if h > ZERO:
             return dh
-        return 0.0 * h if h <= 0 else h   # NaN h stays NaN
-    return dh * (1.0 - h * h)
+        return ZERO if h <= ZERO else h   # NaN h stays NaN
+    return dh * (ONE - h * h)
