@@ -48,6 +48,26 @@ def gemm_nt(A, Bt, C, bias, claims, n_workers):
                 gemm_nt_chunk(A, Bt, C, bias, c)
 
 
+TRANSPOSE_BLOCK = 32
+
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def transpose(A, out, n_workers):
+    """out = A^T in 32x32 blocks (NumPy's strided copy of a transpose misses the cache on
+    every element of one side; a block keeps both sides' lines in L1)."""
+    M, N = A.shape
+    m_blocks = (M + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
+    for w in prange(n_workers):
+        for mb in range(w, m_blocks, n_workers):
+            m0 = mb * TRANSPOSE_BLOCK
+            m1 = min(M, m0 + TRANSPOSE_BLOCK)
+            for n0 in range(0, N, TRANSPOSE_BLOCK):
+                # unsigned indices: no negative-index wraparound in the innermost loops
+                for n in range(np.uint64(n0), np.uint64(min(N, n0 + TRANSPOSE_BLOCK))):
+                    for m in range(np.uint64(m0), np.uint64(m1)):
+                        out[n, m] = A[m, n]
+
+
 # ----------------------------------------------------------------------------- forward pointwise
 # One function per cell and chunk. The branch on a sequence's length is taken per batch row, and
 # the loop over units indexes 1-D views only: LLVM then vectorises it, activations included

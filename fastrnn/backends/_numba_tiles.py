@@ -12,6 +12,7 @@ over k, which LLVM vectorises with ``reassoc``; the 4 rows stay in L1 while the 
 streams past them. 1-row and 1-batch variants handle the edges. The tiles take a k range
 and either store or add, so a GEMM can block k to keep its operands in L2.
 """
+import numpy as np
 from numba import njit
 
 FASTMATH = {"reassoc", "contract"}   # no nnan/ninf: NaN in must stay NaN out
@@ -32,7 +33,9 @@ def _store4(out, b, j, s0, s1, s2, s3, add):
 def tile_4x3(W, r0, r1, r2, r3, X, b, k0, k1, out, j, add):
     zero = W.dtype.type(0)
     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
-    for k in range(k0, k1):
+    # an unsigned loop index: Numba then emits no negative-index wraparound, which would keep
+    # the loop scalar (slicing 1-D views does the same but costs more for short rows)
+    for k in range(np.uint64(k0), np.uint64(k1)):
         w0, w1, w2, w3 = W[r0, k], W[r1, k], W[r2, k], W[r3, k]
         x0, x1, x2 = X[b, k], X[b + 1, k], X[b + 2, k]
         s00 += w0 * x0
@@ -56,7 +59,7 @@ def tile_4x3(W, r0, r1, r2, r3, X, b, k0, k1, out, j, add):
 def tile_4x1(W, r0, r1, r2, r3, X, b, k0, k1, out, j, add):
     zero = W.dtype.type(0)
     s0 = s1 = s2 = s3 = zero
-    for k in range(k0, k1):
+    for k in range(np.uint64(k0), np.uint64(k1)):
         x = X[b, k]
         s0 += W[r0, k] * x
         s1 += W[r1, k] * x
@@ -68,7 +71,7 @@ def tile_4x1(W, r0, r1, r2, r3, X, b, k0, k1, out, j, add):
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def tile_1x1(W, r, X, b, k0, k1, out, j, add):
     s = W.dtype.type(0)
-    for k in range(k0, k1):
+    for k in range(np.uint64(k0), np.uint64(k1)):
         s += W[r, k] * X[b, k]
     out[b, j] = out[b, j] + s if add else s
 

@@ -27,7 +27,7 @@ _launch_lock = threading.Lock()
 
 def _plan(B, H, G):
     """(workers, units per chunk) for one call: one worker for small steps, else all threads."""
-    threads = config.THREADS or numba.get_num_threads()
+    threads = _threads()
     if threads <= 1 or B * G * H * H < config.PARALLEL_MIN_MACS:
         return 1, H
     chunks = threads * config.CHUNKS_PER_THREAD
@@ -40,15 +40,21 @@ def _gemm(A, Bt, bias=None):
     """A Bt^T (+ bias) with the tiled kernel, on all threads."""
     M, N = A.shape[0], Bt.shape[0]
     C = np.empty((M, N), A.dtype)
-    threads = config.THREADS or numba.get_num_threads()
-    workers = 1 if M * N * A.shape[1] < config.PARALLEL_MIN_MACS else threads
+    workers = 1 if M * N * A.shape[1] < config.PARALLEL_MIN_MACS else _threads()
     _launch(kernels.gemm_nt, workers, A, Bt, C, bias if bias is not None else np.empty(0, A.dtype),
             np.zeros(kernels.gemm_nt_chunks(M, N), np.int64))
     return C
 
 
+def _threads():
+    return config.THREADS or numba.get_num_threads()
+
+
 def _transposed(a):
-    return np.ascontiguousarray(a.T)
+    """A contiguous copy of the 2-D array's transpose."""
+    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
+    _launch(kernels.transpose, 1 if a.size < config.PARALLEL_MIN_MACS else _threads(), _writeable(a), out)
+    return out
 
 
 def _counters(phases, H, units):
