@@ -75,3 +75,22 @@ def test_calls_from_several_python_threads(rng, backend):
         for name in want:
             if want[name] is not None:
                 np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_on_random_problems(backend):
+    """Hypothesis draws shapes, options and cell forms; float64 must match the oracle to 1e-10."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None, derandomize=True)
+    @given(form=st.sampled_from(CELL_FORMS), T=st.integers(1, 6), B=st.integers(1, 5), I=st.integers(1, 6),
+           H=st.integers(1, 12), bias=st.booleans(), init_state=st.booleans(), lengths=st.booleans(),
+           batch_first=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
+    def check(form, T, B, I, H, bias, init_state, lengths, batch_first, seed):
+        rng = np.random.default_rng(seed)
+        problem = make_problem(rng, *form, T, B, I, H, bias=bias, init_state=init_state,
+                               lengths=lengths and B > 1, batch_first=batch_first)
+        assert_matches_oracle(problem, backend, np.float64)
+
+    check()
