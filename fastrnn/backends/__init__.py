@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .. import config
 

@@ -1,7 +1,7 @@
 """Register-tiled products for the CPU kernels: the recurrent product and whole-sequence GEMMs.
 
     product:  out[b, j] = sum_k W[row(j), k] * X[b, k]      row(j) = (j % G) * H + u0 + j // G
-    gemm_nt:  C[m, n] = sum_k A[m, k] * Bt[n, k]            (both operands read along k)
+    gemm:     C = A B or A^T B                              (whole-sequence GEMMs, vector intrinsics)
 
 ``row`` walks the G gate rows of hidden units u0, u0+1, ... in PyTorch's gate-major
 layout, so the forward reads ``w_hh`` as given (no packing) and a chunk's result holds
@@ -9,33 +9,23 @@ all gates of its units together; with G = 1 it is a plain row range (the backwar
 transposed weights). The tile is 4 weight rows x 3 batch rows: 12 accumulators that
 fit AVX2's 16 vector registers (a 4x4 tile spills). Each accumulator is a dot product
 over k, which LLVM vectorises with ``reassoc``; the 4 rows stay in L1 while the batch
-streams past them. 1-row and 1-batch variants handle the edges. The tiles take a k range
-and either store or add, so a GEMM can block k to keep its operands in L2.
+streams past them. 1-row and 1-batch variants handle the edges.
 """
 import numpy as np
 from numba import njit
 
+from ._numba_simd import vfma, vlanes, vload, vsplat, vstore_add, vzero
+
 FASTMATH = {"reassoc", "contract"}   # no nnan/ninf: NaN in must stay NaN out
 
 
-@njit(inline="always", error_model="numpy")
-def _store4(out, b, j, s0, s1, s2, s3, add):
-    if add:
-        out[b, j] += s0
-        out[b, j + 1] += s1
-        out[b, j + 2] += s2
-        out[b, j + 3] += s3
-    else:
-        out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s0, s1, s2, s3
-
-
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_4x3(W, r0, r1, r2, r3, X, b, k0, k1, out, j, add):
+def tile_4x3(W, r0, r1, r2, r3, X, b, K, out, j):
     zero = W.dtype.type(0)
     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
-    # an unsigned loop index: Numba then emits no negative-index wraparound, which would keep
-    # the loop scalar (slicing 1-D views does the same but costs more for short rows)
-    for k in range(np.uint64(k0), np.uint64(k1)):
+    # an unsigned loop index: Numba then emits no negative-index wraparound (which kept the
+    # loop scalar when it started at a variable)
+    for k in range(np.uint64(K)):
         w0, w1, w2, w3 = W[r0, k], W[r1, k], W[r2, k], W[r3, k]
         x0, x1, x2 = X[b, k], X[b + 1, k], X[b + 2, k]
         s00 += w0 * x0
@@ -50,30 +40,30 @@ def tile_4x3(W, r0, r1, r2, r3, X, b, k0, k1, out, j, add):
         s30 += w3 * x0
         s31 += w3 * x1
         s32 += w3 * x2
-    _store4(out, b, j, s00, s10, s20, s30, add)
-    _store4(out, b + 1, j, s01, s11, s21, s31, add)
-    _store4(out, b + 2, j, s02, s12, s22, s32, add)
+    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s00, s10, s20, s30
+    out[b + 1, j], out[b + 1, j + 1], out[b + 1, j + 2], out[b + 1, j + 3] = s01, s11, s21, s31
+    out[b + 2, j], out[b + 2, j + 1], out[b + 2, j + 2], out[b + 2, j + 3] = s02, s12, s22, s32
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_4x1(W, r0, r1, r2, r3, X, b, k0, k1, out, j, add):
+def tile_4x1(W, r0, r1, r2, r3, X, b, K, out, j):
     zero = W.dtype.type(0)
     s0 = s1 = s2 = s3 = zero
-    for k in range(np.uint64(k0), np.uint64(k1)):
+    for k in range(np.uint64(K)):
         x = X[b, k]
         s0 += W[r0, k] * x
         s1 += W[r1, k] * x
         s2 += W[r2, k] * x
         s3 += W[r3, k] * x
-    _store4(out, b, j, s0, s1, s2, s3, add)
+    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s0, s1, s2, s3
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_1x1(W, r, X, b, k0, k1, out, j, add):
+def tile_1x1(W, r, X, b, K, out, j):
     s = W.dtype.type(0)
-    for k in range(np.uint64(k0), np.uint64(k1)):
+    for k in range(np.uint64(K)):
         s += W[r, k] * X[b, k]
-    out[b, j] = out[b, j] + s if add else s
+    out[b, j] = s
 
 
 @njit(cache=True, error_model="numpy")
@@ -91,56 +81,149 @@ def product(W, G, H, u0, n_rows, X, B, out):
         r2, r3 = gate_row(j + 2, G, H, u0), gate_row(j + 3, G, H, u0)
         b = 0
         while b + 3 <= B:
-            tile_4x3(W, r0, r1, r2, r3, X, b, 0, K, out, j, False)
+            tile_4x3(W, r0, r1, r2, r3, X, b, K, out, j)
             b += 3
         while b < B:
-            tile_4x1(W, r0, r1, r2, r3, X, b, 0, K, out, j, False)
+            tile_4x1(W, r0, r1, r2, r3, X, b, K, out, j)
             b += 1
         j += 4
     while j < n_rows:
         r = gate_row(j, G, H, u0)
         for b in range(B):
-            tile_1x1(W, r, X, b, 0, K, out, j, False)
+            tile_1x1(W, r, X, b, K, out, j)
         j += 1
 
 
-# GEMM blocking: a chunk is GEMM_M rows of A x GEMM_N rows of Bt, walked in k blocks of GEMM_K
-# so that A's block (GEMM_M x GEMM_K) sits in L2 and the 4 rows of Bt in use sit in L1.
-GEMM_M, GEMM_N, GEMM_K = 48, 64, 512
+# ----------------------------------------------------------------------------- whole-sequence GEMMs
+# C = op(A) B with op(A) = A (NN) or A^T (TN), every operand row-major as the kernels store it:
+# an outer-product micro-kernel (6 rows of C x 2 vectors of columns: 12 vector accumulators, the
+# classic AVX2 shape) broadcasts elements of A and loads rows of B, so neither operand is ever
+# transposed or packed. A chunk is GEMM_M x GEMM_N of C, walked in k blocks of GEMM_K so that
+# B's block stays in L2.
+GEMM_M, GEMM_N, GEMM_K = 240, 128, 256
+
+
+@njit(inline="always", error_model="numpy")
+def _store_panel(C, m, n, L, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51):
+    vstore_add(C, m, n, c00)
+    vstore_add(C, m, n + L, c01)
+    vstore_add(C, m + 1, n, c10)
+    vstore_add(C, m + 1, n + L, c11)
+    vstore_add(C, m + 2, n, c20)
+    vstore_add(C, m + 2, n + L, c21)
+    vstore_add(C, m + 3, n, c30)
+    vstore_add(C, m + 3, n + L, c31)
+    vstore_add(C, m + 4, n, c40)
+    vstore_add(C, m + 4, n + L, c41)
+    vstore_add(C, m + 5, n, c50)
+    vstore_add(C, m + 5, n + L, c51)
+
+
+# The NN and TN micro-kernels differ only in how they index A; they are two functions because a
+# branch on the layout inside the k loop halved their speed.
+@njit(cache=True, error_model="numpy")
+def _panel6_nn(A, Bm, C, m, n, k0, k1):
+    L = vlanes(C)
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
+    for k in range(k0, k1):
+        b0, b1 = vload(Bm, k, n), vload(Bm, k, n + L)
+        a = vsplat(A[m, k])
+        c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
+        a = vsplat(A[m + 1, k])
+        c10, c11 = vfma(a, b0, c10), vfma(a, b1, c11)
+        a = vsplat(A[m + 2, k])
+        c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
+        a = vsplat(A[m + 3, k])
+        c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
+        a = vsplat(A[m + 4, k])
+        c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
+        a = vsplat(A[m + 5, k])
+        c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
+    _store_panel(C, m, n, L, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_nt_chunk(A, Bt, C, bias, chunk):
-    """The part of C = A Bt^T (+ bias on every row, unless bias is empty) covered by chunk
-    number ``chunk`` (row-major over the blocks)."""
-    M, K = A.shape
-    N = Bt.shape[0]
+def _panel6_tn(A, Bm, C, m, n, k0, k1):
+    L = vlanes(C)
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
+    for k in range(k0, k1):
+        b0, b1 = vload(Bm, k, n), vload(Bm, k, n + L)
+        a = vsplat(A[k, m])
+        c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
+        a = vsplat(A[k, m + 1])
+        c10, c11 = vfma(a, b0, c10), vfma(a, b1, c11)
+        a = vsplat(A[k, m + 2])
+        c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
+        a = vsplat(A[k, m + 3])
+        c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
+        a = vsplat(A[k, m + 4])
+        c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
+        a = vsplat(A[k, m + 5])
+        c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
+    _store_panel(C, m, n, L, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
+
+
+@njit(cache=True, error_model="numpy")
+def _panel1_nn(A, Bm, C, m, n, k0, k1):
+    L = vlanes(C)
+    c0 = c1 = vzero(C)
+    for k in range(k0, k1):
+        a = vsplat(A[m, k])
+        c0, c1 = vfma(a, vload(Bm, k, n), c0), vfma(a, vload(Bm, k, n + L), c1)
+    vstore_add(C, m, n, c0)
+    vstore_add(C, m, n + L, c1)
+
+
+@njit(cache=True, error_model="numpy")
+def _panel1_tn(A, Bm, C, m, n, k0, k1):
+    L = vlanes(C)
+    c0 = c1 = vzero(C)
+    for k in range(k0, k1):
+        a = vsplat(A[k, m])
+        c0, c1 = vfma(a, vload(Bm, k, n), c0), vfma(a, vload(Bm, k, n + L), c1)
+    vstore_add(C, m, n, c0)
+    vstore_add(C, m, n + L, c1)
+
+
+@njit(cache=True, error_model="numpy")
+def gemm_chunk(A, a_t, Bm, C, bias, chunk):
+    """The chunk-th GEMM_M x GEMM_N block of C = op(A) Bm (+ bias on every row if not empty)."""
+    M, N = C.shape
+    K = Bm.shape[0]
+    W = 2 * vlanes(C)                       # columns per micro-kernel
     n_blocks = (N + GEMM_N - 1) // GEMM_N
     m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * GEMM_N
     m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + GEMM_N)
-    for k0 in range(0, max(K, 1), GEMM_K):
+    n_vec = n0 + (n1 - n0) // W * W         # columns [n_vec, n1) take the scalar path
+    for m in range(m0, m1):
+        for n in range(n0, n1):
+            C[m, n] = bias[n] if bias.shape[0] > 0 else 0
+    for k0 in range(0, K, GEMM_K):
         k1 = min(K, k0 + GEMM_K)
-        add = k0 > 0
-        n = n0
-        while n + 4 <= n1:
-            m = m0
-            while m + 3 <= m1:
-                tile_4x3(Bt, n, n + 1, n + 2, n + 3, A, m, k0, k1, C, n, add)
-                m += 3
-            while m < m1:
-                tile_4x1(Bt, n, n + 1, n + 2, n + 3, A, m, k0, k1, C, n, add)
-                m += 1
-            n += 4
-        while n < n1:
-            for m in range(m0, m1):
-                tile_1x1(Bt, n, A, m, k0, k1, C, n, add)
-            n += 1
-    if bias.shape[0] > 0:
+        # 6 rows of A (in L1) meet every column panel of the chunk's B block (in L2) in turn
+        m = m0
+        while m + 6 <= m1:
+            for n in range(n0, n_vec, W):
+                if a_t:
+                    _panel6_tn(A, Bm, C, m, n, k0, k1)
+                else:
+                    _panel6_nn(A, Bm, C, m, n, k0, k1)
+            m += 6
+        while m < m1:
+            for n in range(n0, n_vec, W):
+                if a_t:
+                    _panel1_tn(A, Bm, C, m, n, k0, k1)
+                else:
+                    _panel1_nn(A, Bm, C, m, n, k0, k1)
+            m += 1
         for m in range(m0, m1):
-            for n in range(n0, n1):
-                C[m, n] += bias[n]
+            for n in range(n_vec, n1):
+                s = C.dtype.type(0)
+                for k in range(k0, k1):
+                    s += (A[k, m] if a_t else A[m, k]) * Bm[k, n]
+                C[m, n] += s
 
 
 @njit(cache=True)
-def gemm_nt_chunks(M, N):
+def gemm_chunks(M, N):
     return ((M + GEMM_M - 1) // GEMM_M) * ((N + GEMM_N - 1) // GEMM_N)

@@ -1,9 +1,12 @@
-"""Numba CPU backend ("numba"): fused persistent kernels for the recurrence, BLAS for the rest.
+"""Numba CPU backend ("numba"): fused persistent kernels for the recurrence, tiled GEMMs for the rest.
 
-    forward:  xp = x W_ih^T + b_ih                     one GEMM over all T*B rows (NumPy's BLAS)
+    forward:  xp = x W_ih^T + b_ih                     one GEMM over all T*B rows
               kernel: every step's recurrent product and cell pointwise, one parallel region
     backward: kernel: the reverse loop, carrying dh (and dc), reusing the saved activations
-              dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev, biases: whole-sequence GEMMs
+              dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs;
+              biases: row sums of dG^T
+No library call is made per step, and no BLAS call at all: NumPy's OpenBLAS threads and Numba's
+OpenMP threads, alternating on two cores, spun against each other and slowed both tenfold.
 
 The forward reads w_hh in PyTorch's layout as given (its tiles gather the gate rows of a chunk
 of hidden units), so no per-call packing is needed; backward transposes w_hh once per call
@@ -36,13 +39,14 @@ def _plan(B, H, G):
     return threads, units
 
 
-def _gemm(A, Bt, bias=None):
-    """A Bt^T (+ bias) with the tiled kernel, on all threads."""
-    M, N = A.shape[0], Bt.shape[0]
+def _gemm(A, Bm, bias=None, a_transposed=False):
+    """A Bm (or A^T Bm) + bias, all row-major, with the vectorised kernel on all threads."""
+    M, N, K = (A.shape[1] if a_transposed else A.shape[0]), Bm.shape[1], Bm.shape[0]
     C = np.empty((M, N), A.dtype)
-    workers = 1 if M * N * A.shape[1] < config.PARALLEL_MIN_MACS else _threads()
-    _launch(kernels.gemm_nt, workers, A, Bt, C, bias if bias is not None else np.empty(0, A.dtype),
-            np.zeros(kernels.gemm_nt_chunks(M, N), np.int64))
+    workers = 1 if M * N * K < config.PARALLEL_MIN_MACS else _threads()
+    _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), C,
+            _writeable(bias) if bias is not None else np.empty(0, A.dtype),
+            np.zeros(kernels.gemm_chunks(M, N), np.int64))
     return C
 
 
@@ -107,7 +111,7 @@ def forward(seq, save):
     T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
     w_hh, b_hh = _writeable(seq.w_hh), _writeable(seq.b_hh)
     G = seq.w_hh.shape[0] // H
-    xp = _gemm(_writeable(seq.x).reshape(T * B, I), _writeable(seq.w_ih), _writeable(seq.b_ih))
+    xp = _gemm(seq.x.reshape(T * B, I), _transposed(seq.w_ih), seq.b_ih)
     xp = xp.reshape(T, B, G * H)
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
@@ -156,12 +160,11 @@ def backward(seq, saved, dy, dh_n, dc_n):
         claims, done = _counters(2 * T + 1, H, units)
         _launch(kernels.backward_gru_cho, workers, _transposed(seq.w_hh[:2 * H]), _transposed(seq.w_hh[2 * H:]),
                 dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0, units, claims, done)
-        dgi = np.concatenate([dg_rz, da_n], axis=2).reshape(T * B, G * H)
-        dgi_t = _transposed(dgi)
         h_prev = h_states[:T].reshape(T * B, H)
         r_h_prev = gates[:, :, :H].reshape(T * B, H) * h_prev
-        dw_hh = np.concatenate([_gemm(dgi_t[:2 * H], _transposed(h_prev)), _gemm(dgi_t[2 * H:], _transposed(r_h_prev))])
-        dgh_t = dgi_t
+        dw_hh = np.concatenate([_gemm(dg_rz.reshape(T * B, 2 * H), h_prev, a_transposed=True),
+                                _gemm(da_n.reshape(T * B, H), r_h_prev, a_transposed=True)])
+        dgi = dgh = np.concatenate([dg_rz, da_n], axis=2).reshape(T * B, G * H)
     else:
         dgi = np.empty((T, B, G * H), dtype)
         dgh = np.empty((T, B, G * H), dtype) if seq.cell == "gru" else dgi
@@ -171,15 +174,13 @@ def backward(seq, saved, dy, dh_n, dc_n):
         _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _transposed(seq.w_hh), dy, dh_n,
                 lengths, gates, h_states, c_states if c_states is not None else _dummy(dtype),
                 saved["ghn"], dgi, dgh, dh_direct, dc, dh0, units, claims, done)
-        dgi_t = _transposed(dgi.reshape(T * B, G * H))
-        # the h-side gradients differ from the x-side ones only for the GRU's gate n
-        dgh_t = _transposed(dgh.reshape(T * B, G * H)) if seq.cell == "gru" else dgi_t
-        dgi = dgi.reshape(T * B, G * H)
-        dw_hh = _gemm(dgh_t, _transposed(h_states[:T].reshape(T * B, H)))
+        # (the h-side gradients differ from the x-side ones only for the GRU's gate n)
+        dgi, dgh = dgi.reshape(T * B, G * H), dgh.reshape(T * B, G * H)
+        dw_hh = _gemm(dgh, h_states[:T].reshape(T * B, H), a_transposed=True)
         if seq.cell == "lstm":
             dc0 = dc
-    dx = _gemm(dgi, _transposed(seq.w_ih)).reshape(T, B, I)
-    dw_ih = _gemm(dgi_t, _transposed(seq.x.reshape(T * B, I)))
-    db_ih = dgi_t.sum(axis=1) if seq.b_ih is not None else None
-    db_hh = dgh_t.sum(axis=1) if seq.b_hh is not None else None
+    dx = _gemm(dgi, seq.w_ih).reshape(T, B, I)
+    dw_ih = _gemm(dgi, seq.x.reshape(T * B, I), a_transposed=True)
+    db_ih = dgi.sum(axis=0) if seq.b_ih is not None else None
+    db_hh = dgh.sum(axis=0) if seq.b_hh is not None else None
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh

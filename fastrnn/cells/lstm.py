@@ -9,7 +9,7 @@ Plain scalar Python + math: compiled into every Numba kernel (CPU and CUDA).
 """
 from numba import njit
 
-from ._scalar import ONE, ZERO, sigmoid, tanh
+from ._scalar import ONE, sigmoid, tanh
 
 
 @njit(inline="always", cache=True, error_model="numpy")
