@@ -15,9 +15,10 @@ gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).
 
 Work split: hidden units are cut into chunks; the workers of one parallel region claim chunks
 step by step (see _numba_sync.py): one region per call instead of a fork/join per step.
-Versions: v1 (this): PyTorch-layout weights read in place (no packing), 4x3 register tiles in
-reduction form (about 50-60% of AVX2 peak), vectorised float32 activations (cells/_scalar.py),
-GEMMs and transposes in the same tiled code (no second thread pool).
+Versions: v1 (this): PyTorch-layout weights read in place (no packing), recurrent products on 4x3
+register tiles in reduction form (about 50-60% of AVX2 peak), vectorised float32 activations
+(cells/_scalar.py), whole-sequence GEMMs on a 6x16 outer-product micro-kernel written with vector
+intrinsics (_numba_simd.py), all in Numba (no second thread pool).
 Check: pytest tests/test_backends.py; time: python benchmarks/compare_cpu.py.
 """
 import numpy as np

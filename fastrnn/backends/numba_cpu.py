@@ -3,14 +3,16 @@
     forward:  xp = x W_ih^T + b_ih                     one GEMM over all T*B rows
               kernel: every step's recurrent product and cell pointwise, one parallel region
     backward: kernel: the reverse loop, carrying dh (and dc), reusing the saved activations
-              dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs;
-              biases: row sums of dG^T
+              dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs
+              (the kernel reads dG_i^T in place); biases: column sums of dG
 No library call is made per step, and no BLAS call at all: NumPy's OpenBLAS threads and Numba's
 OpenMP threads, alternating on two cores, spun against each other and slowed both tenfold.
 
 The forward reads w_hh in PyTorch's layout as given (its tiles gather the gate rows of a chunk
-of hidden units), so no per-call packing is needed; backward transposes w_hh once per call
-(one pass over the weights, against T passes in the reverse loop). Kernels are compiled on
+of hidden units), so no per-call packing is needed; the forward's GEMM and the backward's
+reverse loop read transposed copies of w_ih and w_hh made once per call (one pass over the
+weights, against T passes in the loop; nothing is cached, so weights updated in place between
+calls are always seen). Kernels are compiled on
 first use and cached on disk (see _numba_cpu_kernels.py for the equations and the work split).
 """
 from __future__ import annotations
