@@ -85,8 +85,9 @@ def _launch(kernel, workers, *args):
 
 def _locked_call(kernel, args):
     # The workqueue threading layer (used when neither OpenMP nor TBB is present) must not be
-    # entered from two Python threads at once; OpenMP and TBB can.
-    if _threading_layer() == "workqueue":
+    # entered from two Python threads at once; OpenMP and TBB can. Before the first launch the
+    # layer is not chosen yet: lock then too.
+    if _threading_layer() in (None, "workqueue"):
         with _launch_lock:
             kernel(*args)
     else:
