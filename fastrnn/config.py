@@ -6,6 +6,9 @@ FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numb
                           itself NUMBA_NUM_THREADS or the number of cores).
 FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
                           on one thread: below it a sync per step costs more than the split saves.
+FASTRNN_PARALLEL_MIN_GEMM_MACS  a whole-sequence GEMM (or transpose, counting elements) smaller than
+                          this runs on one thread: waking the other threads of the pool costs
+                          about 40 us here, the time of ~2M multiply-adds. Default 2097152.
 FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step (more: better balance when a core
                           is busy elsewhere; fewer: less claiming). Default 2.
 """
@@ -35,4 +38,5 @@ def _env_int(name: str, default: int) -> int:
 CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "numba,reference")
 THREADS: int = _env_int("FASTRNN_THREADS", 0)          # 0: Numba's thread count
 PARALLEL_MIN_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_MACS", 32768)
+PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21)
 CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))

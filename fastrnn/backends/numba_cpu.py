@@ -45,7 +45,7 @@ def _gemm(A, Bm, bias=None, a_transposed=False):
     """A Bm (or A^T Bm) + bias, all row-major, with the vectorised kernel on all threads."""
     M, N, K = (A.shape[1] if a_transposed else A.shape[0]), Bm.shape[1], Bm.shape[0]
     C = np.empty((M, N), A.dtype)
-    workers = 1 if M * N * K < config.PARALLEL_MIN_MACS else _threads()
+    workers = 1 if M * N * K < config.PARALLEL_MIN_GEMM_MACS else _threads()
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), C,
             _writeable(bias) if bias is not None else np.empty(0, A.dtype),
             np.zeros(kernels.gemm_chunks(M, N), np.int64))
@@ -58,8 +58,10 @@ def _threads():
 
 def _transposed(a):
     """A contiguous copy of the 2-D array's transpose."""
+    if a.size < config.PARALLEL_MIN_MACS:
+        return np.ascontiguousarray(a.T)     # small: a kernel launch would cost more than the copy
     out = np.empty((a.shape[1], a.shape[0]), a.dtype)
-    _launch(kernels.transpose, 1 if a.size < config.PARALLEL_MIN_MACS else _threads(), _writeable(a), out)
+    _launch(kernels.transpose, 1 if a.size < config.PARALLEL_MIN_GEMM_MACS else _threads(), _writeable(a), out)
     return out
 
 
