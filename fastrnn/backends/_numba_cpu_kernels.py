@@ -27,7 +27,7 @@ from numba import njit, prange
 from ..cells import gru as gru_cell
 from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
-from ._numba_sync import claim, finish, wait_all
+from ._numba_sync import claim_in_order, finish, wait_all
 from ._numba_tiles import gemm_chunk, gemm_chunks, product
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
@@ -44,10 +44,9 @@ def gemm(A, a_transposed, Bm, C, bias, claims, n_workers):
     slowed each other down tenfold."""
     n_chunks = gemm_chunks(C.shape[0], C.shape[1])
     for w in prange(n_workers):
-        first = w * n_chunks // n_workers
         for i in range(n_chunks):
-            c = (first + i) % n_chunks
-            if claim(claims, 0, n_chunks, c):
+            c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
+            if c >= 0:
                 gemm_chunk(A, a_transposed, Bm, C, bias, c)
 
 
@@ -69,6 +68,13 @@ def transpose(A, out, n_workers):
                 for n in range(np.uint64(n0), np.uint64(min(N, n0 + TRANSPOSE_BLOCK))):
                     for m in range(np.uint64(m0), np.uint64(m1)):
                         out[n, m] = A[m, n]
+
+
+@njit(inline="always", error_model="numpy")
+def _unit_span(chunk, chunk_units, H):
+    """(first hidden unit, number of units) of a chunk; the last chunk may be short."""
+    u0 = chunk * chunk_units
+    return u0, min(H - u0, chunk_units)
 
 
 # ----------------------------------------------------------------------------- forward pointwise
@@ -159,15 +165,13 @@ def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, ch
     n_chunks = (H + chunk_units - 1) // chunk_units
     for w in prange(n_workers):
         gh = np.empty((B, chunk_units * G), xp.dtype)
-        first = w * n_chunks // n_workers
         for t in range(T):
             h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
             for i in range(n_chunks):
-                c = (first + i) % n_chunks
-                if not claim(claims, t, n_chunks, c):
+                c = claim_in_order(claims, t, n_chunks, w, n_workers, i)
+                if c < 0:
                     continue
-                u0 = c * chunk_units
-                n = min(H - u0, chunk_units)
+                u0, n = _unit_span(c, chunk_units, H)
                 product(w_hh, G, H, u0, n * G, h_in, B, gh)
                 if kind == LSTM:
                     _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
@@ -264,15 +268,13 @@ def backward(kind, w_hh_t, dy, dh_n, lengths, gates, h_states, c_states, ghn,
     n_chunks = (H + chunk_units - 1) // chunk_units
     for w in prange(n_workers):
         dh_carry = np.empty((B, chunk_units), dh_n.dtype)
-        first = w * n_chunks // n_workers
         for p in range(T + 1):
             t = T - 1 - p
             for i in range(n_chunks):
-                c = (first + i) % n_chunks
-                if not claim(claims, p, n_chunks, c):
+                c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
+                if c < 0:
                     continue
-                u0 = c * chunk_units
-                n = min(H - u0, chunk_units)
+                u0, n = _unit_span(c, chunk_units, H)
                 _incoming_dh(p == 0, w_hh_t, dgh[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, dh_carry)
                 if p == T:
                     dh0[:, u0:u0 + n] = dh_carry[:, :n]
@@ -302,16 +304,14 @@ def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, chunk_units
     n_chunks = (H + chunk_units - 1) // chunk_units
     for w in prange(n_workers):
         gh = np.empty((B, chunk_units * 2), xp.dtype)
-        first = w * n_chunks // n_workers
         for p in range(2 * T):
             t = p // 2
             h_in, h_out, g = h_states[t % S], h_states[(t + 1) % S], gates[t % SG]
             for i in range(n_chunks):
-                c = (first + i) % n_chunks
-                if not claim(claims, p, n_chunks, c):
+                c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
+                if c < 0:
                     continue
-                u0 = c * chunk_units
-                n = min(H - u0, chunk_units)
+                u0, n = _unit_span(c, chunk_units, H)
                 if p % 2 == 0:      # r, z and r*h
                     product(w_hh, 2, H, u0, 2 * n, h_in, B, gh)
                     for b in range(B):
@@ -349,15 +349,13 @@ def backward_gru_cho(w_rz_t, w_n_t, dy, dh_n, lengths, gates, h_states, dg_rz, d
     n_chunks = (H + chunk_units - 1) // chunk_units
     for w in prange(n_workers):
         acc = np.empty((B, chunk_units), dh_n.dtype)
-        first = w * n_chunks // n_workers
         for p in range(2 * T + 1):
             t = T - 1 - p // 2
             for i in range(n_chunks):
-                c = (first + i) % n_chunks
-                if not claim(claims, p, n_chunks, c):
+                c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
+                if c < 0:
                     continue
-                u0 = c * chunk_units
-                n = min(H - u0, chunk_units)
+                u0, n = _unit_span(c, chunk_units, H)
                 if p % 2 == 0:      # dh_t, then da_z, da_n and the direct part of dh_{t-1}
                     _incoming_dh(p == 0, w_rz_t, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc)
                     if p == 2 * T:

@@ -50,6 +50,14 @@ def claim(counters, phase, n_chunks, chunk):
 
 
 @njit(cache=True)
+def claim_in_order(claims, phase, n_chunks, worker, n_workers, i):
+    """The i-th chunk in ``worker``'s order (its own share of the chunks first, then the others'
+    in turn) if this call claimed it, else -1."""
+    chunk = (worker * n_chunks // n_workers + i) % n_chunks
+    return chunk if claim(claims, phase, n_chunks, chunk) else -1
+
+
+@njit(cache=True)
 def finish(done, phase):
     atomic_add(done, phase, 1)
 
