@@ -88,6 +88,7 @@ class Tape:
     seq: Sequence
     layout: Layout
     saved: Any
+    kind: str = "host"      # the caller's kind of array ("host", "cupy", "torch", "numba")
 
     @property
     def cell(self) -> str:

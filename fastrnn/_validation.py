@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._arrays import host_array
 from ._types import Layout, Sequence
 from .cells import SPECS
 
@@ -23,9 +24,9 @@ def _has_own_dtype(value: Any) -> bool:
     return not isinstance(value, (list, tuple, numbers.Number))
 
 
-def _to_array(name: str, value: Any) -> np.ndarray:
+def _to_array(name: str, value: Any, xp=np) -> np.ndarray:
     try:
-        arr = np.asarray(value)
+        arr = xp.asarray(value)
     except (ValueError, TypeError) as exc:  # ragged lists, unconvertible objects
         raise ValueError(f"{name} must be a rectangular numeric array, could not convert it: {exc}") from None
     if arr.dtype.kind == "O":
@@ -43,14 +44,14 @@ def _check_float_kind(name: str, arr: np.ndarray, typed: bool) -> None:
         raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes are {_SUPPORTED_TEXT}")
 
 
-def as_float_arrays(named: dict[str, Any], dtype: Optional[np.dtype] = None):
+def as_float_arrays(named: dict[str, Any], dtype: Optional[np.dtype] = None, xp=np):
     """Convert array-likes to arrays of one float dtype.
 
     Arrays that carry a dtype must all have the same one (float32 or float64);
     lists and scalars adopt it (float64 when nothing carries a dtype). When
     ``dtype`` is given (backward: the forward's dtype), typed arrays must match it.
     Returns ``(arrays, dtype)``; None values stay None. Nothing is copied here
-    unless a list must be converted.
+    unless a list must be converted. ``xp`` is the array module (NumPy, or CuPy for GPU arrays).
     """
     arrays: dict[str, Optional[np.ndarray]] = {}
     typed_dtypes: dict[str, np.dtype] = {}
@@ -58,7 +59,7 @@ def as_float_arrays(named: dict[str, Any], dtype: Optional[np.dtype] = None):
         if value is None:
             arrays[name] = None
             continue
-        arr = _to_array(name, value)
+        arr = _to_array(name, value, xp)
         typed = _has_own_dtype(value)
         _check_float_kind(name, arr, typed)
         arrays[name] = arr
@@ -102,7 +103,7 @@ def check_variant(cell: str, variant: Any) -> Any:
 
 
 def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray:
-    arr = np.asarray(lengths)
+    arr = np.asarray(host_array(lengths))
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be an array of integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
@@ -114,8 +115,8 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray:
 
 
 def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
-                      batch_first, lengths, variant) -> tuple[Sequence, Layout]:
-    """Check one call's arguments and bring them to the internal time-major form."""
+                      batch_first, lengths, variant, xp=np) -> tuple[Sequence, Layout]:
+    """Check one call's arguments and bring them to the internal time-major form (arrays of ``xp``)."""
     spec = SPECS[cell]
     G = spec.num_gates
     batch_first = _check_bool("batch_first", batch_first)
@@ -123,7 +124,7 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
     named = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "h0": h0}
     if spec.has_cell_state:
         named["c0"] = c0
-    arrays, dtype = as_float_arrays(named)
+    arrays, dtype = as_float_arrays(named, xp=xp)
     x, w_hh = arrays["x"], arrays["w_hh"]
 
     if x.ndim not in (2, 3):
@@ -155,8 +156,8 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
     for name in state_names:
         _check_shape(name, arrays[name], state_shape, state_text)
         given = arrays[name]
-        states[name] = (np.zeros((B, H), dtype) if given is None
-                        else np.ascontiguousarray(given.reshape(B, H)))
+        states[name] = (xp.zeros((B, H), dtype) if given is None
+                        else xp.ascontiguousarray(given.reshape(B, H)))
 
     if lengths is not None:
         if unbatched:
@@ -165,15 +166,15 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
 
     def contiguous(name):
         arr = arrays[name]
-        return None if arr is None else np.ascontiguousarray(arr)
+        return None if arr is None else xp.ascontiguousarray(arr)
 
-    seq = Sequence(cell=cell, x=np.ascontiguousarray(x), w_ih=contiguous("w_ih"), w_hh=contiguous("w_hh"),
+    seq = Sequence(cell=cell, x=xp.ascontiguousarray(x), w_ih=contiguous("w_ih"), w_hh=contiguous("w_hh"),
                    b_ih=contiguous("b_ih"), b_hh=contiguous("b_hh"), h0=states["h0"],
                    c0=states.get("c0"), lengths=lengths, variant=variant)
     return seq, layout
 
 
-def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n):
+def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n, xp=np):
     """Check the upstream gradients of a backward call; return them time-major (or None)."""
     T, B, H = seq.T, seq.B, seq.H
     named = {"dy": dy, "dh_n": dh_n}
@@ -181,7 +182,7 @@ def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n):
         named["dc_n"] = dc_n
     elif dc_n is not None:
         raise TypeError(f"dc_n is only for LSTM; a {seq.cell} has no cell state")
-    arrays, _ = as_float_arrays(named, dtype=seq.dtype)
+    arrays, _ = as_float_arrays(named, dtype=seq.dtype, xp=xp)
     if layout.unbatched:
         y_shape, y_text, state_shape, state_text = (T, H), "(T, H)", (H,), "(H,)"
     elif layout.batch_first:
@@ -195,7 +196,7 @@ def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n):
             dy = dy[:, None, :]
         elif layout.batch_first:
             dy = dy.transpose(1, 0, 2)
-        dy = np.ascontiguousarray(dy)
+        dy = xp.ascontiguousarray(dy)
     states = []
     for name in ("dh_n", "dc_n"):
         if name not in arrays:
@@ -203,5 +204,5 @@ def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n):
             continue
         _check_shape(name, arrays[name], state_shape, state_text)
         arr = arrays[name]
-        states.append(None if arr is None else np.ascontiguousarray(arr.reshape(B, H)))
+        states.append(None if arr is None else xp.ascontiguousarray(arr.reshape(B, H)))
     return dy, states[0], states[1]

@@ -9,16 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import backends
+from ._arrays import HOST, as_kind, call_kind, cupy_module, module_of, to_device
 from ._types import Grads, LSTMGrads, Layout, Tape
 from ._validation import validate_grad_outputs, validate_sequence
 
 
-def _user_sequence(arr: np.ndarray, layout: Layout) -> np.ndarray:
+def _user_sequence(arr, layout: Layout):
     """(T, B, H) -> the caller's layout."""
     if layout.unbatched:
         return arr[:, 0, :]
     if layout.batch_first:
-        return np.ascontiguousarray(arr.transpose(1, 0, 2))
+        return module_of(arr).ascontiguousarray(arr.transpose(1, 0, 2))
     return arr
 
 
@@ -29,13 +30,24 @@ def _user_state(arr, layout: Layout):
     return arr[0]
 
 
+def _on_device(named: dict, kind: str):
+    """(arrays, array module): GPU arrays become CuPy views, host arrays stay as they are."""
+    if kind == HOST:
+        return named, np
+    return to_device(named), cupy_module()
+
+
 def _run_forward(cell, args, variant, batch_first, lengths, backend, save):
-    seq, layout = validate_sequence(cell, *args, batch_first=batch_first, lengths=lengths, variant=variant)
-    name, impl = backends.resolve(backend)
+    names = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
+    kind = call_kind(dict(zip(names, args)))
+    named, xp = _on_device(dict(zip(names, args)), kind)
+    seq, layout = validate_sequence(cell, *named.values(), batch_first=batch_first, lengths=lengths,
+                                    variant=variant, xp=xp)
+    name, impl = backends.resolve(backend, gpu=kind != HOST)
     y, h_n, c_n, saved = impl.forward(seq, save)
-    y = _user_sequence(y, layout)
-    h_n, c_n = _user_state(h_n, layout), _user_state(c_n, layout)
-    tape = Tape(backend=name, seq=seq, layout=layout, saved=saved) if save else None
+    y = as_kind(_user_sequence(y, layout), kind)
+    h_n, c_n = (as_kind(_user_state(s, layout), kind) for s in (h_n, c_n))
+    tape = Tape(backend=name, seq=seq, layout=layout, saved=saved, kind=kind) if save else None
     return y, h_n, c_n, tape
 
 
@@ -45,12 +57,18 @@ def _run_backward(cell, tape, dy, dh_n, dc_n):
     if tape.cell != cell:
         raise ValueError(f"tape was made by {tape.cell}_forward; pass it to {tape.cell}_backward, "
                          f"not {cell}_backward")
-    seq, layout = tape.seq, tape.layout
-    dy, dh_n, dc_n = validate_grad_outputs(seq, layout, dy, dh_n, dc_n)
-    _, impl = backends.resolve(tape.backend)
+    seq, layout, kind = tape.seq, tape.layout, tape.kind
+    named = {"dy": dy, "dh_n": dh_n, "dc_n": dc_n}
+    if kind == HOST and call_kind(named) != HOST:
+        raise TypeError("the forward ran on host arrays; pass dy, dh_n and dc_n as host arrays too")
+    named, xp = _on_device(named, kind)
+    dy, dh_n, dc_n = validate_grad_outputs(seq, layout, *named.values(), xp=xp)
+    _, impl = backends.resolve(tape.backend, gpu=kind != HOST)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = impl.backward(seq, tape.saved, dy, dh_n, dc_n)
     dx = _user_sequence(dx, layout)
     dh0, dc0 = _user_state(dh0, layout), _user_state(dc0, layout)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = (as_kind(g, kind) for g in (dx, dh0, dc0, dw_ih, dw_hh,
+                                                                           db_ih, db_hh))
     if cell == "lstm":
         return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
     return Grads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)

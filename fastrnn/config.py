@@ -11,6 +11,9 @@ FASTRNN_PARALLEL_MIN_GEMM_MACS  a whole-sequence GEMM (or transpose, counting el
                           about 40 us here, the time of ~2M multiply-adds. Default 2097152.
 FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step (more: better balance when a core
                           is busy elsewhere; fewer: less claiming). Default 2.
+FASTRNN_CUDA_BATCH_GROUPS the "cuda" backend's batch groups: blocks that take batch tiles of the same
+                          hidden units in parallel. 0 (default): as many as the GPU holds at once;
+                          1: one block per unit group walks all tiles; N: at most N.
 """
 from __future__ import annotations
 
@@ -40,3 +43,4 @@ THREADS: int = _env_int("FASTRNN_THREADS", 0)          # 0: Numba's thread count
 PARALLEL_MIN_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_MACS", 32768)
 PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21)
 CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))
+CUDA_BATCH_GROUPS: int = _env_int("FASTRNN_CUDA_BATCH_GROUPS", 0)

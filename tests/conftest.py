@@ -1,7 +1,16 @@
+import ctypes.util
+import os
 import zlib
 
 import numpy as np
 import pytest
+
+# Without an NVIDIA driver the "cuda" backend's kernels run in Numba's CUDA simulator (tests/test_cuda.py
+# keeps those problems tiny). numba reads this once, at import, so it is set before any test imports it.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and ctypes.util.find_library("cuda") is None:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+CUDA_SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
 @pytest.fixture

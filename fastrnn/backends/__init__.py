@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from .. import config
 
@@ -31,18 +32,52 @@ class Backend:
     description: str = ""
     _loaded: object = field(default=None, repr=False)
 
+    device_check: Optional[Callable[[], Optional[str]]] = None   # None when usable, else why not
+    runs_on_gpu: bool = False
+
+    def _missing(self) -> list[str]:
+        return [req for req in self.requires if _find_spec(req) is None]
+
+    def unavailable_reason(self) -> Optional[str]:
+        missing = self._missing()
+        if missing:
+            return (f"backend {self.name!r} needs {', '.join(missing)}, which is not installed; "
+                    f"{self.install_hint}")
+        return self.device_check() if self.device_check is not None else None
+
     def is_available(self) -> bool:
-        return all(importlib.util.find_spec(req) is not None for req in self.requires)
+        return self.unavailable_reason() is None
 
     def load(self):
         if self._loaded is None:
-            if not self.is_available():
-                missing = [r for r in self.requires if importlib.util.find_spec(r) is None]
-                raise ImportError(
-                    f"backend {self.name!r} needs {', '.join(missing)}, which is not installed; "
-                    f"{self.install_hint}")
+            reason = self.unavailable_reason()
+            if reason is not None:
+                raise (ImportError if self._missing() else RuntimeError)(reason)
             self._loaded = importlib.import_module(self.module)
         return self._loaded
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):       # a parent package is missing
+        return None
+
+
+def _cuda_device_check() -> Optional[str]:
+    """Why the "cuda" backend cannot run here (None when it can): a GPU, or the simulator."""
+    from numba import config as numba_config
+    if numba_config.ENABLE_CUDASIM:
+        return None
+    from numba import cuda
+    if cuda.is_available():
+        if _find_spec("cupy") is None:
+            return ("backend 'cuda' needs cupy for its GEMMs and arrays, which is not installed; "
+                    "install it with: pip install fastrnn[cuda]")
+        return None
+    return ("backend 'cuda' found no CUDA GPU (numba.cuda.is_available() is False: no NVIDIA driver or "
+            "device); set NUMBA_ENABLE_CUDASIM=1 to run its kernels in the Numba CUDA simulator (slow, "
+            "for testing)")
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -55,6 +90,10 @@ def register(backend: Backend) -> None:
 register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
                  install_hint="install it with: pip install numba",
                  description="fused persistent CPU kernels compiled by Numba"))
+register(Backend("cuda", "fastrnn.backends.numba_cuda", requires=("numba", "numba_cuda"),
+                 install_hint="install it with: pip install fastrnn[cuda]",
+                 description="persistent fused GPU kernels (Numba CUDA), cuBLAS GEMMs through CuPy",
+                 device_check=_cuda_device_check, runs_on_gpu=True))
 register(Backend("reference", "fastrnn.backends.reference",
                  description="NumPy oracle: textbook equations, exact to float64 rounding"))
 
@@ -64,10 +103,18 @@ def available_backends() -> list[str]:
     return [name for name, b in _REGISTRY.items() if b.is_available()]
 
 
-def resolve(name) -> tuple[str, object]:
-    """Map a backend name (or "auto") to ``(name, module)``; errors say what is wrong."""
+def resolve(name, gpu: bool = False) -> tuple[str, object]:
+    """Map a backend name (or "auto") to ``(name, module)``; errors say what is wrong.
+
+    ``gpu``: the call's arrays are on a GPU; "auto" then means "cuda", and CPU backends refuse.
+    """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
+    if gpu:
+        if name not in ("auto", "cuda") and name in _REGISTRY:
+            raise TypeError(f"backend {name!r} runs on the CPU but the arrays are on a GPU; use "
+                            f"backend='cuda' (or 'auto'), or copy the arrays to the host first")
+        name = "cuda" if name == "auto" else name
     if name == "auto":
         for candidate in config.CPU_BACKEND_ORDER:
             backend = _REGISTRY.get(candidate)

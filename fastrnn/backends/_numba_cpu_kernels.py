@@ -380,8 +380,8 @@ def backward_gru_cho(w_rz_t, w_n_t, dy, dh_n, lengths, gates, h_states, dg_rz, d
                         if t < lengths[b]:
                             for uu in range(n):
                                 u = u0 + uu
-                                r = gates[t, b, u]
-                                dg_rz[t, b, u] = acc[b, uu] * h_states[t, b, u] * r * (1 - r)
-                                dh_direct[b, u] += acc[b, uu] * r
+                                da_r, dh_r = gru_cell.backward_reset(acc[b, uu], gates[t, b, u], h_states[t, b, u])
+                                dg_rz[t, b, u] = da_r
+                                dh_direct[b, u] += dh_r
                 finish(done, p)
             wait_all(done, p, n_chunks)

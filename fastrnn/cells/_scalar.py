@@ -97,13 +97,13 @@ def _is_float32(a):
     return isinstance(a, types.Float) and a.bitwidth == 32
 
 
-@overload(sigmoid)
+@overload(sigmoid, target="cpu")
 def _sigmoid_overload(a):
     if isinstance(a, types.Float):
         return (lambda a: _sigmoid_f32(a)) if _is_float32(a) else (lambda a: _sigmoid_f64(a))
 
 
-@overload(tanh)
+@overload(tanh, target="cpu")
 def _tanh_overload(a):
     if isinstance(a, types.Float):
         return (lambda a: _tanh_f32(a)) if _is_float32(a) else (lambda a: _tanh_f64(a))

@@ -52,3 +52,9 @@ def backward(dh, r, z, n, gh_n, h_prev):
     da_z, da_n, dh_direct = backward_zn(dh, z, n, h_prev)
     da_r = da_n * gh_n * r * (ONE - r)
     return da_r, da_z, da_n, da_n * r, dh_direct
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def backward_reset(drh, r, h_prev):
+    """Cho form, given drh = d/d(r h): returns da_r and the part of dh_prev through r h."""
+    return drh * h_prev * r * (ONE - r), drh * r

@@ -1,0 +1,429 @@
+"""Persistent CUDA kernels for LSTM / GRU / RNN sequences (Numba CUDA), forward and backward.
+
+Shapes (time-major; G gates, A saved activations per unit):
+    gx   (T, B, G*H)   x W_ih^T + b_ih, one cuBLAS GEMM before the kernel
+    hs   (T+1, B, H)   hs[0] = h0, hs[t+1] = h_t (carried unchanged past a sequence's length)
+    cs   (T+1, B, H)   likewise for the LSTM cell state, or (1, B, H) updated in place (inference)
+    y    (T, B, H)     h_t, zero past a sequence's length (PackedSequence semantics)
+    acts (T, B, A)     saved gate activations: LSTM i,f,g,o; GRU r,z,n and gh_n = h W_hn^T + b_hn
+    w    (nblk, R, K)  W_hh packed per block: forward R = G*U gate rows of the block's U units, K = H;
+                       backward R = U columns of W_hh (rows of W_hh^T), K = G*H
+
+Forward, one cooperative launch for all T steps. Block q owns hidden units [q*U, (q+1)*U) with all
+their gates, so the gate math and c stay local and only h_t crosses blocks; its R rows of W_hh are
+copied to shared memory once (or read from L2 when they do not fit):
+    for t in 0..T-1:
+        for each tile of BT sequences:
+            v   <- h_{t-1}[tile]                  global -> shared
+            pre <- W_rows v^T + b_hh[rows]        lanes split k (KL lanes), each thread a register
+                                                  tile of RT rows x BT sequences, warp-shuffle sums
+            cell pointwise on (unit, sequence) pairs -> h_t, c_t, saved activations
+        grid.sync()                               h_t is complete for every block
+Backward is the mirror with W_hh[:, units] on chip, in reverse, carrying dh (and dc) per unit:
+    dh_t = dy_t + dG_{t+1} W_hh[:, units] + direct terms;  cell backward -> dG_t
+dG is written for every step; the weight gradients are whole-sequence GEMMs afterwards.
+GRU with linear_before_reset=False (Cho et al.) needs r*h of every unit before its gate n: two
+phases, two grid syncs per step, in both directions.
+
+The simulator (NUMBA_ENABLE_CUDASIM=1) has no warp shuffles: lane sums go through shared memory
+there, and it runs blocks one after another, so it can only check single-block grids.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from numba import config as numba_config
+from numba import cuda, float32, float64
+from numba.extending import overload
+
+from ..cells import _scalar
+from ..cells import gru as gru_cell
+from ..cells import lstm as lstm_cell
+from ..cells import rnn as rnn_cell
+
+SIMULATED = bool(numba_config.ENABLE_CUDASIM)
+
+LSTM, GRU, GRU_CHO, RNN_TANH, RNN_RELU = range(5)
+NUM_GATES = {LSTM: 4, GRU: 3, GRU_CHO: 3, RNN_TANH: 1, RNN_RELU: 1}
+# saved activations per unit (RNN recovers its derivative from h_t itself)
+NUM_SAVED = {LSTM: 4, GRU: 4, GRU_CHO: 3, RNN_TANH: 0, RNN_RELU: 0}
+
+
+# The cells' activations on the GPU: libdevice's expf/tanhf (the CPU kernels use vectorisable
+# polynomials instead; see cells/_scalar.py).
+@overload(_scalar.sigmoid, target="cuda")
+def _sigmoid_cuda(a):
+    def impl(a):
+        e = math.exp(-abs(a))
+        return _scalar.ONE / (_scalar.ONE + e) if a >= 0 else e / (_scalar.ONE + e)
+    return impl
+
+
+@overload(_scalar.tanh, target="cuda")
+def _tanh_cuda(a):
+    return lambda a: math.tanh(a)
+
+
+_FULL_MASK = 0xFFFFFFFF
+STAGE = 4           # columns per thread that load_tile gathers before storing
+
+
+@lru_cache(maxsize=None)
+def build(code, BT, RT, KL, NT, dtype_name):
+    """Kernels for one cell and one work split, compiled on first launch (per argument types).
+
+    BT sequences per batch tile, RT rows per thread, KL lanes splitting each dot product,
+    NT threads per block. Returns a dict of forward/backward kernels, on-chip and L2 variants.
+    """
+    dt = {"float32": float32, "float64": float64}[dtype_name]
+    G = NUM_GATES[code]
+    NG = NT // KL                  # row groups per block
+    TILE = RT * BT                 # accumulators per thread
+    STAGED = STAGE * BT            # values load_tile holds per thread
+    relu = code == RNN_RELU
+    cho = code == GRU_CHO
+
+    @cuda.jit(device=True, inline="always")
+    def lane_sum(value, red, slot, kl):
+        """Sum of `value` over the KL lanes of a group, valid in lane kl == 0."""
+        if SIMULATED:
+            tid = cuda.threadIdx.x
+            scratch = NG * TILE + slot * NT      # after the k-split partials
+            red[scratch + tid] = value
+            cuda.syncthreads()
+            total = value
+            if kl == 0:
+                for lane in range(1, KL):
+                    total += red[scratch + tid + lane]
+            return total
+        offset = KL // 2
+        while offset > 0:
+            value += cuda.shfl_down_sync(_FULL_MASK, value, offset)
+            offset //= 2
+        return value
+
+    @cuda.jit(device=True, inline="always")
+    def product(w, wbase, wstride, koff, klen, nrows, v, pre, pre_off, pre_stride, red):
+        """pre[j, pre_off + r] = sum_k w[wbase + r*wstride + koff + k] * v[j, k] for r < nrows, j < BT.
+
+        v is a shared (BT, klen) tile; nrows must be a multiple of RT. A group of KL lanes owns RT
+        rows; when there are fewer row groups than groups, the spare groups split k too, and their
+        partial sums (in `red`) are added in a fixed order, so results do not depend on timing.
+        Every thread runs the same number of passes, so the warp shuffles see full warps.
+        """
+        tid = cuda.threadIdx.x
+        kl = tid % KL
+        group = tid // KL
+        row_groups = nrows // RT
+        k_splits = max(1, NG // row_groups)
+        groups_per_pass = NG // k_splits
+        k_split = group // groups_per_pass
+        acc = cuda.local.array(TILE, dt)
+        for pass_start in range(0, row_groups, groups_per_pass):
+            row_group = pass_start + group % groups_per_pass
+            active = row_group < row_groups and k_split < k_splits
+            r0 = row_group * RT
+            for i in range(TILE):
+                acc[i] = 0
+            if active:
+                for k in range(k_split * KL + kl, klen, k_splits * KL):
+                    for rr in range(RT):
+                        wv = w[wbase + (r0 + rr) * wstride + koff + k]
+                        for j in range(BT):
+                            acc[rr * BT + j] += wv * v[j * klen + k]
+            for i in range(TILE):
+                total = lane_sum(acc[i], red, i, kl)
+                if kl == 0 and active:
+                    j = i % BT
+                    r = r0 + i // BT
+                    if k_splits == 1:
+                        pre[j * pre_stride + pre_off + r] = total
+                    else:
+                        red[(k_split * BT + j) * nrows + r] = total
+            if SIMULATED:
+                cuda.syncthreads()      # the lane-sum scratch is reused by the next pass
+        cuda.syncthreads()
+        if k_splits > 1:
+            for idx in range(tid, BT * nrows, NT):
+                j = idx // nrows
+                total = red[j * nrows + idx - j * nrows]
+                for split in range(1, k_splits):
+                    total += red[(split * BT + j) * nrows + idx - j * nrows]
+                pre[j * pre_stride + pre_off + idx - j * nrows] = total
+            cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def load_tile(src, t, b0, koff, klen, v):
+        """v[j, k] = src[t, b0 + j, koff + k] (zero past the batch), then a block barrier.
+
+        Each thread gathers STAGE columns of every row into registers before it stores any: a
+        store to shared memory might alias the source as far as the compiler knows, so loads
+        interleaved with stores would each wait a full L2 round trip.
+        """
+        B = src.shape[1]
+        tid = cuda.threadIdx.x
+        staged = cuda.local.array(STAGED, dt)
+        for k0 in range(0, klen, STAGE * NT):
+            for q in range(STAGE):
+                k = k0 + q * NT + tid
+                for j in range(BT):
+                    staged[q * BT + j] = src[t, b0 + j, koff + k] if (k < klen and b0 + j < B) else 0
+            for q in range(STAGE):
+                k = k0 + q * NT + tid
+                if k < klen:
+                    for j in range(BT):
+                        v[j * klen + k] = staged[q * BT + j]
+        cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def my_block(unit_groups):
+        """(unit group, batch group, batch groups) of this block: blocks beyond the unit groups
+        take further batch tiles of the same units, with their own copy of the weights."""
+        block = cuda.blockIdx.x
+        batch_group = block // unit_groups
+        return block - batch_group * unit_groups, batch_group, cuda.gridDim.x // unit_groups
+
+    @cuda.jit(device=True, inline="always")
+    def shared_parts(smem, R, K, wbytes_on_chip):
+        """Carve the dynamic shared array: [W rows (if on chip)] [v tile] [pre] [partials, scratch]."""
+        start = R * K if wbytes_on_chip else 0
+        v = smem[start:start + BT * K]
+        pre = smem[start + BT * K:start + BT * K + BT * R]
+        red = smem[start + BT * K + BT * R:]
+        return v, pre, red
+
+    @cuda.jit(device=True, inline="always")
+    def copy_weights(w_packed, w_s):
+        block = w_packed[my_block(w_packed.shape[0])[0]]
+        R, K = block.shape
+        for idx in range(cuda.threadIdx.x, R * K, NT):
+            w_s[idx] = block[idx // K, idx % K]
+        cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def tile_pair(idx, U, b0, unit0):
+        """The idx-th (sequence, unit) pair of a batch tile: (j, u, sequence b, hidden unit)."""
+        j = idx // U
+        u = idx - j * U
+        return j, u, b0 + j, unit0 + u
+
+    # ------------------------------------------------------------------ forward
+
+    @cuda.jit(device=True, inline="always")
+    def forward_pointwise(t, b0, U, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, phase):
+        B, H = hs.shape[1], hs.shape[2]
+        R = G * U
+        ta = t if save else 0
+        unit0 = my_block(-(-H // U))[0] * U
+        for idx in range(cuda.threadIdx.x, U * BT, NT):
+            j, u, b, unit = tile_pair(idx, U, b0, unit0)
+            if b >= B or unit >= H:
+                continue
+            valid = t < lengths[b]
+            h_prev = hs[t, b, unit]
+            h = h_prev
+            if code == LSTM:
+                c_last = cs.shape[0] > 1
+                c_prev = cs[t if c_last else 0, b, unit]
+                a_i = gx[t, b, unit] + pre[j * R + u] + b_hh[unit]
+                a_f = gx[t, b, H + unit] + pre[j * R + U + u] + b_hh[H + unit]
+                a_g = gx[t, b, 2 * H + unit] + pre[j * R + 2 * U + u] + b_hh[2 * H + unit]
+                a_o = gx[t, b, 3 * H + unit] + pre[j * R + 3 * U + u] + b_hh[3 * H + unit]
+                h_new, c, i, f, g, o = lstm_cell.forward(a_i, a_f, a_g, a_o, c_prev)
+                if valid:
+                    h = h_new
+                    cs[t + 1 if c_last else 0, b, unit] = c
+                    if save:
+                        acts[t, b, unit] = i
+                        acts[t, b, H + unit] = f
+                        acts[t, b, 2 * H + unit] = g
+                        acts[t, b, 3 * H + unit] = o
+                elif c_last:
+                    cs[t + 1, b, unit] = c_prev
+            elif code == GRU:
+                gh_n = pre[j * R + 2 * U + u] + b_hh[2 * H + unit]
+                h_new, r, z, n = gru_cell.forward(
+                    gx[t, b, unit], gx[t, b, H + unit], gx[t, b, 2 * H + unit],
+                    pre[j * R + u] + b_hh[unit], pre[j * R + U + u] + b_hh[H + unit], gh_n, h_prev)
+                if valid:
+                    h = h_new
+                    if save:
+                        acts[t, b, unit] = r
+                        acts[t, b, H + unit] = z
+                        acts[t, b, 2 * H + unit] = n
+                        acts[t, b, 3 * H + unit] = gh_n
+            elif cho:
+                if phase == 0:      # gates r, z and r * h_{t-1} for the second product
+                    r, z = gru_cell.gates_rz(gx[t, b, unit] + pre[j * R + u] + b_hh[unit],
+                                             gx[t, b, H + unit] + pre[j * R + U + u] + b_hh[H + unit])
+                    acts[ta, b, unit] = r
+                    acts[ta, b, H + unit] = z
+                    rhs[t, b, unit] = r * h_prev
+                    continue
+                n = gru_cell.candidate(gx[t, b, 2 * H + unit] + pre[j * R + 2 * U + u] + b_hh[2 * H + unit])
+                acts[ta, b, 2 * H + unit] = n
+                if valid:
+                    h = gru_cell.update(acts[ta, b, H + unit], n, h_prev)
+            else:
+                h_new = rnn_cell.forward(gx[t, b, unit] + pre[j * R + u] + b_hh[unit], relu)
+                if valid:
+                    h = h_new
+            hs[t + 1, b, unit] = h
+            y[t, b, unit] = h if valid else 0
+        cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def forward_body(w, wbase, v, pre, red, U, gx, b_hh, hs, cs, y, acts, rhs, lengths, save):
+        T, B, H = y.shape[0], y.shape[1], y.shape[2]
+        R = G * U
+        _, batch_group, batch_groups = my_block(-(-H // U))
+        grid = cuda.cg.this_grid()
+        for t in range(T):
+            for b0 in range(batch_group * BT, B, batch_groups * BT):
+                load_tile(hs, t, b0, 0, H, v)
+                product(w, wbase, H, 0, H, 2 * U if cho else R, v, pre, 0, R, red)
+                forward_pointwise(t, b0, U, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, 0)
+            grid.sync()
+            if cho:         # second phase: gh_n = (r * h_{t-1}) W_hn^T, then n and h_t
+                for b0 in range(batch_group * BT, B, batch_groups * BT):
+                    load_tile(rhs, t, b0, 0, H, v)
+                    product(w, wbase + 2 * U * H, H, 0, H, U, v, pre, 2 * U, R, red)
+                    forward_pointwise(t, b0, U, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, 1)
+                grid.sync()
+
+    @cuda.jit
+    def forward_on_chip(w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, save):
+        smem = cuda.shared.array(0, dt)
+        R, K = w_packed.shape[1], w_packed.shape[2]
+        U = R // G
+        copy_weights(w_packed, smem)
+        v, pre, red = shared_parts(smem, R, K, True)
+        forward_body(smem, 0, v, pre, red, U, gx, b_hh, hs, cs, y, acts, rhs, lengths, save)
+
+    @cuda.jit
+    def forward_from_l2(w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, save):
+        smem = cuda.shared.array(0, dt)
+        R, K = w_packed.shape[1], w_packed.shape[2]
+        U = R // G
+        v, pre, red = shared_parts(smem, R, K, False)
+        w_flat = w_packed.reshape(w_packed.size)
+        wbase = my_block(w_packed.shape[0])[0] * R * K
+        forward_body(w_flat, wbase, v, pre, red, U, gx, b_hh, hs, cs, y, acts, rhs, lengths, save)
+
+    # ------------------------------------------------------------------ backward
+
+    @cuda.jit(device=True, inline="always")
+    def backward_pointwise(t, b0, U, have_rec, pre, dy, hs, cs, acts, lengths, dgh, dgx_n,
+                           carry_h, carry_c, dh0, phase):
+        """phase 0: dh_t and the cell's backward (Cho: gates z, n); 1: Cho's gate r; 2: dh0."""
+        B, H = hs.shape[1], hs.shape[2]
+        unit0 = my_block(-(-H // U))[0] * U
+        for idx in range(cuda.threadIdx.x, U * BT, NT):
+            j, u, b, unit = tile_pair(idx, U, b0, unit0)
+            if b >= B or unit >= H:
+                continue
+            rec = pre[j * U + u] if have_rec else 0
+            if phase == 2:
+                dh0[b, unit] = carry_h[b, unit] + rec
+                continue
+            valid = t < lengths[b]
+            if phase == 1:
+                if valid:
+                    da_r, dh_r = gru_cell.backward_reset(rec, acts[t, b, unit], hs[t, b, unit])
+                    dgh[t, b, unit] = da_r
+                    carry_h[b, unit] += dh_r
+                else:
+                    dgh[t, b, unit] = 0
+                continue
+            dh = carry_h[b, unit] + rec
+            if not valid:           # an identity step: gradients pass through, no gate gradients
+                for g in range(G):
+                    dgh[t, b, g * H + unit] = 0
+                if code == GRU:
+                    dgx_n[t, b, unit] = 0
+                carry_h[b, unit] = dh
+                continue
+            dh += dy[t % dy.shape[0], b, unit]
+            if code == LSTM:
+                da_i, da_f, da_g, da_o, dc_prev = lstm_cell.backward(
+                    dh, carry_c[b, unit], acts[t, b, unit], acts[t, b, H + unit], acts[t, b, 2 * H + unit],
+                    acts[t, b, 3 * H + unit], cs[t, b, unit], cs[t + 1, b, unit])
+                dgh[t, b, unit] = da_i
+                dgh[t, b, H + unit] = da_f
+                dgh[t, b, 2 * H + unit] = da_g
+                dgh[t, b, 3 * H + unit] = da_o
+                carry_c[b, unit] = dc_prev
+                carry_h[b, unit] = 0
+            elif code == GRU:
+                da_r, da_z, da_n, dgh_n, dh_direct = gru_cell.backward(
+                    dh, acts[t, b, unit], acts[t, b, H + unit], acts[t, b, 2 * H + unit],
+                    acts[t, b, 3 * H + unit], hs[t, b, unit])
+                dgh[t, b, unit] = da_r
+                dgh[t, b, H + unit] = da_z
+                dgh[t, b, 2 * H + unit] = dgh_n
+                dgx_n[t, b, unit] = da_n
+                carry_h[b, unit] = dh_direct
+            elif cho:
+                da_z, da_n, dh_direct = gru_cell.backward_zn(
+                    dh, acts[t, b, H + unit], acts[t, b, 2 * H + unit], hs[t, b, unit])
+                dgh[t, b, H + unit] = da_z
+                dgh[t, b, 2 * H + unit] = da_n
+                carry_h[b, unit] = dh_direct
+            else:
+                dgh[t, b, unit] = rnn_cell.backward(dh, hs[t + 1, b, unit], relu)
+                carry_h[b, unit] = 0
+        cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def backward_body(w, wbase, v, pre, red, U, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
+        T, B, H = dgh.shape[0], dgh.shape[1], hs.shape[2]
+        K = G * H
+        k_rec = 2 * H if cho else K      # Cho: the first phase takes gates r, z only
+        _, batch_group, batch_groups = my_block(-(-H // U))
+        grid = cuda.cg.this_grid()
+        for step in range(T + 1):
+            t = T - 1 - step                 # t = -1: the final pass that gives dh0
+            have_rec = t < T - 1
+            for b0 in range(batch_group * BT, B, batch_groups * BT):
+                if have_rec:
+                    load_tile(dgh, t + 1, b0, 0, k_rec, v)
+                    product(w, wbase, K, 0, k_rec, U, v, pre, 0, U, red)
+                backward_pointwise(t, b0, U, have_rec, pre, dy, hs, cs, acts, lengths, dgh, dgx_n,
+                                   carry_h, carry_c, dh0, 2 if t < 0 else 0)
+            if t < 0:
+                break
+            grid.sync()
+            if cho:         # d(r h) = da_n W_hn, then gate r and the rest of dh_{t-1}
+                for b0 in range(batch_group * BT, B, batch_groups * BT):
+                    load_tile(dgh, t, b0, 2 * H, H, v)
+                    product(w, wbase, K, 2 * H, H, U, v, pre, 0, U, red)
+                    backward_pointwise(t, b0, U, True, pre, dy, hs, cs, acts, lengths, dgh, dgx_n,
+                                       carry_h, carry_c, dh0, 1)
+                grid.sync()
+
+    @cuda.jit
+    def backward_on_chip(w_packed, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
+        smem = cuda.shared.array(0, dt)
+        U, K = w_packed.shape[1], w_packed.shape[2]
+        copy_weights(w_packed, smem)
+        v, pre, red = shared_parts(smem, U, K, True)
+        backward_body(smem, 0, v, pre, red, U, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0)
+
+    @cuda.jit
+    def backward_from_l2(w_packed, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
+        smem = cuda.shared.array(0, dt)
+        U, K = w_packed.shape[1], w_packed.shape[2]
+        v, pre, red = shared_parts(smem, U, K, False)
+        w_flat = w_packed.reshape(w_packed.size)
+        wbase = my_block(w_packed.shape[0])[0] * U * K
+        backward_body(w_flat, wbase, v, pre, red, U, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0)
+
+    return {"forward": (forward_on_chip, forward_from_l2), "backward": (backward_on_chip, backward_from_l2)}
+
+
+def shared_elements(R, K, BT, RT, KL, NT, on_chip):
+    """Elements of the dynamic shared array a kernel of this split needs (see shared_parts)."""
+    partials = (NT // KL) * RT * BT                  # k-split partial sums (see product)
+    scratch = RT * BT * NT if SIMULATED else 0       # the simulator's lane sums
+    return (R * K if on_chip else 0) + BT * K + BT * R + partials + scratch

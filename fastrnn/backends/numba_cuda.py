@@ -1,0 +1,233 @@
+"""CUDA backend ("cuda"): one persistent Numba CUDA kernel per direction, cuBLAS GEMMs around it.
+
+    forward:  gx = x W_ih^T + b_ih                 one GEMM over all T*B rows (CuPy -> cuBLAS, exact fp32)
+              kernel: all T steps, one grid-wide sync per step (two for Cho's GRU)
+    backward: kernel: the reverse loop carrying dh (and dc), reusing the saved activations
+              dx = dG_x W_ih, dW_ih = dG_x^T x, dW_hh = dG_h^T h_prev, biases: column sums (GEMMs)
+
+Work split (see _cuda_kernels.py): a unit group of U = max(ceil(H / #SMs), 8) hidden units with all
+their gates is one block, so there are at most as many unit groups as multiprocessors; when the batch
+has several tiles of BT sequences, further blocks ("batch groups", as many as can be co-resident in a
+cooperative launch) take the other tiles of the same units in parallel. A unit group's rows of
+W_hh (forward) or columns (backward) live in shared memory when they fit (up to 227 KiB per block
+on an H100/H200: every fp32 LSTM with H <= 1024 on 132 SMs); otherwise the same kernel reads them
+from L2 ("from_l2"), still one launch for the whole sequence. The packing of W_hh per block is one
+small GPU copy per call, so weights changed between calls are always seen.
+
+Arrays: CuPy arrays are used in place; NumPy arrays given to backend="cuda" are copied to the GPU
+and the results copied back. Under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1) everything
+stays in NumPy and the grid is a single block, which is how CI checks these kernels without a GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+from .. import config
+from . import _cuda_kernels as kernels
+
+SIMULATED = kernels.SIMULATED
+_CODES = {("lstm", None): kernels.LSTM, ("gru", True): kernels.GRU, ("gru", False): kernels.GRU_CHO,
+          ("rnn", "tanh"): kernels.RNN_TANH, ("rnn", "relu"): kernels.RNN_RELU}
+# threads per block and lanes per dot product: a warp per row group on a GPU; small in the
+# simulator, where every thread is a Python thread
+_THREADS, _LANES = (32, 8) if SIMULATED else (256, 32)
+_STATIC_SHARED_LIMIT = 48 * 1024     # above this a kernel must opt in to more dynamic shared memory
+
+
+def xp_module():
+    """The array module the kernels take: CuPy on a GPU, NumPy in the simulator."""
+    if SIMULATED:
+        return np
+    import cupy
+    return cupy
+
+
+@lru_cache(maxsize=None)
+def _device_limits():
+    """(multiprocessors, shared-memory bytes a block may opt in to)."""
+    if SIMULATED:
+        return 1, 1 << 30
+    device = cuda.get_current_device()
+    return device.MULTIPROCESSOR_COUNT, device.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """How one kernel launch divides the work; see _cuda_kernels.build."""
+    units: int          # hidden units per block
+    blocks: int
+    batch_tile: int
+    row_tile: int
+    on_chip: bool       # weights in shared memory (else read from L2)
+    shared_bytes: int
+
+
+def plan(code, backward, B, H, itemsize):
+    """The work split of one launch for this shape (deterministic: it picks the compiled variant)."""
+    G = kernels.NUM_GATES[code]
+    sms, shared_limit = _device_limits()
+    # one block per multiprocessor at most; and enough rows per block (32 forward, 8 backward) that
+    # the row groups, not k-splits and their extra sums, fill the block: fewer, busier blocks also
+    # make the per-step grid sync cheaper
+    min_units = 8 if backward else -(-32 // G)
+    units = H if SIMULATED else min(H, max(-(-H // sms), min_units))
+    blocks = -(-H // units)
+    rows, K = (units, G * H) if backward else (G * units, H)
+    row_base = units if (backward or code == kernels.GRU_CHO) else rows
+    row_tile = next(r for r in (4, 2, 1) if row_base % r == 0)
+    # 32 bytes of each per-thread array per sequence of the tile: float64 tiles of 8 would leave
+    # registers for local memory (ptxas: a 256-byte stack frame)
+    batch_tile = 1 if B == 1 else 32 // itemsize
+    for on_chip in (True, False):
+        tile = batch_tile
+        while tile >= 1:
+            size = kernels.shared_elements(rows, K, tile, row_tile, _LANES, _THREADS, on_chip) * itemsize
+            if size <= shared_limit:
+                return Split(units, blocks, tile, row_tile, on_chip, size)
+            tile //= 2
+    raise ValueError(f"hidden size H={H} is too large for the cuda backend: one batch row of the "
+                     f"recurrent product ({K} values) does not fit in {shared_limit} bytes of shared memory")
+
+
+def _kernel(code, backward, split, dtype):
+    built = kernels.build(code, split.batch_tile, split.row_tile, _LANES, _THREADS, np.dtype(dtype).name)
+    on_chip, from_l2 = built["backward" if backward else "forward"]
+    return on_chip if split.on_chip else from_l2
+
+
+_opted_in: set = set()
+
+
+def _launch(kernel, split, args, B):
+    """Launch on CuPy's current stream, with as many batch groups as can be co-resident."""
+    tiles = -(-B // split.batch_tile)
+    if SIMULATED:                       # the simulator can only sync a single-block grid
+        kernel[split.blocks, _THREADS, 0, split.shared_bytes](*args)
+        return
+    import cupy
+    args = [cuda.as_cuda_array(a, sync=False) if isinstance(a, cupy.ndarray) else a for a in args]
+    compiled = kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
+    key = (id(compiled), split.shared_bytes)
+    if key not in _opted_in:
+        if split.shared_bytes > _STATIC_SHARED_LIMIT:
+            from numba.cuda.cudadrv.driver import binding, driver
+            function = compiled._codelibrary.get_cufunc()
+            attribute = binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+            driver.cuKernelSetAttribute(attribute, split.shared_bytes, function.handle, function.device.id)
+        _opted_in.add(key)
+    groups = 1
+    if tiles > 1 and config.CUDA_BATCH_GROUPS != 1:
+        resident = compiled.max_cooperative_grid_blocks(_THREADS, split.shared_bytes)
+        groups = max(1, min(tiles, resident // split.blocks, config.CUDA_BATCH_GROUPS or tiles))
+    pointer = cupy.cuda.get_current_stream().ptr
+    stream = cuda.external_stream(pointer) if pointer else cuda.default_stream()
+    kernel[split.blocks * groups, _THREADS, stream, split.shared_bytes](*args)
+
+
+def _pack_rows(xp, w_hh, G, H, units, blocks):
+    """(G*H, H) -> (blocks, G*units, H): block q gets rows g*H + q*units + u, zero past H."""
+    padded = xp.zeros((G, blocks * units, H), w_hh.dtype)
+    padded[:, :H] = w_hh.reshape(G, H, H)
+    return xp.ascontiguousarray(padded.reshape(G, blocks, units, H).transpose(1, 0, 2, 3)).reshape(
+        blocks, G * units, H)
+
+
+def _pack_columns(xp, w_hh, G, H, units, blocks):
+    """(G*H, H) -> (blocks, units, G*H): block q gets columns q*units + u of W_hh, zero past H."""
+    padded = xp.zeros((blocks * units, G * H), w_hh.dtype)
+    padded[:H] = w_hh.T
+    return padded.reshape(blocks, units, G * H)
+
+
+def _on_host(seq):
+    return not SIMULATED and isinstance(seq.x, np.ndarray)
+
+
+def _to_device(xp, seq):
+    fields = {f.name: getattr(seq, f.name) for f in dataclasses.fields(seq)}
+    for name in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"):
+        if fields[name] is not None:
+            fields[name] = xp.asarray(fields[name])
+    return dataclasses.replace(seq, **{k: v for k, v in fields.items() if k != "lengths"})
+
+
+def _host(values):
+    return tuple(v.get() if v is not None and not isinstance(v, np.ndarray) else v for v in values)
+
+
+def forward(seq, save):
+    xp = xp_module()
+    on_host = _on_host(seq)
+    if on_host:
+        seq = _to_device(xp, seq)
+    code = _CODES[seq.cell, seq.variant]
+    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
+    G = kernels.NUM_GATES[code]
+    gx = seq.x.reshape(T * B, I) @ seq.w_ih.T
+    if seq.b_ih is not None:
+        gx += seq.b_ih
+    gx = gx.reshape(T, B, G * H)
+    b_hh = seq.b_hh if seq.b_hh is not None else xp.zeros(G * H, dtype)
+    lengths = xp.asarray(seq.lengths if seq.lengths is not None else np.full(B, T), dtype=np.int32)
+    hs = xp.empty((T + 1, B, H), dtype)
+    hs[0] = seq.h0
+    y = xp.empty((T, B, H), dtype)
+    cs = xp.empty((T + 1 if save else 1, B, H), dtype)
+    if seq.cell == "lstm":
+        cs[0] = seq.c0
+    saved_per_unit = kernels.NUM_SAVED[code]
+    acts = xp.empty((T if save else 1, B, max(saved_per_unit, 1) * H), dtype)
+    rhs = xp.empty((T, B, H) if code == kernels.GRU_CHO else (1, 1, 1), dtype)
+    split = plan(code, False, B, H, np.dtype(dtype).itemsize)
+    w_packed = _pack_rows(xp, seq.w_hh, G, H, split.units, split.blocks)
+    _launch(_kernel(code, False, split, dtype), split,
+            (w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, 1 if save else 0), B)
+    h_n = hs[T].copy()
+    c_n = cs[T if save else 0].copy() if seq.cell == "lstm" else None
+    saved = dict(seq=seq, hs=hs, cs=cs, acts=acts, rhs=rhs, lengths=lengths) if save else None
+    if on_host:
+        y, h_n, c_n = _host((y, h_n, c_n))
+    return y, h_n, c_n, saved
+
+
+def backward(seq, saved, dy, dh_n, dc_n):
+    xp = xp_module()
+    on_host = _on_host(seq)
+    seq = saved["seq"]
+    code = _CODES[seq.cell, seq.variant]
+    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
+    G = kernels.NUM_GATES[code]
+    dy = xp.asarray(dy) if dy is not None else xp.zeros((1, B, H), dtype)   # one zero slot serves every step
+    carry_h = xp.array(dh_n) if dh_n is not None else xp.zeros((B, H), dtype)
+    carry_c = xp.array(dc_n) if dc_n is not None else xp.zeros((B, H), dtype)
+    hs, cs, acts, rhs, lengths = saved["hs"], saved["cs"], saved["acts"], saved["rhs"], saved["lengths"]
+    dgh = xp.empty((T, B, G * H), dtype)
+    dgx_n = xp.empty((T, B, H) if code == kernels.GRU else (1, 1, 1), dtype)
+    dh0 = xp.empty((B, H), dtype)
+    split = plan(code, True, B, H, np.dtype(dtype).itemsize)
+    w_packed = _pack_columns(xp, seq.w_hh, G, H, split.units, split.blocks)
+    _launch(_kernel(code, True, split, dtype), split,
+            (w_packed, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0), B)
+    # whole-sequence GEMMs; the x-side gradients differ from the h-side ones only in the GRU's gate n
+    dgh = dgh.reshape(T * B, G * H)
+    if code == kernels.GRU:
+        dgx = dgh.copy()
+        dgx[:, 2 * H:] = dgx_n.reshape(T * B, H)
+    else:
+        dgx = dgh
+    h_prev = hs[:T].reshape(T * B, H)
+    if code == kernels.GRU_CHO:      # gate n's recurrent input is r * h_{t-1}
+        dw_hh = xp.concatenate([dgh[:, :2 * H].T @ h_prev, dgh[:, 2 * H:].T @ rhs.reshape(T * B, H)])
+    else:
+        dw_hh = dgh.T @ h_prev
+    dx = (dgx @ seq.w_ih).reshape(T, B, I)
+    dw_ih = dgx.T @ seq.x.reshape(T * B, I)
+    db_ih = dgx.sum(axis=0) if seq.b_ih is not None else None
+    db_hh = dgh.sum(axis=0) if seq.b_hh is not None else None
+    dc0 = carry_c if seq.cell == "lstm" else None
+    results = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+    return _host(results) if on_host else results

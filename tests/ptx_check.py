@@ -1,0 +1,32 @@
+"""Compile the real CUDA kernels to PTX for compute capability 9.0 without a GPU (run by test_cuda.py).
+
+Kernels with a grid-wide sync ask the driver for the current device while compiling; a fixed
+compute capability stands in for it here. Prints one "ok" line per kernel.
+"""
+from unittest import mock
+
+from numba import cuda, types
+from numba.cuda import dispatcher
+
+from fastrnn.backends import _cuda_kernels as kernels
+
+
+class _Hopper:
+    compute_capability = (9, 0)
+
+
+def signatures(dt):
+    a1, a2, a3 = (types.Array(dt, n, "C") for n in (1, 2, 3))
+    lengths = types.Array(types.int32, 1, "C")
+    forward = (a3, a3, a1, a3, a3, a3, a3, a3, lengths, types.int64)
+    backward = (a3, a3, a3, a3, a3, lengths, a3, a3, a2, a2, a2)
+    return {"forward": forward, "backward": backward}
+
+
+with mock.patch.object(dispatcher, "get_current_device", lambda: _Hopper()):
+    for code in range(5):
+        built = kernels.build(code, 8, 1, 32, 256, "float32")
+        for direction, sig in signatures(types.float32).items():
+            ptx, _ = cuda.compile_ptx(built[direction][0].py_func, sig, cc=(9, 0))
+            assert ".target sm_90" in ptx and "cudaCGSynchronize" in ptx
+            print(f"ok {code} {direction} ({len(ptx)} bytes of PTX)", flush=True)

@@ -1,0 +1,152 @@
+"""The "cuda" backend: in Numba's CUDA simulator without a GPU (CI), on the device when there is one.
+
+Without a GPU the kernels run in the simulator on tiny problems (one block: the simulator runs blocks
+one after another, so a grid-wide sync needs a single block there); the real kernels are compiled to
+PTX for compute capability 9.0 in a subprocess. With a GPU, tests/test_backends.py runs its whole
+matrix on "cuda" as well, and the GPU-only tests below check GPU arrays in and out, several blocks,
+several batch tiles and the weights-from-L2 path.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastrnn
+from conftest import CUDA_SIMULATED
+from rnncases import CELL_FORM_IDS, CELL_FORMS, assert_matches_oracle, make_problem, rel_error, run
+
+HAVE_CUDA = "cuda" in fastrnn.available_backends()
+ON_GPU = HAVE_CUDA and not CUDA_SIMULATED
+needs_cuda = pytest.mark.skipif(not HAVE_CUDA, reason="no GPU and the CUDA simulator is off")
+needs_gpu = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+
+# tiny in the simulator (every GPU thread is a Python thread there); T, B, I, H, options
+SIMULATOR_CASES = {
+    "T1B1I1H1-no-bias-zero-state": ((1, 1, 1, 1), dict(bias=False, init_state=False)),
+    "lengths": ((3, 3, 2, 5), dict(lengths=True)),
+    "two-batch-tiles-batch-first": ((2, 9, 3, 2), dict(batch_first=True)),
+}
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", list(SIMULATOR_CASES), ids=list(SIMULATOR_CASES))
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_cuda_matches_reference(rng, cell, variant, case, dtype):
+    shape, options = SIMULATOR_CASES[case]
+    assert_matches_oracle(make_problem(rng, cell, variant, *shape, **options), "cuda", dtype)
+
+
+@needs_cuda
+def test_cuda_nan_in_gives_nan_out(rng):
+    problem = make_problem(rng, "lstm", None, 3, 2, 2, 3)
+    problem.args["x"][1, 0, 0] = np.nan
+    got = run(problem, "cuda")
+    assert np.isnan(got["y"][1:, 0]).all() and np.isfinite(got["y"][:, 1]).all()
+    assert np.isnan(got["dx"][:2, 0]).any()
+
+
+@needs_cuda
+def test_cuda_work_split_is_valid():
+    from fastrnn.backends import _cuda_kernels as kernels
+    from fastrnn.backends import numba_cuda
+    for code in range(5):
+        for backward in (False, True):
+            for B, H in ((1, 1), (3, 7), (64, 1024), (256, 512)):
+                split = numba_cuda.plan(code, backward, B, H, 4)
+                assert split.units * split.blocks >= H > (split.blocks - 1) * split.units
+                rows = split.units if (backward or code == kernels.GRU_CHO) else kernels.NUM_GATES[code] * split.units
+                assert rows % split.row_tile == 0
+
+
+@pytest.mark.skipif(ON_GPU, reason="checks the message on a machine without a GPU")
+def test_cuda_unavailable_without_gpu_or_simulator():
+    script = ("import fastrnn, numpy as np\n"
+              "assert 'cuda' not in fastrnn.available_backends(), fastrnn.available_backends()\n"
+              "try:\n"
+              "    fastrnn.rnn(np.zeros((2, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), backend='cuda')\n"
+              "except (RuntimeError, ImportError) as exc:\n"
+              "    print(exc)\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "backend 'cuda'" in out.stdout and ("no CUDA GPU" in out.stdout or "not installed" in out.stdout)
+
+
+def _nvvm_available():
+    try:
+        import numba_cuda  # noqa: F401
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+        load_nvidia_dynamic_lib("nvrtc")
+        load_nvidia_dynamic_lib("nvvm")
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU the kernels are compiled and run by the other tests")
+@pytest.mark.skipif(not _nvvm_available(), reason="needs numba-cuda with NVRTC/NVVM (pip install numba-cuda[cu13])")
+def test_cuda_kernels_compile_to_ptx_for_hopper():
+    """The real kernels (not the simulator's Python) type-check and compile for sm_90."""
+    script = Path(__file__).with_name("ptx_check.py")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("ok") == 10, out.stdout
+
+
+# ----------------------------------------------------------------------------- GPU only
+
+@needs_gpu
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_cuda_several_blocks_and_batch_tiles(rng, cell, variant):
+    problem = make_problem(rng, cell, variant, 5, 19, 7, 300, lengths=True, scale=0.1)
+    assert_matches_oracle(problem, "cuda", np.float64)
+    assert_matches_oracle(problem, "cuda", np.float32)
+
+
+@needs_gpu
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_cuda_weights_from_l2(rng, monkeypatch, cell, variant):
+    from fastrnn.backends import numba_cuda
+    sms, _ = numba_cuda._device_limits()
+    monkeypatch.setattr(numba_cuda, "_device_limits", lambda: (sms, 24 * 1024))
+    assert not numba_cuda.plan(0, False, 9, 260, 8).on_chip and not numba_cuda.plan(0, True, 9, 260, 8).on_chip
+    assert_matches_oracle(make_problem(rng, cell, variant, 4, 9, 5, 260, lengths=True, scale=0.1), "cuda",
+                          np.float64)
+
+
+@needs_gpu
+def test_cuda_arrays_in_give_the_same_kind_out(rng):
+    import cupy
+    torch = pytest.importorskip("torch")
+    from numba import cuda
+    problem = make_problem(rng, "lstm", None, 4, 3, 5, 6)
+    want = run(problem, "reference")
+    a = problem.args
+    for convert, kind in ((cupy.asarray, cupy.ndarray), (lambda v: torch.as_tensor(v, device="cuda"), torch.Tensor),
+                          (cuda.to_device, type(cuda.to_device(np.zeros(1))))):
+        args = {k: None if v is None else convert(v) for k, v in a.items()}
+        y, (h, c), tape = fastrnn.lstm_forward(**args)          # "auto" picks cuda for GPU arrays
+        assert isinstance(y, kind) and isinstance(h, kind)
+        grads = fastrnn.lstm_backward(tape, *(convert(problem.upstream[k]) for k in ("dy", "dh_n", "dc_n")))
+        assert all(isinstance(g, kind) for g in grads)
+        host = lambda v: cupy.asnumpy(cupy.asarray(v))  # noqa: E731
+        assert rel_error(host(y), want["y"]) < 1e-10
+        assert rel_error(host(grads.w_hh), want["dw_hh"]) < 1e-10
+
+
+@needs_gpu
+def test_cuda_refuses_mixed_devices_and_cpu_backends(rng):
+    import cupy
+    problem = make_problem(rng, "gru", True, 3, 2, 4, 5)
+    args = dict(problem.args)
+    args["x"] = cupy.asarray(args["x"])
+    with pytest.raises(TypeError, match="w_ih is a host array"):
+        fastrnn.gru(**args)
+    gpu_args = {k: cupy.asarray(v) for k, v in problem.args.items()}
+    with pytest.raises(TypeError, match="runs on the CPU"):
+        fastrnn.gru(**gpu_args, backend="numba")
