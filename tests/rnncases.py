@@ -93,6 +93,17 @@ def loss(problem: Problem, backend: str = "reference") -> float:
     return float(total)
 
 
+def central_difference(f, array, index, eps=1e-6) -> float:
+    """(f() at array[index] + eps - f() at array[index] - eps) / (2 eps); array[index] is restored."""
+    saved = array[index]
+    array[index] = saved + eps
+    plus = f()
+    array[index] = saved - eps
+    minus = f()
+    array[index] = saved
+    return (plus - minus) / (2 * eps)
+
+
 def rel_error(actual, expected) -> float:
     """max |actual - expected| / max |expected|: one number per array, robust to tiny entries."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)

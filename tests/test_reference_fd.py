@@ -4,7 +4,7 @@ import pytest
 
 import fastrnn
 
-from rnncases import CELL_FORM_IDS, CELL_FORMS, assert_same_fields, loss, make_problem, run
+from rnncases import CELL_FORM_IDS, CELL_FORMS, assert_same_fields, central_difference, loss, make_problem, run
 
 CONFIGS = {
     "plain": dict(),
@@ -30,13 +30,7 @@ def finite_difference_grads(problem, eps=1e-6):
         g = np.zeros_like(value)
         flat, gflat = value.reshape(-1), g.reshape(-1)   # views: perturb in place
         for k in range(flat.size):
-            saved = flat[k]
-            flat[k] = saved + eps
-            plus = loss(problem)
-            flat[k] = saved - eps
-            minus = loss(problem)
-            flat[k] = saved
-            gflat[k] = (plus - minus) / (2 * eps)
+            gflat[k] = central_difference(lambda: loss(problem), flat, k, eps)
         grads["d" + name] = g
     return grads
 
