@@ -8,7 +8,7 @@ import numpy as np
 
 
 class LSTMGrads(NamedTuple):
-    """Gradients of an LSTM sequence, each shaped like the forward argument."""
+    """Gradients of an LSTM sequence, each shaped like the forward argument (w_hr: None without projection)."""
     x: np.ndarray
     h0: np.ndarray
     c0: np.ndarray
@@ -16,6 +16,7 @@ class LSTMGrads(NamedTuple):
     w_hh: np.ndarray
     b_ih: Optional[np.ndarray]
     b_hh: Optional[np.ndarray]
+    w_hr: Optional[np.ndarray] = None
 
 
 class Grads(NamedTuple):
@@ -39,8 +40,9 @@ class Layout:
 class Sequence:
     """One validated single-layer, single-direction problem, time-major and contiguous.
 
-    x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None;
-    h0 (B, H); c0 (B, H) for LSTM else None; lengths (B,) int64 or None.
+    x (T, B, I); w_ih (G*H, I); w_hh (G*H, P); b_ih, b_hh (G*H,) or None;
+    h0 (B, P); c0 (B, H) for LSTM else None; lengths (B,) int64 or None;
+    w_hr (P, H) for an LSTM with projections (h_t = W_hr (o * tanh(c_t))), else None and P = H.
     ``variant`` is the cell option: linear_before_reset (GRU, bool),
     nonlinearity (RNN, "tanh"/"relu"), None for LSTM.
     """
@@ -54,6 +56,7 @@ class Sequence:
     c0: Optional[np.ndarray]
     lengths: Optional[np.ndarray]
     variant: Any
+    w_hr: Optional[np.ndarray] = None
 
     @property
     def T(self) -> int:
@@ -69,6 +72,12 @@ class Sequence:
 
     @property
     def H(self) -> int:
+        """Hidden (cell) size."""
+        return self.w_hh.shape[1] if self.w_hr is None else self.w_hr.shape[1]
+
+    @property
+    def P(self) -> int:
+        """Output size: the projection size of an LSTM with projections, else H."""
         return self.w_hh.shape[1]
 
     @property

@@ -115,7 +115,7 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray:
 
 
 def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
-                      batch_first, lengths, variant, xp=np) -> tuple[Sequence, Layout]:
+                      batch_first, lengths, variant, xp=np, w_hr=None) -> tuple[Sequence, Layout]:
     """Check one call's arguments and bring them to the internal time-major form (arrays of ``xp``)."""
     spec = SPECS[cell]
     G = spec.num_gates
@@ -124,6 +124,9 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
     named = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "h0": h0}
     if spec.has_cell_state:
         named["c0"] = c0
+        named["w_hr"] = w_hr
+    elif w_hr is not None:
+        raise TypeError(f"w_hr (projections) is only for LSTM, not {cell}")
     arrays, dtype = as_float_arrays(named, xp=xp)
     x, w_hh = arrays["x"], arrays["w_hh"]
 
@@ -142,22 +145,30 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
         if size == 0:
             raise ValueError(f"x must have {letter} >= 1, got shape {arrays['x'].shape}")
 
-    if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != G * w_hh.shape[1]:
+    w_hr = arrays.get("w_hr")
+    if w_hr is not None:        # LSTM with projections: w_hr (P, H), w_hh (4H, P), h (B, P), c (B, H)
+        if w_hr.ndim != 2 or 0 in w_hr.shape:
+            raise ValueError(f"w_hr must have shape (P, H) with P, H >= 1, got {w_hr.shape}")
+        P, H = w_hr.shape
+        _check_shape("w_hh", w_hh, (G * H, P), f"({G}*H, P) with (P, H) = w_hr.shape")
+    elif w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != G * w_hh.shape[1]:
         raise ValueError(
             f"w_hh must have shape ({G}*H, H) for {cell} (gates {','.join(spec.gates)}), with H >= 1; "
             f"got {w_hh.shape}")
-    H = w_hh.shape[1]
+    else:
+        P = H = w_hh.shape[1]
     _check_shape("w_ih", arrays["w_ih"], (G * H, I), f"({G}*H, I)")
     _check_shape("b_ih", arrays["b_ih"], (G * H,), f"({G}*H,)")
     _check_shape("b_hh", arrays["b_hh"], (G * H,), f"({G}*H,)")
-    state_shape, state_text = ((H,), "(H,)") if unbatched else ((B, H), "(B, H)")
-    state_names = ("h0", "c0") if spec.has_cell_state else ("h0",)
     states = {}
-    for name in state_names:
+    for name, size, letter in (("h0", P, "P" if w_hr is not None else "H"), ("c0", H, "H")):
+        if name not in arrays:
+            continue
+        state_shape, state_text = ((size,), f"({letter},)") if unbatched else ((B, size), f"(B, {letter})")
         _check_shape(name, arrays[name], state_shape, state_text)
         given = arrays[name]
-        states[name] = (xp.zeros((B, H), dtype) if given is None
-                        else xp.ascontiguousarray(given.reshape(B, H)))
+        states[name] = (xp.zeros((B, size), dtype) if given is None
+                        else xp.ascontiguousarray(given.reshape(B, size)))
 
     if lengths is not None:
         if unbatched:
@@ -165,18 +176,19 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
         lengths = check_lengths(lengths, T, B)
 
     def contiguous(name):
-        arr = arrays[name]
+        arr = arrays.get(name)
         return None if arr is None else xp.ascontiguousarray(arr)
 
     seq = Sequence(cell=cell, x=xp.ascontiguousarray(x), w_ih=contiguous("w_ih"), w_hh=contiguous("w_hh"),
                    b_ih=contiguous("b_ih"), b_hh=contiguous("b_hh"), h0=states["h0"],
-                   c0=states.get("c0"), lengths=lengths, variant=variant)
+                   c0=states.get("c0"), lengths=lengths, variant=variant, w_hr=contiguous("w_hr"))
     return seq, layout
 
 
 def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n, xp=np):
     """Check the upstream gradients of a backward call; return them time-major (or None)."""
-    T, B, H = seq.T, seq.B, seq.H
+    T, B, H, P = seq.T, seq.B, seq.H, seq.P
+    out = "P" if seq.w_hr is not None else "H"       # the letter of the output size in messages
     named = {"dy": dy, "dh_n": dh_n}
     if seq.c0 is not None:
         named["dc_n"] = dc_n
@@ -184,11 +196,11 @@ def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n, xp=np):
         raise TypeError(f"dc_n is only for LSTM; a {seq.cell} has no cell state")
     arrays, _ = as_float_arrays(named, dtype=seq.dtype, xp=xp)
     if layout.unbatched:
-        y_shape, y_text, state_shape, state_text = (T, H), "(T, H)", (H,), "(H,)"
+        y_shape, y_text = (T, P), f"(T, {out})"
     elif layout.batch_first:
-        y_shape, y_text, state_shape, state_text = (B, T, H), "(B, T, H)", (B, H), "(B, H)"
+        y_shape, y_text = (B, T, P), f"(B, T, {out})"
     else:
-        y_shape, y_text, state_shape, state_text = (T, B, H), "(T, B, H)", (B, H), "(B, H)"
+        y_shape, y_text = (T, B, P), f"(T, B, {out})"
     _check_shape("dy", arrays["dy"], y_shape, y_text)
     dy = arrays["dy"]
     if dy is not None:
@@ -198,11 +210,12 @@ def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n, xp=np):
             dy = dy.transpose(1, 0, 2)
         dy = xp.ascontiguousarray(dy)
     states = []
-    for name in ("dh_n", "dc_n"):
+    for name, size, letter in (("dh_n", P, out), ("dc_n", H, "H")):
         if name not in arrays:
             states.append(None)
             continue
+        state_shape, state_text = ((size,), f"({letter},)") if layout.unbatched else ((B, size), f"(B, {letter})")
         _check_shape(name, arrays[name], state_shape, state_text)
         arr = arrays[name]
-        states.append(None if arr is None else xp.ascontiguousarray(arr.reshape(B, H)))
+        states.append(None if arr is None else xp.ascontiguousarray(arr.reshape(B, size)))
     return dy, states[0], states[1]

@@ -37,13 +37,14 @@ def _on_device(named: dict, kind: str):
     return to_device(named), cupy_module()
 
 
-def _run_forward(cell, args, variant, batch_first, lengths, backend, save):
+def _run_forward(cell, args, variant, batch_first, lengths, backend, save, w_hr=None):
     names = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
-    kind = call_kind(dict(zip(names, args)))
-    named, xp = _on_device(dict(zip(names, args)), kind)
+    kind = call_kind({**dict(zip(names, args)), "w_hr": w_hr})
+    named, xp = _on_device({**dict(zip(names, args)), "w_hr": w_hr}, kind)
+    w_hr = named.pop("w_hr")
     seq, layout = validate_sequence(cell, *named.values(), batch_first=batch_first, lengths=lengths,
-                                    variant=variant, xp=xp)
-    name, impl = backends.resolve(backend, gpu=kind != HOST)
+                                    variant=variant, xp=xp, w_hr=w_hr)
+    name, impl = backends.resolve(backend, gpu=kind != HOST, projections=seq.w_hr is not None)
     y, h_n, c_n, saved = impl.forward(seq, save)
     y = as_kind(_user_sequence(y, layout), kind)
     h_n, c_n = (as_kind(_user_state(s, layout), kind) for s in (h_n, c_n))
@@ -64,46 +65,48 @@ def _run_backward(cell, tape, dy, dh_n, dc_n):
     named, xp = _on_device(named, kind)
     dy, dh_n, dc_n = validate_grad_outputs(seq, layout, *named.values(), xp=xp)
     _, impl = backends.resolve(tape.backend, gpu=kind != HOST)
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = impl.backward(seq, tape.saved, dy, dh_n, dc_n)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = impl.backward(seq, tape.saved, dy, dh_n, dc_n)
     dx = _user_sequence(dx, layout)
     dh0, dc0 = _user_state(dh0, layout), _user_state(dc0, layout)
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = (as_kind(g, kind) for g in (dx, dh0, dc0, dw_ih, dw_hh,
-                                                                           db_ih, db_hh))
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = (as_kind(g, kind) for g in (
+        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr))
     if cell == "lstm":
-        return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+        return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
     return Grads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 
 # ----------------------------------------------------------------------------- LSTM
 
 def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
-                 batch_first=False, lengths=None, backend="auto"):
+                 batch_first=False, lengths=None, backend="auto", w_hr=None):
     """LSTM over a sequence, keeping what backward needs.
 
     Returns ``(y, (h_n, c_n), tape)``; pass the tape to :func:`lstm_backward`.
     """
     y, h_n, c_n, tape = _run_forward("lstm", (x, w_ih, w_hh, b_ih, b_hh, h0, c0), None,
-                                     batch_first, lengths, backend, save=True)
+                                     batch_first, lengths, backend, save=True, w_hr=w_hr)
     return y, (h_n, c_n), tape
 
 
 def lstm(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
-         batch_first=False, lengths=None, backend="auto"):
+         batch_first=False, lengths=None, backend="auto", w_hr=None):
     """LSTM over a sequence (inference: nothing is saved). Returns ``(y, (h_n, c_n))``.
 
     i, f, g, o = sigma, sigma, tanh, sigma of x_t W_ih^T + b_ih + h W_hh^T + b_hh;
     c_t = f * c + i * g;  h_t = o * tanh(c_t).
+    With projections (``w_hr`` of shape (P, H), as torch's proj_size): h_t = (o * tanh(c_t)) W_hr^T, so
+    h, y and h0 have size P and w_hh is (4H, P); these run on the reference backend for now.
     """
     y, h_n, c_n, _ = _run_forward("lstm", (x, w_ih, w_hh, b_ih, b_hh, h0, c0), None,
-                                  batch_first, lengths, backend, save=False)
+                                  batch_first, lengths, backend, save=False, w_hr=w_hr)
     return y, (h_n, c_n)
 
 
 def lstm_backward(tape, dy, dh_n=None, dc_n=None) -> LSTMGrads:
     """Gradients of an LSTM sequence given dL/dy (or None) and dL/dh_n, dL/dc_n (or None).
 
-    Returns :class:`LSTMGrads` ``(x, h0, c0, w_ih, w_hh, b_ih, b_hh)``, each shaped like the
-    forward's argument (bias fields None when the forward had no bias).
+    Returns :class:`LSTMGrads` ``(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)``, each shaped like the
+    forward's argument (bias fields None when the forward had no bias, w_hr None without projections).
     """
     return _run_backward("lstm", tape, dy, dh_n, dc_n)
 

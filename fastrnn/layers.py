@@ -8,7 +8,9 @@
 Semantics follow torch.nn.LSTM/GRU/RNN: parameters ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
 ``bias_hh_l{k}`` (suffix ``_reverse`` for the backward direction), initialised uniform in
 +-1/sqrt(hidden_size); ``y`` holds both directions' outputs concatenated (forward first); ``h_n`` is
-``(num_layers * num_directions, B, H)``; dropout acts on the outputs of every layer but the last, in
+``(num_layers * num_directions, B, H)``; ``proj_size = P > 0`` gives an LSTM with projections
+(``weight_hr_l{k}`` of shape (P, H), h_t = W_hr (o * tanh(c_t)), h and y of size P; it runs on the
+reference backend so far); dropout acts on the outputs of every layer but the last, in
 training mode only; with ``lengths`` the reverse direction of sequence b starts at its own last step
 ``lengths[b] - 1``, and outputs past a sequence's length are zero (PackedSequence semantics).
 
@@ -58,16 +60,16 @@ class _RecurrentLayers:
                 raise TypeError(f"{name} must be True or False, got {value!r}")
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-        if proj_size:
-            raise NotImplementedError(
-                "proj_size > 0 (LSTM with projections) is not implemented yet: no backend has the "
-                "projected recurrence h_t = W_hr (o * tanh(c_t)) so far")
+        if proj_size and (self.cell != "lstm" or proj_size >= hidden_size):
+            raise ValueError(f"proj_size must be 0, or (LSTM only) smaller than hidden_size = {hidden_size}; "
+                             f"got {proj_size}")
         dtype = np.dtype(dtype)
         if dtype not in SUPPORTED_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
-        self.dropout, self.proj_size, self.dtype, self.backend = float(dropout), 0, dtype, backend
+        self.dropout, self.proj_size, self.dtype, self.backend = float(dropout), int(proj_size), dtype, backend
+        self.output_size = self.proj_size or self.hidden_size     # size of h and of each direction's y
         self.variant = check_variant(self.cell, variant)
         self.num_directions = 2 if bidirectional else 1
         self.training = True
@@ -85,17 +87,19 @@ class _RecurrentLayers:
         return "_reverse" if direction else ""
 
     def _shapes(self) -> dict:
-        G, H = SPECS[self.cell].num_gates, self.hidden_size
+        G, H, P = SPECS[self.cell].num_gates, self.hidden_size, self.output_size
         shapes = {}
         for layer in range(self.num_layers):
-            inputs = self.input_size if layer == 0 else H * self.num_directions
+            inputs = self.input_size if layer == 0 else P * self.num_directions
             for direction in range(self.num_directions):
                 s = f"l{layer}{self._suffix(direction)}"
                 shapes[f"weight_ih_{s}"] = (G * H, inputs)
-                shapes[f"weight_hh_{s}"] = (G * H, H)
+                shapes[f"weight_hh_{s}"] = (G * H, P)
                 if self.bias:
                     shapes[f"bias_ih_{s}"] = (G * H,)
                     shapes[f"bias_hh_{s}"] = (G * H,)
+                if self.proj_size:
+                    shapes[f"weight_hr_{s}"] = (P, H)
         return shapes
 
     def state_dict(self) -> dict:
@@ -161,14 +165,16 @@ class _RecurrentLayers:
             given = tuple(hx)
         else:
             given = (hx,)
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
-        shape = (LD, H) if unbatched else (LD, B, H)
+        LD = self.num_layers * self.num_directions
         states = []
         for name, value in zip(names, given):
+            size, letter = ((self.output_size, "P" if self.proj_size else "H") if name == "h0"
+                            else (self.hidden_size, "H"))
+            shape = (LD, size) if unbatched else (LD, B, size)
             value = xp.asarray(value)
             if value.shape != shape:
                 raise ValueError(f"{name} in hx must have shape (num_layers*num_directions, "
-                                 f"{'H' if unbatched else 'B, H'}) = {shape}, got {value.shape}")
+                                 f"{letter if unbatched else 'B, ' + letter}) = {shape}, got {value.shape}")
             if value.dtype != self.dtype:
                 raise TypeError(f"{name} in hx must have dtype {self.dtype}, got {value.dtype}")
             states.append(value[:, None, :] if unbatched else value)
@@ -179,7 +185,9 @@ class _RecurrentLayers:
         p = self.params
         return (p[f"weight_ih_{s}"], p[f"weight_hh_{s}"], p.get(f"bias_ih_{s}"), p.get(f"bias_hh_{s}"))
 
-    def _options(self):
+    def _options(self, layer, direction):
+        if self.proj_size:
+            return {"w_hr": self.params[f"weight_hr_l{layer}{self._suffix(direction)}"]}
         if self.cell == "gru":
             return {"linear_before_reset": self.variant}
         if self.cell == "rnn":
@@ -216,7 +224,7 @@ class _RecurrentLayers:
                 init = [None if s is None else s[index] for s in states]
                 inp = reverse_within_lengths(layer_input, lengths) if direction else layer_input
                 y, final, tape = forward(inp, *self._weights(layer, direction), *init, lengths=lengths,
-                                         backend=self.backend, **self._options())
+                                         backend=self.backend, **self._options(layer, direction))
                 outputs.append(reverse_within_lengths(y, lengths) if direction else y)
                 finals.append(final if self.cell == "lstm" else (final,))
                 tapes.append(tape)
@@ -252,10 +260,10 @@ class _RecurrentLayers:
         saved = self._saved
         xp = module_of(next(iter(self.params.values())))
         T, B, lengths, unbatched = saved["T"], saved["B"], saved["lengths"], saved["unbatched"]
-        D, H, L = self.num_directions, self.hidden_size, self.num_layers
-        y_shape = (T, D * H) if unbatched else ((B, T, D * H) if self.batch_first else (T, B, D * H))
+        D, P, L = self.num_directions, self.output_size, self.num_layers
+        y_shape = (T, D * P) if unbatched else ((B, T, D * P) if self.batch_first else (T, B, D * P))
         if dy is None:
-            dy = xp.zeros((T, B, D * H), self.dtype)
+            dy = xp.zeros((T, B, D * P), self.dtype)
         else:
             dy = xp.asarray(dy)
             if dy.shape != y_shape:
@@ -271,15 +279,15 @@ class _RecurrentLayers:
             d_input = None
             for direction in range(D):
                 index = layer * D + direction
-                d_y = xp.ascontiguousarray(d_output[:, :, direction * H:(direction + 1) * H])
+                d_y = xp.ascontiguousarray(d_output[:, :, direction * P:(direction + 1) * P])
                 if direction:
                     d_y = reverse_within_lengths(d_y, lengths)
                 finals = [None if s is None else s[index] for s in d_states]
                 grads = backward(saved["tapes"][index], d_y, *finals)
                 s = f"l{layer}{self._suffix(direction)}"
                 for field, name in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"),
-                                    ("b_hh", "bias_hh")):
-                    value = getattr(grads, field)
+                                    ("b_hh", "bias_hh"), ("w_hr", "weight_hr")):
+                    value = getattr(grads, field, None)
                     if value is not None:
                         self.grads[f"{name}_{s}"] += value
                 initial_grads[0][index] = grads.h0

@@ -77,7 +77,8 @@ def run(problem: Problem, backend: str) -> dict:
         out["h_n"] = result[1]
     grads = bwd(result[2], **problem.upstream)
     for name, value in grads._asdict().items():
-        out["d" + name] = value
+        if name != "w_hr" or value is not None:     # dw_hr only for an LSTM with projections
+            out["d" + name] = value
     return out
 
 

@@ -7,8 +7,8 @@ from rnncases import central_difference, rel_error
 
 torch = pytest.importorskip("torch")
 
-FORMS = {"lstm": ("LSTM", {}), "gru": ("GRU", {}), "rnn-tanh": ("RNN", {"nonlinearity": "tanh"}),
-         "rnn-relu": ("RNN", {"nonlinearity": "relu"})}
+FORMS = {"lstm": ("LSTM", {}), "lstm-proj": ("LSTM", {"proj_size": 2}), "gru": ("GRU", {}),
+         "rnn-tanh": ("RNN", {"nonlinearity": "tanh"}), "rnn-relu": ("RNN", {"nonlinearity": "relu"})}
 T, B, I, H = 5, 4, 3, 6
 TOL = 1e-9
 
@@ -49,20 +49,22 @@ def _run_torch(module, x, hx, lengths, dy, dhx, batch_first):
 def _compare(rng, form, num_layers, bidirectional, batch_first, lengths, initial):
     ours, theirs = _pair(form, num_layers, bidirectional, batch_first)
     D = 2 if bidirectional else 1
+    P = FORMS[form][1].get("proj_size") or H          # size of h and of each direction's output
+    is_lstm = form.startswith("lstm")
     x = rng.standard_normal((B, T, I) if batch_first else (T, B, I))
     lens = np.array([T, 2, 1, 4]) if lengths else None
-    n_states = 2 if form == "lstm" else 1
-    hx = tuple(rng.standard_normal((num_layers * D, B, H)) * 0.5 for _ in range(n_states)) if initial else None
-    dy = rng.standard_normal(x.shape[:-1] + (D * H,))
-    dhx = tuple(rng.standard_normal((num_layers * D, B, H)) for _ in range(n_states))
+    sizes = (P, H) if is_lstm else (P,)
+    hx = tuple(rng.standard_normal((num_layers * D, B, n)) * 0.5 for n in sizes) if initial else None
+    dy = rng.standard_normal(x.shape[:-1] + (D * P,))
+    dhx = tuple(rng.standard_normal((num_layers * D, B, n)) for n in sizes)
     if lens is not None:     # outputs past a length are zero on both sides; their gradients are ignored
         mask = (np.arange(T)[:, None] < lens[None, :])
         dy = dy * (mask.T if batch_first else mask)[..., None]
-    ty, tstates, tdx, tdh, tgrads = _run_torch(theirs, x, hx if form == "lstm" or hx is None else hx[0],
+    ty, tstates, tdx, tdh, tgrads = _run_torch(theirs, x, hx if is_lstm or hx is None else hx[0],
                                                lens, dy, dhx, batch_first)
-    y, states = ours(x, hx if form == "lstm" or hx is None else hx[0], lengths=lens)
+    y, states = ours(x, hx if is_lstm or hx is None else hx[0], lengths=lens)
     states = states if isinstance(states, tuple) else (states,)
-    dx, dh = ours.backward(dy, dhx if form == "lstm" else dhx[0])
+    dx, dh = ours.backward(dy, dhx if is_lstm else dhx[0])
     dh = dh if isinstance(dh, tuple) else (dh,)
     assert rel_error(y, ty) < TOL
     for a, b in zip(states, tstates):
@@ -195,7 +197,10 @@ def test_bad_input_gets_clear_errors(rng):
         fastrnn.GRU(I, 0)
     with pytest.raises(ValueError, match="dropout"):
         fastrnn.GRU(I, H, dropout=1.0)
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        fastrnn.LSTM(I, H, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size must be 0, or \\(LSTM only\\) smaller than hidden_size"):
+        fastrnn.LSTM(I, H, proj_size=H)
+    with pytest.raises(ValueError, match="c0 in hx must have shape .* = \\(1, 4, 6\\)"):
+        fastrnn.LSTM(I, H, proj_size=2)(x.astype(np.float32), (np.zeros((1, B, 2), np.float32),
+                                                               np.zeros((1, B, 2), np.float32)))
     with pytest.raises(RuntimeError, match="forward call first"):
         fastrnn.RNN(I, H).backward(None)

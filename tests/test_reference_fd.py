@@ -46,6 +46,31 @@ def test_reference_gradients_match_finite_differences(rng, cell, variant, config
     assert_same_fields(analytic, numeric, 1e-6, f"{cell}/{config}: ")
 
 
+@pytest.mark.parametrize("config", ["plain", "no-bias", "lengths", "batch-first+lengths", "unbatched"])
+def test_reference_lstm_projection_matches_finite_differences(rng, config):
+    """LSTM with projections (w_hr, torch's proj_size): h = (o * tanh(c)) W_hr^T of size P = 2 < H = 3."""
+    problem = make_problem(rng, "lstm", None, T=4, B=3, I=3, H=3, **CONFIGS[config])
+    P, lead = 2, problem.args["h0"].shape[:-1]
+    problem.args.update(w_hh=0.5 * rng.standard_normal((12, P)), w_hr=0.5 * rng.standard_normal((P, 3)),
+                        h0=0.5 * rng.standard_normal(lead + (P,)))
+    problem.upstream.update(dy=rng.standard_normal(problem.upstream["dy"].shape[:-1] + (P,)),
+                            dh_n=rng.standard_normal(lead + (P,)))
+    analytic = {k: v for k, v in run(problem, "reference").items() if k.startswith("d") and v is not None}
+    assert analytic["dw_hr"].shape == (P, 3)
+    assert_same_fields(analytic, finite_difference_grads(problem), 1e-6, f"lstm-proj/{config}: ")
+
+
+def test_projection_argument_errors(rng):
+    problem = make_problem(rng, "lstm", None, T=3, B=2, I=3, H=3)
+    a = problem.args
+    with pytest.raises(ValueError, match=r"w_hh must have shape \(4\*H, P\) with \(P, H\) = w_hr.shape"):
+        fastrnn.lstm(**a, w_hr=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(B, P\) = \(2, 2\)"):
+        fastrnn.lstm(**dict(a, w_hh=np.zeros((12, 2))), w_hr=np.zeros((2, 3)))
+    with pytest.raises(NotImplementedError, match="backend 'numba' has no LSTM projections"):
+        fastrnn.lstm(**dict(a, w_hh=np.zeros((12, 2)), h0=None), w_hr=np.zeros((2, 3)), backend="numba")
+
+
 def test_lengths_semantics(rng):
     """y is zero past each length; the final state is the state at step length-1."""
     problem = make_problem(rng, "lstm", None, T=5, B=3, I=2, H=3, lengths=True)

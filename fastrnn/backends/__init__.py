@@ -4,11 +4,12 @@ A backend module provides two functions on validated, time-major problems
 (see :class:`fastrnn._types.Sequence`):
 
     forward(seq, save) -> (y, h_n, c_n, saved)
-        y (T, B, H), h_n (B, H), c_n (B, H) or None; ``saved`` is the backend's
+        y (T, B, P), h_n (B, P), c_n (B, H) or None; ``saved`` is the backend's
         private record for backward (None when ``save`` is False).
-    backward(seq, saved, dy, dh_n, dc_n) -> (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
-        dy (T, B, H), dh_n, dc_n (B, H), each possibly None (zero); dc0 None
-        unless LSTM; db_* None when the forward had no bias.
+    backward(seq, saved, dy, dh_n, dc_n) -> (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
+        dy (T, B, P), dh_n (B, P), dc_n (B, H), each possibly None (zero); dc0 None
+        unless LSTM; db_* None when the forward had no bias; dw_hr None without projections
+        (P = H then; only backends in PROJECTION_BACKENDS get seq.w_hr).
 
 Modules are imported only when a backend is first used, so ``import fastrnn``
 stays light and optional dependencies stay optional.
@@ -103,13 +104,27 @@ def available_backends() -> list[str]:
     return [name for name, b in _REGISTRY.items() if b.is_available()]
 
 
-def resolve(name, gpu: bool = False) -> tuple[str, object]:
+# backends whose kernels have the LSTM projection (h_t = W_hr (o * tanh(c_t)), torch's proj_size)
+PROJECTION_BACKENDS = ("reference",)
+
+
+def resolve(name, gpu: bool = False, projections: bool = False) -> tuple[str, object]:
     """Map a backend name (or "auto") to ``(name, module)``; errors say what is wrong.
 
     ``gpu``: the call's arrays are on a GPU; "auto" then means "cuda", and CPU backends refuse.
+    ``projections``: an LSTM with projections; "auto" then picks a backend that has them.
     """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
+    if projections and not gpu:
+        if name == "auto":
+            name = PROJECTION_BACKENDS[0]
+        elif name in _REGISTRY and name not in PROJECTION_BACKENDS:
+            raise NotImplementedError(f"backend {name!r} has no LSTM projections (w_hr) yet; "
+                                      f"use backend='auto' or one of {list(PROJECTION_BACKENDS)}")
+    elif projections:
+        raise NotImplementedError("LSTM projections (w_hr) run on the CPU reference backend only so far; "
+                                  "the cuda backend has no projected recurrence yet")
     if gpu:
         if name not in ("auto", "cuda") and name in _REGISTRY:
             raise TypeError(f"backend {name!r} runs on the CPU but the arrays are on a GPU; use "

@@ -188,4 +188,4 @@ def backward(seq, saved, dy, dh_n, dc_n):
     dw_ih = _gemm(dgi, seq.x.reshape(T * B, I), a_transposed=True)
     db_ih = dgi.sum(axis=0) if seq.b_ih is not None else None
     db_hh = dgh.sum(axis=0) if seq.b_hh is not None else None
-    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None       # no projection (w_hr)

@@ -229,5 +229,5 @@ def backward(seq, saved, dy, dh_n, dc_n):
     db_ih = dgx.sum(axis=0) if seq.b_ih is not None else None
     db_hh = dgh.sum(axis=0) if seq.b_hh is not None else None
     dc0 = carry_c if seq.cell == "lstm" else None
-    results = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+    results = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None)      # no projection (w_hr)
     return _host(results) if on_host else results

@@ -8,7 +8,7 @@ LSTM (gates i, f, g, o):
     [a_i, a_f, a_g, a_o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh
     i = sigma(a_i), f = sigma(a_f), g = tanh(a_g), o = sigma(a_o)
     c_t = f * c_{t-1} + i * g
-    h_t = o * tanh(c_t)
+    h_t = o * tanh(c_t)                         (with projections: h_t = (o * tanh(c_t)) W_hr^T, size P)
 
 GRU (gates r, z, n), with  xr, xz, xn = x_t W_ih^T + b_ih  and W_hr, W_hz, W_hn the blocks of W_hh:
     r = sigma(xr + h W_hr^T + b_hr)
@@ -61,8 +61,9 @@ def _lstm_step(seq, x_t, h, c):
     i, f, g, o = np.split(_affine(x_t, seq.w_ih, seq.b_ih) + _affine(h, seq.w_hh, seq.b_hh), 4, axis=1)
     i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
     c_new = f * c + i * g
-    h_new = o * np.tanh(c_new)
-    return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "c": c_new}
+    m = o * np.tanh(c_new)
+    h_new = m if seq.w_hr is None else m @ seq.w_hr.T
+    return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "c": c_new, "m": m}
 
 
 def _gru_step(seq, x_t, h):
@@ -89,9 +90,9 @@ def _rnn_step(seq, x_t, h):
 
 
 def forward(seq, save):
-    T, B, H = seq.T, seq.B, seq.H
+    T, B, P = seq.T, seq.B, seq.P
     h, c = seq.h0.copy(), (None if seq.c0 is None else seq.c0.copy())
-    y = np.zeros((T, B, H), seq.dtype)
+    y = np.zeros((T, B, P), seq.dtype)
     steps = []
     for t in range(T):
         active = _active_mask(seq, t)
@@ -125,14 +126,15 @@ def _lstm_step_backward(s, dh, dc):
 
 
 def backward(seq, steps, dy, dh_n, dc_n):
-    T, B, H = seq.T, seq.B, seq.H
+    T, B, H, P = seq.T, seq.B, seq.H, seq.P
     dtype = seq.dtype
-    dh = _zeros_if_none(dh_n, (B, H), dtype).copy()
+    dh = _zeros_if_none(dh_n, (B, P), dtype).copy()
     dc = _zeros_if_none(dc_n, (B, H), dtype).copy() if seq.cell == "lstm" else None
     dx = np.zeros_like(seq.x)
     dw_ih, dw_hh = np.zeros_like(seq.w_ih), np.zeros_like(seq.w_hh)
     db_ih = np.zeros(seq.w_ih.shape[0], dtype)
     db_hh = np.zeros(seq.w_hh.shape[0], dtype)
+    dw_hr = None if seq.w_hr is None else np.zeros_like(seq.w_hr)
 
     for t in reversed(range(T)):
         s = steps[t]
@@ -141,6 +143,9 @@ def backward(seq, steps, dy, dh_n, dc_n):
         dh_out = dh if dy is None else dh + np.where(active, dy[t], 0)
 
         if seq.cell == "lstm":
+            if dw_hr is not None:       # h = m W_hr^T: back to m = o * tanh(c), and W_hr's gradient
+                dw_hr += np.where(active, dh_out, 0).T @ s["m"]
+                dh_out = dh_out @ seq.w_hr
             da, dc_prev = _lstm_step_backward(s, dh_out, dc)
             da = np.where(active, da, 0)
             dx_part, dh_prev = da @ seq.w_ih, da @ seq.w_hh
@@ -196,4 +201,4 @@ def backward(seq, steps, dy, dh_n, dc_n):
 
     has_bias = seq.b_ih is not None, seq.b_hh is not None
     return (dx, dh, dc, dw_ih, dw_hh,
-            db_ih if has_bias[0] else None, db_hh if has_bias[1] else None)
+            db_ih if has_bias[0] else None, db_hh if has_bias[1] else None, dw_hr)
