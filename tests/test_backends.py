@@ -32,11 +32,17 @@ def test_backend_matches_reference_on_edge_shapes(rng, backend, cell, variant, s
     assert_matches_oracle(make_problem(rng, cell, variant, *shape, lengths=shape[1] > 1), backend, dtype)
 
 
+@pytest.mark.parametrize("fuse", ["fused", "separate-gemm"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_backend_matches_reference_on_options(rng, backend, cell, variant, config, dtype):
+def test_backend_matches_reference_on_options(rng, monkeypatch, backend, cell, variant, config, dtype, fuse):
+    """Both forward paths of the numba backend: the input product inside the recurrent kernel (few
+    rows, as here) and one GEMM over all steps before it (forced by a zero threshold)."""
+    from fastrnn import config as fastrnn_config
+    if fuse != "fused":
+        monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_ROWS", 0)
     assert_matches_oracle(make_problem(rng, cell, variant, 7, 5, 6, 9, **CONFIGS[config]), backend, dtype)
 
 
@@ -58,6 +64,7 @@ def split_work(monkeypatch):
     monkeypatch.setattr(config, "THREADS", 3)
     monkeypatch.setattr(config, "PARALLEL_MIN_MACS", 0)
     monkeypatch.setattr(config, "CHUNKS_PER_THREAD", 2)
+    monkeypatch.setattr(config, "FUSE_INPUT_ROWS", 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -104,7 +104,7 @@ def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, ga
             y[t, b, u0:u0 + n]
         si, sf, sg, so = _gates4(g_t[b], H, u0, n)
         if t < lengths[b]:
-            xi, xf, xg, xo = _gates4(xp[t, b], H, u0, n)
+            xi, xf, xg, xo = _gates4(xp[t % xp.shape[0], b], H, u0, n)
             r = gh[b]
             for k in range(n):
                 h, c, si[k], sf[k], sg[k], so[k] = lstm_cell.forward(
@@ -126,7 +126,7 @@ def _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
         hi, ho, yb, sn_h = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], y[t, b, u0:u0 + n], ghn_t[b, u0:u0 + n]
         sr, sz, sn = _gates3(g_t[b], H, u0, n)
         if t < lengths[b]:
-            xr, xz, xn = _gates3(xp[t, b], H, u0, n)
+            xr, xz, xn = _gates3(xp[t % xp.shape[0], b], H, u0, n)
             r = gh[b]
             for k in range(n):
                 gh_n = r[3 * k + 2] + bn[k]
@@ -145,7 +145,7 @@ def _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, relu):
     for b in range(h_in.shape[0]):
         hi, ho, yb = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], y[t, b, u0:u0 + n]
         if t < lengths[b]:
-            x, r = xp[t, b, u0:u0 + n], gh[b]
+            x, r = xp[t % xp.shape[0], b, u0:u0 + n], gh[b]
             for k in range(n):
                 h = rnn_cell.forward(x[k] + r[k] + bias[k], relu)
                 ho[k], yb[k] = h, h
@@ -154,17 +154,33 @@ def _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, relu):
                 ho[k], yb[k] = hi[k], 0
 
 
+@njit(cache=True, error_model="numpy")
+def _input_projection(t, u0, n, x, w_ih, b_ih, G, H, gx, xp):
+    """xp[0, b, g*H + u] = x_t W_ih^T + b_ih for the chunk's units (the fused forward's input product)."""
+    product(w_ih, G, H, u0, n * G, x[t], x.shape[1], gx)
+    for b in range(x.shape[1]):
+        for k in range(n):
+            for g in range(G):
+                xp[0, b, g * H + u0 + k] = gx[b, G * k + g] + b_ih[g * H + u0 + k]
+
+
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, chunk_units, claims, done,
-            n_workers):
-    """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0]."""
-    T, B = xp.shape[0], xp.shape[1]
+def forward(kind, x, w_ih, b_ih, fused, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, chunk_units,
+            claims, done, n_workers):
+    """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0].
+
+    ``fused``: xp is one scratch step that each chunk fills with its own x_t W_ih^T + b_ih before its
+    recurrent product (small problems: no separate GEMM, transpose or launch); otherwise xp holds
+    the whole sequence's input projection, computed before.
+    """
+    T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[1]
     G = w_hh.shape[0] // H
     S = h_states.shape[0]
     n_chunks = (H + chunk_units - 1) // chunk_units
     for w in prange(n_workers):
         gh = np.empty((B, chunk_units * G), xp.dtype)
+        gx = np.empty((B, chunk_units * G), xp.dtype) if fused else gh
         for t in range(T):
             h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
             for i in range(n_chunks):
@@ -172,6 +188,8 @@ def forward(kind, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, ch
                 if c < 0:
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
+                if fused:
+                    _input_projection(t, u0, n, x, w_ih, b_ih, G, H, gx, xp)
                 product(w_hh, G, H, u0, n * G, h_in, B, gh)
                 if kind == LSTM:
                     _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],

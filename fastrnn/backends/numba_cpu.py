@@ -2,6 +2,8 @@
 
     forward:  xp = x W_ih^T + b_ih                     one GEMM over all T*B rows
               kernel: every step's recurrent product and cell pointwise, one parallel region
+              (few rows, FASTRNN_FUSE_INPUT_ROWS: the kernel does each step's input
+              product too, so a call is one launch with no transpose)
     backward: kernel: the reverse loop, carrying dh (and dc), reusing the saved activations
               dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs
               (the kernel reads dG_i^T in place); biases: column sums of dG
@@ -116,8 +118,13 @@ def forward(seq, save):
     T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
     w_hh, b_hh = _writeable(seq.w_hh), _writeable(seq.b_hh)
     G = seq.w_hh.shape[0] // H
-    xp = _gemm(seq.x.reshape(T * B, I), _transposed(seq.w_ih), seq.b_ih)
-    xp = xp.reshape(T, B, G * H)
+    cho = seq.cell == "gru" and not seq.variant
+    # small problems: the input product inside the recurrent kernel (see kernels.forward)
+    fused = not cho and T * B <= config.FUSE_INPUT_ROWS
+    if fused:
+        xp = np.empty((1, B, G * H), dtype)
+    else:
+        xp = _gemm(seq.x.reshape(T * B, I), _transposed(seq.w_ih), seq.b_ih).reshape(T, B, G * H)
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
     S = T + 1 if save else 2
@@ -125,7 +132,6 @@ def forward(seq, save):
     h_states[0] = seq.h0
     y = np.empty((T, B, H), dtype)
     workers, units = _plan(B, H, G)
-    cho = seq.cell == "gru" and not seq.variant
     c_states = ghn = None
     if cho:
         gates = np.empty((T if save else 1, B, G * H), dtype)
@@ -141,7 +147,9 @@ def forward(seq, save):
         gates = np.empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _dummy(dtype)
         ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
         claims, done = _counters(T, H, units)
-        _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], xp, w_hh, b_hh, h_states,
+        b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
+        _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
+                b_ih, fused, xp, w_hh, b_hh, h_states,
                 c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims, done)
     h_n = h_states[T % S].copy()
     c_n = None if c_states is None else c_states[T % S].copy()
