@@ -34,6 +34,7 @@ class Backend:
     _loaded: object = field(default=None, repr=False)
 
     device_check: Optional[Callable[[], Optional[str]]] = None   # None when usable, else why not
+    runs_on_gpu: bool = False
 
     def _missing(self) -> list[str]:
         return [req for req in self.requires if _find_spec(req) is None]
@@ -93,7 +94,7 @@ register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
 register(Backend("cuda", "fastrnn.backends.numba_cuda", requires=("numba", "numba_cuda"),
                  install_hint="install it with: pip install fastrnn[cuda]",
                  description="persistent fused GPU kernels (Numba CUDA), cuBLAS GEMMs through CuPy",
-                 device_check=_cuda_device_check))
+                 device_check=_cuda_device_check, runs_on_gpu=True))
 register(Backend("reference", "fastrnn.backends.reference",
                  description="NumPy oracle: textbook equations, exact to float64 rounding"))
 
