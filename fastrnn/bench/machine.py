@@ -1,0 +1,98 @@
+"""The machine description stored with every run: CPU, cores, GPU, library versions, load, date."""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+PACKAGES = ("fastrnn", "numpy", "numba", "numba-cuda", "cupy-cuda13x", "cupy-cuda12x", "torch",
+            "onnxruntime", "onnx", "matplotlib")
+
+
+def version(package: str):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def gpu_name(device: str) -> str:
+    """The GPU that ran (device cuda), else the first one nvidia-smi lists, else "none"."""
+    if device == "cuda":
+        if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+            return sys.modules["torch"].cuda.get_device_name(0)
+        if "cupy" in sys.modules:
+            return sys.modules["cupy"].cuda.runtime.getDeviceProperties(0)["name"].decode()
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+            return out.splitlines()[0] if out else "none"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "none"
+
+
+def describe(device: str, threads: int) -> dict:
+    """Taken at the end of a run, when the libraries that ran are loaded."""
+    info = {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": usable_cpus(),
+        "threads": threads,
+        "device": device,
+        "gpu": gpu_name(device),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        **{pkg: v for pkg in PACKAGES if (v := version(pkg)) is not None},
+    }
+    if device == "cuda" and "torch" in sys.modules:
+        info["cudnn"] = sys.modules["torch"].backends.cudnn.version()
+    try:
+        from threadpoolctl import threadpool_info
+        info["numpy_blas"] = ", ".join(f"{i['internal_api']} {i.get('version')}"
+                                       for i in threadpool_info() if i["user_api"] == "blas") or "unknown"
+    except ImportError:
+        pass
+    if "numba" in sys.modules:
+        try:
+            info["numba_threading_layer"] = sys.modules["numba"].threading_layer()
+        except ValueError:
+            pass
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    info["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    return info
+
+
+def label(info: dict) -> str:
+    """One line naming the machine: for plot titles and table headers."""
+    if info.get("device") == "cuda" or ("cpu" not in info and info.get("gpu")):
+        what = f"{info.get('gpu', 'GPU')}"
+        libs = [f"torch {info['torch']}" if "torch" in info else "",
+                f"cuDNN {info['cudnn']}" if "cudnn" in info else ""]
+    else:
+        what = f"{info.get('cpu', 'CPU')}, {info.get('threads', '?')} threads on {info.get('cpus_usable', '?')} cores"
+        libs = [f"torch {info['torch']}" if "torch" in info else "",
+                f"ORT {info['onnxruntime']}" if "onnxruntime" in info else ""]
+    date = str(info.get("date", ""))[:10]
+    return ", ".join(p for p in [what, *libs, date] if p)

@@ -1,0 +1,155 @@
+"""``fastrnn bench`` on a tiny grid: it runs, writes valid JSON / CSV / Markdown / PNG, compares two
+runs, refuses bad flags with exit status 2 and a message naming the flag, and reports a missing
+anchor as skipped."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastrnn.bench import anchors, cli, report
+
+TINY = ["--seq-lens", "2", "--batch", "1", "--hidden", "4", "--cells", "lstm", "--rounds", "1",
+        "--min-time", "0.0001", "--no-progress"]
+PNG = b"\x89PNG\r\n\x1a\n"
+RESULTS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "results")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One in-process run of a tiny grid (two T and two H for the plots' lines), both modes, every
+    installed anchor."""
+    out = tmp_path_factory.mktemp("bench")
+    status = cli.main([*TINY, "--mode", "fwd,fwdbwd", "--seq-lens", "2,3", "--hidden", "3,4",
+                       "--out-dir", str(out), "--name", "tiny"])
+    return status, out
+
+
+def test_run_writes_json_csv_md(tiny_run):
+    status, out = tiny_run
+    assert status == 0
+    with open(out / "tiny.json") as f:
+        run = json.load(f)
+    assert {"cpu", "cpus", "gpu", "numpy", "fastrnn", "date"} <= set(run["machine"])
+    assert [(r["mode"], r["T"], r["H"]) for r in run["results"]] == [
+        (mode, T, H) for mode in ("fwd", "fwdbwd") for H in (3, 4) for T in (2, 3)]
+    for record in run["results"]:
+        timed = record["competitors"]["fastrnn[numba]"]
+        assert timed["median_ms"] > 0 and timed["min_ms"] <= timed["median_ms"] <= timed["max_ms"]
+        assert timed["gflops"] > 0 and timed["us_per_step"] > 0
+        assert max(record["errors"]["fastrnn[numba]"].values()) < anchors.TOLERANCE["float32"]
+        assert "numba" in record["ratio"]           # against the best anchor that ran
+    with open(out / "tiny.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == report.CSV_FIELDS
+    assert {r["competitor"] for r in rows} >= {"fastrnn[numba]", "reference"}
+    assert all(float(r["median_ms"]) > 0 for r in rows if r["status"] == "ok")
+    assert "| lstm | fwd | 2 | 1 | 3 |" in (out / "tiny.md").read_text()
+
+
+def test_run_writes_png_plots(tiny_run):
+    pytest.importorskip("matplotlib")
+    _, out = tiny_run
+    for name in ("tiny-time-per-step.png", "tiny-gflops.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+
+
+def test_plot_of_saved_run_and_legacy_results(tiny_run, tmp_path, capsys):
+    _, out = tiny_run
+    assert cli.main(["--plot", str(out / "tiny.json"), "--out-dir", str(tmp_path)]) == 0
+    assert "fastrnn[numba] ms" in capsys.readouterr().out
+    legacy = report.load(os.path.join(RESULTS, "cuda-h200.json"))     # compare_cuda.py's format
+    assert legacy["results"][0]["competitors"]["fastrnn[cuda]"]["median_ms"] > 0
+    assert report.markdown_table(legacy).count("\n") == len(legacy["results"]) + 1
+
+
+def test_compare_two_runs(tiny_run, tmp_path, capsys):
+    _, out = tiny_run
+    with open(out / "tiny.json") as f:
+        run = json.load(f)
+    for record in run["results"]:
+        for c in record["competitors"].values():
+            c["median_ms"] *= 2                      # the "new" run is twice as slow
+    slower = tmp_path / "slower.json"
+    slower.write_text(json.dumps(run))
+    assert cli.console(["bench", "--compare", str(out / "tiny.json"), str(slower)]) == 0
+    text = capsys.readouterr().out
+    assert "speed-up" in text and "0.5x" in text and "fastrnn[numba]" in text
+    # the JSON of the older compare_cpu.py loads too (its "ort" is onnxruntime now)
+    legacy = os.path.join(RESULTS, "cpu-epyc-zen3-2core.json")
+    assert cli.main(["--compare", legacy, legacy]) == 0
+    assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_missing_anchors_are_skipped_not_fatal(monkeypatch, tmp_path, capsys):
+    # neither torch nor onnxruntime "installed": both reported as skipped, the untimed NumPy
+    # reference becomes the correctness oracle, and there is no anchor to take a ratio against
+    monkeypatch.setitem(anchors.REQUIRES, "torch", ("no_such_module_for_torch",))
+    monkeypatch.setitem(anchors.REQUIRES, "onnxruntime", ("no_such_module_for_ort",))
+    status = cli.main([*TINY, "--mode", "fwd", "--against", "torch,ort", "--out-dir", str(tmp_path),
+                       "--name", "missing", "--no-plots"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "skipped torch" in out and "skipped onnxruntime" in out and "not installed" in out
+    record = json.loads((tmp_path / "missing.json").read_text())["results"][0]
+    assert set(record["skipped_competitors"]) == {"torch", "onnxruntime"}
+    assert record["oracle"] == "reference (untimed)" and "ratio" not in record
+    assert record["errors"]["fastrnn[numba]"]["y"] < 1e-5
+
+
+def test_python_dash_m(tmp_path):
+    command = [sys.executable, "-m", "fastrnn.bench", *TINY, "--mode", "fwd", "--against", "reference",
+               "--out-dir", str(tmp_path), "--name", "sub", "--no-plots"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "fastrnn[numba] ms" in done.stdout
+    assert json.loads((tmp_path / "sub.json").read_text())["results"][0]["competitors"]
+
+
+def test_import_stays_light():
+    code = ("import sys, fastrnn, fastrnn.bench.cli; "
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'matplotlib', 'cupy', 'numba.cuda') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--cells", "lstn"], ["--cells", "lstn"]),
+    (["--hidden", "abc"], ["--hidden", "positive integers"]),
+    (["--seq-lens", "16,0"], ["--seq-lens"]),
+    (["--batch", "1.5"], ["--batch"]),
+    (["--mode", "bwd"], ["--mode", "bwd"]),
+    (["--dtype", "float16"], ["--dtype", "float16"]),
+    (["--backends", "nope"], ["--backends", "nope"]),
+    (["--backends", "cuda"], ["--backends", "--device cuda"]),
+    (["--against", "tensorflow"], ["--against", "tensorflow"]),
+    (["--against", "ort", "--mode", "fwdbwd"], ["--against", "onnxruntime"]),
+    (["--rounds", "0"], ["--rounds"]),
+    (["--device", "tpu"], ["--device"]),
+    (["--compare", "no-such-old.json", "no-such-new.json"], ["--compare", "no-such-old.json"]),
+])
+def test_bad_flags_exit_2_naming_the_flag(flags, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*flags, "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+
+
+def test_device_cuda_without_gpu_exits_2(capsys):
+    if anchors.gpu_missing() is None:
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "--device cuda: no GPU" in capsys.readouterr().err
+
+
+def test_console_needs_the_bench_command(capsys):
+    for argv in ([], ["benchmark"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.console(argv)
+        assert exit_info.value.code == 2
+    assert "bench" in capsys.readouterr().err
