@@ -19,7 +19,7 @@ Versions: v1 (this): PyTorch-layout weights read in place (no packing), recurren
 register tiles in reduction form (about 50-60% of AVX2 peak), vectorised float32 activations
 (cells/_scalar.py), whole-sequence GEMMs on a 6x16 outer-product micro-kernel written with vector
 intrinsics (_numba_simd.py), all in Numba (no second thread pool).
-Check: pytest tests/test_backends.py; time: python benchmarks/compare_cpu.py.
+Check: pytest tests/test_backends.py; time: fastrnn bench (see the README).
 """
 import numpy as np
 from numba import njit, prange
