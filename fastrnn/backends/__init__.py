@@ -99,6 +99,11 @@ register(Backend("reference", "fastrnn.backends.reference",
                  description="NumPy oracle: textbook equations, exact to float64 rounding"))
 
 
+def registered_backends() -> dict[str, Backend]:
+    """Every known backend by name, available here or not (see Backend.unavailable_reason)."""
+    return dict(_REGISTRY)
+
+
 def available_backends() -> list[str]:
     """Names of the backends that can run here, in registry order."""
     return [name for name, b in _REGISTRY.items() if b.is_available()]
@@ -144,4 +149,4 @@ def resolve(name, gpu: bool = False, projections: bool = False) -> tuple[str, ob
     return name, backend.load()
 
 
-__all__ = ["Backend", "register", "available_backends", "resolve"]
+__all__ = ["Backend", "register", "registered_backends", "available_backends", "resolve"]

@@ -138,15 +138,15 @@ def anchor_missing(anchor: str, device: str) -> Optional[str]:
 
 
 def backend_names() -> dict[str, bool]:
-    """fastrnn's backends: name -> whether it runs on a GPU (Backend.runs_on_gpu; "cuda" without it)."""
+    """fastrnn's backends: name -> whether it runs on a GPU (Backend.runs_on_gpu)."""
     from fastrnn import backends
-    return {name: bool(getattr(entry, "runs_on_gpu", name == "cuda")) for name, entry in backends._REGISTRY.items()}
+    return {name: entry.runs_on_gpu for name, entry in backends.registered_backends().items()}
 
 
 def backend_missing(backend: str) -> Optional[str]:
     """Why fastrnn's backend cannot run here, or None (see fastrnn.backends)."""
     from fastrnn import backends
-    entry = backends._REGISTRY.get(backend)
+    entry = backends.registered_backends().get(backend)
     return f"unknown backend {backend!r}" if entry is None else entry.unavailable_reason()
 
 
