@@ -22,6 +22,8 @@ copied to shared memory once (or read from L2 when they do not fit):
 Backward is the mirror with W_hh[:, units] on chip, in reverse, carrying dh (and dc) per unit:
     dh_t = dy_t + dG_{t+1} W_hh[:, units] + direct terms;  cell backward -> dG_t
 dG is written for every step; the weight gradients are whole-sequence GEMMs afterwards.
+A grid may hold several blocks per unit group ("batch groups", see my_block): each takes its own
+share of the batch tiles, with its own copy of the weights, so large batches run in parallel.
 GRU with linear_before_reset=False (Cho et al.) needs r*h of every unit before its gate n: two
 phases, two grid syncs per step, in both directions.
 

@@ -5,8 +5,9 @@
     backward: kernel: the reverse loop carrying dh (and dc), reusing the saved activations
               dx = dG_x W_ih, dW_ih = dG_x^T x, dW_hh = dG_h^T h_prev, biases: column sums (GEMMs)
 
-Work split (see _cuda_kernels.py): a unit group of U = max(ceil(H / #SMs), 8) hidden units with all
-their gates is one block, so there are at most as many unit groups as multiprocessors; when the batch
+Work split (see plan and _cuda_kernels.py): a unit group of U hidden units with all their gates is one
+block, U = ceil(H / #SMs) but at least enough units for 32 gate rows forward (8 for an LSTM) and 8
+backward, so there are at most as many unit groups as multiprocessors; when the batch
 has several tiles of BT sequences, further blocks ("batch groups", as many as can be co-resident in a
 cooperative launch) take the other tiles of the same units in parallel. A unit group's rows of
 W_hh (forward) or columns (backward) live in shared memory when they fit (up to 227 KiB per block
