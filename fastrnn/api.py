@@ -38,9 +38,9 @@ def _on_device(named: dict, kind: str):
 
 
 def _run_forward(cell, args, variant, batch_first, lengths, backend, save, w_hr=None):
-    names = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
-    kind = call_kind({**dict(zip(names, args)), "w_hr": w_hr})
-    named, xp = _on_device({**dict(zip(names, args)), "w_hr": w_hr}, kind)
+    named = {**dict(zip(("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"), args)), "w_hr": w_hr}
+    kind = call_kind(named)
+    named, xp = _on_device(named, kind)
     w_hr = named.pop("w_hr")
     seq, layout = validate_sequence(cell, *named.values(), batch_first=batch_first, lengths=lengths,
                                     variant=variant, xp=xp, w_hr=w_hr)

@@ -210,6 +210,19 @@ def build(code, BT, RT, KL, NT, dtype_name):
         u = idx - j * U
         return j, u, b0 + j, unit0 + u
 
+    @cuda.jit(device=True, inline="always")
+    def recurrent(pre, b_hh, j, R, U, u, H, unit, g):
+        """Gate g's recurrent pre-activation h W_hh^T + b_hh of (tile sequence j, unit u = unit - unit0)."""
+        return pre[j * R + g * U + u] + b_hh[g * H + unit]
+
+    @cuda.jit(device=True, inline="always")
+    def save4(acts, t, b, H, unit, v0, v1, v2, v3):
+        """acts[t, b, k*H + unit] = v_k: the four saved activations of one unit."""
+        acts[t, b, unit] = v0
+        acts[t, b, H + unit] = v1
+        acts[t, b, 2 * H + unit] = v2
+        acts[t, b, 3 * H + unit] = v3
+
     # ------------------------------------------------------------------ forward
 
     @cuda.jit(device=True, inline="always")
@@ -228,47 +241,42 @@ def build(code, BT, RT, KL, NT, dtype_name):
             if code == LSTM:
                 c_last = cs.shape[0] > 1
                 c_prev = cs[t if c_last else 0, b, unit]
-                a_i = gx[t, b, unit] + pre[j * R + u] + b_hh[unit]
-                a_f = gx[t, b, H + unit] + pre[j * R + U + u] + b_hh[H + unit]
-                a_g = gx[t, b, 2 * H + unit] + pre[j * R + 2 * U + u] + b_hh[2 * H + unit]
-                a_o = gx[t, b, 3 * H + unit] + pre[j * R + 3 * U + u] + b_hh[3 * H + unit]
-                h_new, c, i, f, g, o = lstm_cell.forward(a_i, a_f, a_g, a_o, c_prev)
+                h_new, c, i, f, g, o = lstm_cell.forward(
+                    gx[t, b, unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 0),
+                    gx[t, b, H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 1),
+                    gx[t, b, 2 * H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 2),
+                    gx[t, b, 3 * H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 3), c_prev)
                 if valid:
                     h = h_new
                     cs[t + 1 if c_last else 0, b, unit] = c
                     if save:
-                        acts[t, b, unit] = i
-                        acts[t, b, H + unit] = f
-                        acts[t, b, 2 * H + unit] = g
-                        acts[t, b, 3 * H + unit] = o
+                        save4(acts, t, b, H, unit, i, f, g, o)
                 elif c_last:
                     cs[t + 1, b, unit] = c_prev
             elif code == GRU:
-                gh_n = pre[j * R + 2 * U + u] + b_hh[2 * H + unit]
+                gh_n = recurrent(pre, b_hh, j, R, U, u, H, unit, 2)
                 h_new, r, z, n = gru_cell.forward(
                     gx[t, b, unit], gx[t, b, H + unit], gx[t, b, 2 * H + unit],
-                    pre[j * R + u] + b_hh[unit], pre[j * R + U + u] + b_hh[H + unit], gh_n, h_prev)
+                    recurrent(pre, b_hh, j, R, U, u, H, unit, 0), recurrent(pre, b_hh, j, R, U, u, H, unit, 1),
+                    gh_n, h_prev)
                 if valid:
                     h = h_new
                     if save:
-                        acts[t, b, unit] = r
-                        acts[t, b, H + unit] = z
-                        acts[t, b, 2 * H + unit] = n
-                        acts[t, b, 3 * H + unit] = gh_n
+                        save4(acts, t, b, H, unit, r, z, n, gh_n)
             elif cho:
                 if phase == 0:      # gates r, z and r * h_{t-1} for the second product
-                    r, z = gru_cell.gates_rz(gx[t, b, unit] + pre[j * R + u] + b_hh[unit],
-                                             gx[t, b, H + unit] + pre[j * R + U + u] + b_hh[H + unit])
+                    r, z = gru_cell.gates_rz(gx[t, b, unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 0),
+                                             gx[t, b, H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 1))
                     acts[ta, b, unit] = r
                     acts[ta, b, H + unit] = z
                     rhs[t, b, unit] = r * h_prev
                     continue
-                n = gru_cell.candidate(gx[t, b, 2 * H + unit] + pre[j * R + 2 * U + u] + b_hh[2 * H + unit])
+                n = gru_cell.candidate(gx[t, b, 2 * H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 2))
                 acts[ta, b, 2 * H + unit] = n
                 if valid:
                     h = gru_cell.update(acts[ta, b, H + unit], n, h_prev)
             else:
-                h_new = rnn_cell.forward(gx[t, b, unit] + pre[j * R + u] + b_hh[unit], relu)
+                h_new = rnn_cell.forward(gx[t, b, unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 0), relu)
                 if valid:
                     h = h_new
             hs[t + 1, b, unit] = h

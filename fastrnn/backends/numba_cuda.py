@@ -149,11 +149,9 @@ def _on_host(seq):
 
 
 def _to_device(xp, seq):
-    fields = {f.name: getattr(seq, f.name) for f in dataclasses.fields(seq)}
-    for name in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"):
-        if fields[name] is not None:
-            fields[name] = xp.asarray(fields[name])
-    return dataclasses.replace(seq, **{k: v for k, v in fields.items() if k != "lengths"})
+    arrays = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
+    return dataclasses.replace(seq, **{name: xp.asarray(getattr(seq, name)) for name in arrays
+                                       if getattr(seq, name) is not None})
 
 
 def _host(values):
