@@ -1,5 +1,6 @@
 #!/bin/bash
-# One device session for the "cuda" backend: GPU tests, then the benchmark against cuDNN; the table last.
+# One device session for the "cuda" backend: the GPU tests (each FAILED test named as it happens), where a
+# step's time goes (cuda_probe.py), then the benchmark against cuDNN; each step has its own time limit.
 #   bash benchmarks/gpu_run.sh            (on the GPU machine, from the repository root)
 # The device image's numpy breaks numba.cuda: a carried numpy wheel (.whl/) is installed first.
 set -u
@@ -11,7 +12,16 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import numpy, numba, numba_cuda, cupy, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
-timeout "${TEST_S:-240}" python3 -m pytest -q -n "${WORKERS:-16}" -p no:cacheprovider tests/test_cuda.py tests/test_backends.py -k "${TEST_K:-cuda}" 2>&1 | tee "$OUT/tests.log" | tail -"${TEST_LINES:-30}"
-# fastrnn bench on the grid of benchmarks/compare_cuda.py; it writes cuda-bench.{json,csv,md,*.png} to $OUT and
-# prints each row as it finishes (-v) and the table at the end
-timeout "${BENCH_S:-300}" python3 benchmarks/compare_cuda.py --out-dir "$OUT" --name cuda-bench --budget-s "${BUDGET_S:-200}" -v ${BENCH_ARGS:-}
+# -v: one line per finished test, so a failure is named even when the time limit cuts pytest off
+timeout "${TEST_S:-240}" python3 -m pytest -v -rf -n "${WORKERS:-16}" -p no:cacheprovider tests/test_cuda.py tests/test_backends.py -k "${TEST_K:-cuda}" > "$OUT/tests.log" 2>&1
+echo "== tests: $(grep -c ' PASSED ' "$OUT/tests.log") passed, $(grep -c ' SKIPPED ' "$OUT/tests.log") skipped"
+grep -E " (FAILED|ERROR) " "$OUT/tests.log" | head -20
+if [ -f benchmarks/cuda_probe.py ] && [ "${PROBE_S:-150}" != 0 ]; then
+    timeout "${PROBE_S:-150}" python3 benchmarks/cuda_probe.py --json "$OUT/probe.json" > "$OUT/probe.log" 2>&1
+    echo "== probe"; tail -n 12 "$OUT/probe.log"
+fi
+# fastrnn bench on the grid of benchmarks/compare_cuda.py; it writes cuda-bench.{json,csv,md,*.png} to $OUT
+if [ "${BENCH_S:-200}" != 0 ]; then
+    timeout "${BENCH_S:-200}" python3 benchmarks/compare_cuda.py --out-dir "$OUT" --name cuda-bench -v --budget-s "${BUDGET_S:-170}" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
+    echo "== bench"; grep "^|" "$OUT/cuda-bench.md" 2>/dev/null || grep -v Warning "$OUT/bench.log" | tail -n 30
+fi

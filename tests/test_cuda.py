@@ -109,6 +109,22 @@ def test_cuda_several_blocks_and_batch_tiles(rng, cell, variant):
 
 
 @needs_gpu
+@pytest.mark.parametrize("cell,variant", [("lstm", None), ("gru", False)], ids=["lstm", "gru-cho"])
+def test_cuda_repeated_calls_give_identical_results(rng, cell, variant):
+    """Many blocks and batch groups, run again and again: any race between blocks (a read of h_t
+    before every block has written it) would show as a difference between runs."""
+    shape = (40, 48, 16, 256)
+    problem32 = make_problem(np.random.default_rng(7), cell, variant, *shape, scale=0.3, dtype=np.float32)
+    first = run(problem32, "cuda")
+    for _ in range(4):
+        again = run(problem32, "cuda")
+        for name, value in first.items():
+            if value is not None:
+                assert np.array_equal(value, again[name]), name
+    assert_matches_oracle(make_problem(rng, cell, variant, *shape, scale=0.3), "cuda", np.float32)
+
+
+@needs_gpu
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 def test_cuda_weights_from_l2(rng, monkeypatch, cell, variant):
     from fastrnn.backends import numba_cuda
