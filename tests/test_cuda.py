@@ -40,6 +40,22 @@ def test_cuda_matches_reference(rng, cell, variant, case, dtype):
     assert_matches_oracle(make_problem(rng, cell, variant, *shape, **options), "cuda", dtype)
 
 
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="runs the simulator's blocks at once; a GPU runs the real grid")
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_cuda_several_blocks_in_the_simulator(rng, monkeypatch, cell, variant):
+    """Three unit groups of 2 units (the last one part-empty) times 2 batch groups (B = 9: two float32
+    tiles of 8), all six blocks running at once with a real grid-wide barrier (tests/sim_grid.py): the
+    multi-block indexing, weight packing and ordering between blocks. (It fails with the grid barrier
+    reduced to a block barrier.)"""
+    from fastrnn.backends import numba_cuda
+    from sim_grid import concurrent_blocks
+    monkeypatch.setattr(numba_cuda, "SIMULATED_UNITS", 2)
+    monkeypatch.setattr(numba_cuda, "SIMULATED_BATCH_GROUPS", 2)
+    problem = make_problem(rng, cell, variant, 3, 9, 2, 5, lengths=True)
+    with concurrent_blocks(monkeypatch):
+        assert_matches_oracle(problem, "cuda", np.float32)
+
+
 @needs_cuda
 def test_cuda_nan_in_gives_nan_out(rng):
     problem = make_problem(rng, "lstm", None, 3, 2, 2, 3)

@@ -37,6 +37,10 @@ _CODES = {("lstm", None): kernels.LSTM, ("gru", True): kernels.GRU, ("gru", Fals
 # simulator, where every thread is a Python thread
 _THREADS, _LANES = (32, 8) if SIMULATED else (256, 32)
 _STATIC_SHARED_LIMIT = 48 * 1024     # above this a kernel must opt in to more dynamic shared memory
+# The simulator runs one block (all units, one batch group) unless tests/sim_grid.py lets its blocks run
+# at once: then these give the units per block and the batch groups, as on a GPU
+SIMULATED_UNITS: int = 0             # 0: all H units in one block
+SIMULATED_BATCH_GROUPS: int = 1
 
 
 def xp_module():
@@ -75,7 +79,10 @@ def plan(code, backward, B, H, itemsize):
     # the row groups, not k-splits and their extra sums, fill the block: fewer, busier blocks also
     # make the per-step grid sync cheaper
     min_units = 8 if backward else -(-32 // G)
-    units = H if SIMULATED else min(H, max(-(-H // sms), min_units))
+    if SIMULATED:
+        units = min(H, SIMULATED_UNITS or H)
+    else:
+        units = min(H, max(-(-H // sms), min_units))
     blocks = -(-H // units)
     rows, K = (units, G * H) if backward else (G * units, H)
     row_base = units if (backward or code == kernels.GRU_CHO) else rows
@@ -106,8 +113,9 @@ _opted_in: set = set()
 def _launch(kernel, split, args, B):
     """Launch on CuPy's current stream, with as many batch groups as can be co-resident."""
     tiles = -(-B // split.batch_tile)
-    if SIMULATED:                       # the simulator can only sync a single-block grid
-        kernel[split.blocks, _THREADS, 0, split.shared_bytes](*args)
+    if SIMULATED:
+        groups = max(1, min(tiles, SIMULATED_BATCH_GROUPS))
+        kernel[split.blocks * groups, _THREADS, 0, split.shared_bytes](*args)
         return
     import cupy
     args = [cuda.as_cuda_array(a, sync=False) if isinstance(a, cupy.ndarray) else a for a in args]
