@@ -91,6 +91,9 @@ def register(backend: Backend) -> None:
 register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
                  install_hint="install it with: pip install numba",
                  description="fused persistent CPU kernels compiled by Numba"))
+register(Backend("cpp", "fastrnn.backends.cpp", requires=("fastrnn._ext",),
+                 install_hint="it is built by `pip install .` with a C++17 compiler (unless FASTRNN_NO_EXT=1)",
+                 description="fused persistent CPU kernels in C++ (OpenMP, AVX-512/AVX2 chosen at run time)"))
 register(Backend("cuda", "fastrnn.backends.numba_cuda", requires=("numba", "numba_cuda"),
                  install_hint="install it with: pip install fastrnn[cuda]",
                  description="persistent fused GPU kernels (Numba CUDA), cuBLAS GEMMs through CuPy",

@@ -1,0 +1,377 @@
+// fastrnn/sequence.h - fused LSTM / GRU / RNN sequence kernels, forward and backward, header-only C++17.
+//
+//   #include <fastrnn/sequence.h>      // CMake: target_link_libraries(app PRIVATE fastrnn::kernels)
+//   fastrnn::Problem<float> p{fastrnn::Cell::lstm, T, B, I, H, x, w_ih, w_hh, b_ih, b_hh, lengths};
+//   fastrnn::forward(p, h0, c0, y, h_n, c_n, &tape, threads);     // tape: nullptr for inference
+//   fastrnn::backward(p, tape, dy, dh_n, dc_n, grads, threads);
+//
+// Shapes (row-major, contiguous; G = 4 LSTM, 3 GRU, 1 RNN; PyTorch's weight layout and gate order):
+//   x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H) or null; h0, c0 (B, H) or null (zeros);
+//   lengths (B) in [1, T] or null (all T): sequence b takes part in steps t < lengths[b]; past that its
+//   state is carried unchanged and y is 0 (PyTorch's PackedSequence semantics).
+//   y (T, B, H); h_n, c_n (B, H) (c_n: LSTM; may be null).
+//   Tape (what backward needs, caller-owned): h (T+1, B, H) the state entering each step, then the
+//   final one; c (T+1, B, H) LSTM; gates (T, B, G*H) the activations (LSTM i,f,g,o; GRU r,z,n; RNN:
+//   scratch); ghn (T, B, H) GRU linear_before_reset: h W_hn^T + b_hn. Unused fields may be null.
+//   Grads: dx (T, B, I), dh0, dc0 (B, H), dw_ih, dw_hh, db_ih, db_hh like their arguments (db_* may
+//   be null). dy (T, B, H), dh_n, dc_n (B, H) may be null (zero).
+// Equations: cells.h. Cells: Cell::lstm, Cell::gru (linear_before_reset: PyTorch, cuDNN),
+// Cell::gru_cho (Cho et al. 2014, ONNX's default), Cell::rnn_tanh, Cell::rnn_relu. Real: float, double.
+//
+// How it runs. The hidden units are cut into tiles of 64 bytes (16 floats, 8 doubles); each thread of
+// ONE OpenMP parallel region per call owns a contiguous range of tiles for the whole sequence, packs
+// the weights of its tiles once (W_ih and W_hh rows of every gate, as [k][16] panels read with
+// unit-stride vector loads), computes its tiles' input projection for all steps (no barrier needed:
+// no one else reads them), then for each step computes its tiles' recurrent product and pointwise
+// cell update and meets the others at one barrier (two for Cho's GRU, whose reset gate must be
+// complete before the candidate's product). Backward mirrors it: per step, the pointwise backward of
+// the thread's tiles, a barrier, then dh_{t-1} = dG_t W_hh for its tiles (read from W_hh packed by
+// columns). dx and the weight gradients are whole-sequence products in the same region afterwards.
+// Instruction set: AVX-512, AVX2+FMA or the portable path, chosen once at run time (kernels.h;
+// FASTRNN_ISA=portable|avx2|avx512 forces one). Without OpenMP everything runs on the calling thread.
+// Needs GCC or Clang (vector extensions).
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "detail/kernels.h"
+
+namespace fastrnn {
+
+inline int num_gates(Cell cell) {
+    switch (cell) {
+        case Cell::lstm: return 4;
+        case Cell::gru:
+        case Cell::gru_cho: return 3;
+        default: return 1;
+    }
+}
+
+template <class Real> struct Problem {
+    Cell cell;
+    std::int64_t T, B, I, H;
+    const Real* x;
+    const Real* w_ih;
+    const Real* w_hh;
+    const Real* b_ih;
+    const Real* b_hh;
+    const std::int64_t* lengths;
+};
+
+template <class Real> struct Tape {
+    Real* h;
+    Real* c;
+    Real* gates;
+    Real* ghn;
+};
+
+template <class Real> struct Grads {
+    Real* dx;
+    Real* dh0;
+    Real* dc0;
+    Real* dw_ih;
+    Real* dw_hh;
+    Real* db_ih;
+    Real* db_hh;
+};
+
+namespace detail {
+
+// The kernels for this CPU, chosen on first use.
+template <class Real> const Ops<Real>& ops() {
+    static const Ops<Real> table = [] {
+        const char* forced = std::getenv("FASTRNN_ISA");
+        std::string want = forced ? forced : "";
+#ifdef FASTRNN_HAVE_X86_DISPATCH
+        __builtin_cpu_init();
+        bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+        bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (has512 && (want.empty() || want == "avx512")) return avx512::ops<Real>();
+        if (has2 && (want.empty() || want == "avx2" || want == "avx512")) return avx2::ops<Real>();
+#endif
+        return portable::ops<Real>();
+    }();
+    return table;
+}
+
+template <class Real> using Buffer = std::unique_ptr<Real[]>;
+
+template <class Real> Buffer<Real> allocate(std::int64_t n) { return Buffer<Real>(new Real[n > 0 ? n : 1]); }
+
+// dst[k][r] = src[r*ld + k] for r < n (0 beyond): R rows of a matrix as a [K][R] panel.
+template <class Real> void pack_rows(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst) {
+    constexpr int R = simd::kLanes<Real>;
+    for (std::ptrdiff_t k = 0; k < K; ++k)
+        for (int r = 0; r < R; ++r) dst[k * R + r] = r < n ? src[r * ld + k] : Real(0);
+}
+
+// dst[k][r] = src[k*ld + r] (times mul[k*mul_ld + r]) for r < n (0 beyond): R columns as a panel.
+template <class Real>
+void pack_cols(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, const Real* mul = nullptr,
+               std::ptrdiff_t mul_ld = 0) {
+    constexpr int R = simd::kLanes<Real>;
+    for (std::ptrdiff_t k = 0; k < K; ++k)
+        for (int r = 0; r < R; ++r)
+            dst[k * R + r] = r < n ? src[k * ld + r] * (mul ? mul[k * mul_ld + r] : Real(1)) : Real(0);
+}
+
+inline int team_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+inline void barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+inline int resolve_threads(int threads) {
+#ifdef _OPENMP
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+// The unit tiles [first, last) this thread owns for the whole call.
+struct TileRange {
+    std::ptrdiff_t first, last;
+    TileRange(std::ptrdiff_t n_tiles) {
+        const std::ptrdiff_t id = team_id(), size = team_size();
+        first = n_tiles * id / size;
+        last = n_tiles * (id + 1) / size;
+    }
+};
+
+template <class Real> void check_problem(const Problem<Real>& p) {
+    if (p.T < 1 || p.B < 1 || p.I < 1 || p.H < 1)
+        throw std::invalid_argument("fastrnn: T, B, I and H must be >= 1");
+    if (!p.x || !p.w_ih || !p.w_hh) throw std::invalid_argument("fastrnn: x, w_ih and w_hh are required");
+    if (p.lengths)
+        for (std::int64_t b = 0; b < p.B; ++b)
+            if (p.lengths[b] < 1 || p.lengths[b] > p.T)
+                throw std::invalid_argument("fastrnn: lengths must lie in [1, T]");
+}
+
+// Sequence lengths, all T when none are given.
+template <class Real> std::vector<std::int64_t> lengths_of(const Problem<Real>& p) {
+    return p.lengths ? std::vector<std::int64_t>(p.lengths, p.lengths + p.B) : std::vector<std::int64_t>(p.B, p.T);
+}
+
+template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t n) {
+    if (src) std::memcpy(dst, src, sizeof(Real) * n);
+    else std::fill(dst, dst + n, Real(0));
+}
+
+// Rows per work item of the whole-sequence products (a multiple of the register block).
+constexpr std::ptrdiff_t kItemRows = 64;
+
+}  // namespace detail
+
+// Runs the sequence forward; with a tape, records what backward needs. threads <= 0: OpenMP's default.
+template <class Real>
+void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Real* h_n, Real* c_n,
+             const Tape<Real>* tape, int threads) {
+    using namespace detail;
+    check_problem(p);
+    constexpr int R = simd::kLanes<Real>;
+    const Ops<Real>& op = ops<Real>();
+    const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H;
+    const std::ptrdiff_t NT = (H + R - 1) / R;
+    const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho;
+    const std::vector<std::int64_t> lengths = lengths_of(p);
+
+    Buffer<Real> pk_ih = allocate<Real>(G * NT * I * R), pk_hh = allocate<Real>(G * NT * H * R);
+    Buffer<Real> pb_ih = allocate<Real>(G * NT * R), pb_hh = allocate<Real>(G * NT * R);
+    Buffer<Real> own_gates, own_h, own_c, rh;
+    const std::ptrdiff_t S = tape ? T + 1 : 2;
+    Real* gates = tape && tape->gates ? tape->gates : (own_gates = allocate<Real>(T * B * GH)).get();
+    Real* h = tape ? tape->h : (own_h = allocate<Real>(2 * B * H)).get();
+    Real* c = nullptr;
+    if (lstm) c = tape ? tape->c : (own_c = allocate<Real>(2 * B * H)).get();
+    if (!h || (lstm && !c) || (tape && p.cell == Cell::gru && !tape->ghn))
+        throw std::invalid_argument("fastrnn: the tape lacks an array this cell needs");
+    if (cho) rh = allocate<Real>(B * H);
+    copy_or_zero(h, h0, B * H);
+    if (lstm) copy_or_zero(c, c0, B * H);
+
+    const int n_threads = resolve_threads(threads);
+    const std::ptrdiff_t scratch_size = G * B * R;
+    Buffer<Real> scratch = allocate<Real>(scratch_size * n_threads);
+    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, p.x, lengths.data(), pk_ih.get(), pk_hh.get(), pb_ih.get(),
+                       pb_hh.get(), gates, tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y,
+                       rh.get()};
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+#endif
+    {
+        const TileRange own(NT);
+        Real* gh = scratch.get() + team_id() * scratch_size;
+        for (std::ptrdiff_t u = own.first; u < own.last; ++u) {
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
+            for (std::ptrdiff_t g = 0; g < G; ++g) {
+                const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
+                pack_rows(p.w_ih + row * I, I, n, I, pk_ih.get() + tile * I * R);
+                pack_rows(p.w_hh + row * H, H, n, H, pk_hh.get() + tile * H * R);
+                pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih.get() + tile * R);
+                pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh.get() + tile * R);
+            }
+            op.forward_project(s, u);
+        }
+        for (std::ptrdiff_t t = 0; t < T; ++t) {
+            if (cho) {
+                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.forward_cho_rz(s, t, u, gh);
+                barrier();
+                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.forward_cho_n(s, t, u, gh);
+            } else {
+                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.forward_step(s, t, u, gh);
+            }
+            barrier();
+        }
+    }
+    if (h_n) std::memcpy(h_n, h + (T % S) * B * H, sizeof(Real) * B * H);
+    if (lstm && c_n) std::memcpy(c_n, c + (T % S) * B * H, sizeof(Real) * B * H);
+}
+
+// Backpropagation through time over a tape recorded by forward with the same problem.
+template <class Real>
+void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, const Real* dh_n, const Real* dc_n,
+              const Grads<Real>& out, int threads) {
+    using namespace detail;
+    check_problem(p);
+    constexpr int R = simd::kLanes<Real>;
+    const Ops<Real>& op = ops<Real>();
+    const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H, N = T * B;
+    const std::ptrdiff_t NT = (H + R - 1) / R, NI = (I + R - 1) / R;
+    const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho, gru = p.cell == Cell::gru;
+    if (!tape.h || !tape.gates || (lstm && !tape.c) || (gru && !tape.ghn))
+        throw std::invalid_argument("fastrnn: the tape lacks an array this cell needs");
+    if (!out.dx || !out.dh0 || !out.dw_ih || !out.dw_hh || (lstm && !out.dc0))
+        throw std::invalid_argument("fastrnn: a gradient output is missing");
+    const std::vector<std::int64_t> lengths = lengths_of(p);
+
+    Buffer<Real> pkT_hh = allocate<Real>(NT * GH * R), dgi = allocate<Real>(N * GH), dgh_own;
+    Real* dgh = gru ? (dgh_own = allocate<Real>(N * GH)).get() : dgi.get();
+    Buffer<Real> pkT_ih = allocate<Real>(NI * GH * R), pk_x = allocate<Real>(NI * N * R);
+    Buffer<Real> pk_h = allocate<Real>(NT * N * R), pk_rh = cho ? allocate<Real>(NT * N * R) : nullptr;
+    Real* dh = out.dh0;                 // carried in place: dh0 after the last step
+    Real* dc = lstm ? out.dc0 : nullptr;
+    copy_or_zero(dh, dh_n, B * H);
+    if (lstm) copy_or_zero(dc, dc_n, B * H);
+
+    const int n_threads = resolve_threads(threads);
+    Buffer<Real> scratch = allocate<Real>(B * R * n_threads);
+    BackwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), tape.h, tape.c, tape.gates, tape.ghn, dy,
+                        pkT_hh.get(), dgi.get(), dgh, dh, dc};
+    const std::ptrdiff_t row_items = (N + kItemRows - 1) / kItemRows;
+    const std::ptrdiff_t gate_row_items = (H + kItemRows - 1) / kItemRows;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+#endif
+    {
+        const TileRange own(NT);
+        Real* work = scratch.get() + team_id() * B * R;
+        for (std::ptrdiff_t u = own.first; u < own.last; ++u)
+            pack_cols(p.w_hh + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), GH,
+                      pkT_hh.get() + u * GH * R);
+        for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
+            for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.backward_pointwise(s, t, u);
+            barrier();
+            if (cho) {
+                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.backward_cho_reset(s, t, u, work);
+                barrier();
+            }
+            // (no barrier after this: the next step writes dgi[t-1], and reads only this thread's dh)
+            for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work);
+        }
+        barrier();
+
+        // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)
+#ifdef _OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+        for (std::ptrdiff_t ui = 0; ui < NI; ++ui) {
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
+            pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih.get() + ui * GH * R);
+            pack_cols(p.x + ui * R, I, n, N, pk_x.get() + ui * N * R);
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (std::ptrdiff_t u = 0; u < NT; ++u) {
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
+            pack_cols(tape.h + u * R, H, n, N, pk_h.get() + u * N * R);
+            if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh.get() + u * N * R, tape.gates + u * R, GH);
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic) nowait
+#endif
+        for (std::ptrdiff_t item = 0; item < NI * row_items; ++item) {
+            const std::ptrdiff_t ui = item / row_items, r0 = (item % row_items) * kItemRows;
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
+            op.tile_rows(pkT_ih.get() + ui * GH * R, GH, dgi.get() + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
+                         out.dx + r0 * I + ui * R, I, n, nullptr, false);
+        }
+        const std::ptrdiff_t wih_items = NI * G * gate_row_items;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic) nowait
+#endif
+        for (std::ptrdiff_t item = 0; item < wih_items + NT * G * gate_row_items; ++item) {
+            const bool ih = item < wih_items;
+            const std::ptrdiff_t rest = ih ? item : item - wih_items;
+            const std::ptrdiff_t tile = rest / (G * gate_row_items), g = rest / gate_row_items % G;
+            const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
+            const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : H;
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R));
+            const Real* panel = ih ? pk_x.get() : (cho && g == 2 ? pk_rh.get() : pk_h.get());
+            op.tile_rows(panel + tile * N * R, N, (ih ? dgi.get() : dgh) + r0, 1, GH, rows,
+                         (ih ? out.dw_ih : out.dw_hh) + r0 * cols + tile * R, cols, n, nullptr, false);
+        }
+        // bias gradients: column sums, accumulated in double
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (std::ptrdiff_t k0 = 0; k0 < GH; k0 += kItemRows) {
+            const std::ptrdiff_t k1 = std::min(GH, k0 + kItemRows);
+            double sum_i[kItemRows] = {}, sum_h[kItemRows] = {};
+            for (std::ptrdiff_t r = 0; r < N; ++r)
+                for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                    sum_i[k - k0] += dgi[r * GH + k];
+                    sum_h[k - k0] += dgh[r * GH + k];
+                }
+            for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                if (out.db_ih) out.db_ih[k] = static_cast<Real>(sum_i[k - k0]);
+                if (out.db_hh) out.db_hh[k] = static_cast<Real>(sum_h[k - k0]);
+            }
+        }
+    }
+}
+
+// The instruction set the kernels use on this CPU: "avx512", "avx2" or "portable".
+inline const char* isa() { return detail::ops<float>().isa; }
+
+}  // namespace fastrnn
