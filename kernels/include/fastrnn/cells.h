@@ -17,8 +17,8 @@
 // RNN: h' = tanh(a) or relu(a), a = gx + gh;  da = dh' (1 - h'^2) or dh' [h' > 0].
 //
 // These are the equations of fastrnn/cells/*.py (the Numba kernels' single source), written once
-// more for C++. Everything here is a template on V, a GCC/Clang vector of Real (see simd.h), so the
-// same code is compiled for each instruction set the kernels are built for.
+// more for C++. Everything here is a template on V, a GCC/Clang vector of float or double, so the
+// same code is compiled for each instruction set (and its vector width) the kernels are built for.
 //
 // Activations: float32 uses branch-free polynomials (Cody-Waite exp, as fastrnn/cells/_scalar.py,
 // within a few ulps) so a whole vector is evaluated at once; float64 calls libm per lane, the exact
@@ -29,6 +29,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 // Everything here is inlined into the instruction-set-specific kernels (detail/kernels.h): a call
 // with 64-byte vectors across a target boundary would go through memory.
@@ -37,45 +39,37 @@
 namespace fastrnn {
 namespace simd {
 
-template <class Real> struct Traits;
-template <> struct Traits<float> {
-    typedef float vec __attribute__((vector_size(64)));
-    typedef std::int32_t ivec __attribute__((vector_size(64)));
-    static constexpr int lanes = 16;
+// A GCC/Clang vector of W bytes of Real: the kernels use the target's native width (64 bytes with
+// AVX-512, 32 with AVX2, 16 on the portable path); wider generic vectors are lowered through memory.
+template <class Real, int W> struct VecOf { typedef Real type __attribute__((vector_size(W))); };
+template <class Real, int W> using Vec = typename VecOf<Real, W>::type;
+template <class V> using Elem = std::decay_t<decltype(std::declval<V>()[0])>;
+template <class V> constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(Elem<V>));
+template <class V> struct IntOf {
+    typedef std::conditional_t<sizeof(Elem<V>) == 4, std::int32_t, std::int64_t> I;
+    typedef I type __attribute__((vector_size(sizeof(V))));
 };
-template <> struct Traits<double> {
-    typedef double vec __attribute__((vector_size(64)));
-    typedef std::int64_t ivec __attribute__((vector_size(64)));
-    static constexpr int lanes = 8;
-};
-
-// One 64-byte vector of hidden units: the tile width R of every kernel (16 floats, 8 doubles).
-template <class Real> using Vec = typename Traits<Real>::vec;
-template <class Real> constexpr int kLanes = Traits<Real>::lanes;
-
-template <class V> FASTRNN_INLINE V broadcast(decltype(V{}[0]) s) { return V{} + s; }
 
 // Loads and stores of the first n lanes (n < lanes at the tail of a row; the rest read as 0).
-template <class Real> FASTRNN_INLINE Vec<Real> load(const Real* p, int n) {
-    Vec<Real> v = Vec<Real>{};
-    std::memcpy(&v, p, sizeof(Real) * static_cast<std::size_t>(n));
+template <class V> FASTRNN_INLINE V load(const Elem<V>* p, int n) {
+    V v = V{};
+    std::memcpy(&v, p, sizeof(Elem<V>) * static_cast<std::size_t>(n));
     return v;
 }
-template <class Real> FASTRNN_INLINE Vec<Real> load(const Real* p) {
-    Vec<Real> v;
+template <class V> FASTRNN_INLINE V load(const Elem<V>* p) {
+    V v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
-template <class Real> FASTRNN_INLINE void store(Real* p, Vec<Real> v, int n) {
-    std::memcpy(p, &v, sizeof(Real) * static_cast<std::size_t>(n));
+template <class V> FASTRNN_INLINE void store(Elem<V>* p, V v, int n) {
+    std::memcpy(p, &v, sizeof(Elem<V>) * static_cast<std::size_t>(n));
 }
 
 // ----------------------------------------------------------------------------- activations
 
-// e^x for x <= 0 (clamped at -87, where e^x is still a normal float), all lanes at once.
-FASTRNN_INLINE Vec<float> exp_nonpositive(Vec<float> x) {
-    typedef Vec<float> V;
-    typedef Traits<float>::ivec I;
+// e^x for x <= 0 (clamped at -87, where e^x is still a normal float), float lanes.
+template <class V> FASTRNN_INLINE V exp_nonpositive(V x) {
+    typedef typename IntOf<V>::type I;
     x = x < V{} - 87.0f ? V{} - 87.0f : x;          // written so that NaN passes through
     const V magic = V{} + 12582912.0f;                  // 1.5 * 2^23: adding it rounds to an integer
     V n = (x * 1.4426950408889634f + magic) - magic;
@@ -89,38 +83,36 @@ FASTRNN_INLINE Vec<float> exp_nonpositive(Vec<float> x) {
     return p * scale;
 }
 
-FASTRNN_INLINE Vec<float> sigmoid(Vec<float> a) {
-    typedef Vec<float> V;
-    V e = exp_nonpositive(a < 0.0f ? a : -a);           // e^-|a| (NaN stays NaN)
-    V s = 1.0f / (1.0f + e);
-    return a >= 0.0f ? s : e * s;
-}
-
-FASTRNN_INLINE Vec<float> tanh(Vec<float> a) {
-    typedef Vec<float> V;
-    V ax = a < 0.0f ? -a : a;
-    V a2 = a * a;
-    V small = a + a * a2 * (-1.0f / 3 + a2 * (2.0f / 15 + a2 * (-17.0f / 315 + a2 * (62.0f / 2835
-                 + a2 * (-1382.0f / 155925 + a2 * (21844.0f / 6081075))))));
-    V e = exp_nonpositive(-2.0f * ax);
-    V large = (1.0f - e) / (1.0f + e);
-    large = a >= 0.0f ? large : -large;
-    return ax < 0.35f ? small : large;
-}
-
-FASTRNN_INLINE double sigmoid(double a) {
+FASTRNN_INLINE double sigmoid_scalar(double a) {
     double e = std::exp(-std::fabs(a));
     return a >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
-FASTRNN_INLINE Vec<double> sigmoid(Vec<double> a) {
-    for (int l = 0; l < kLanes<double>; ++l) a[l] = sigmoid(static_cast<double>(a[l]));
-    return a;
+template <class V> FASTRNN_INLINE V sigmoid(V a) {
+    if constexpr (std::is_same_v<Elem<V>, float>) {
+        V e = exp_nonpositive(a < 0.0f ? a : -a);       // e^-|a| (NaN stays NaN)
+        V s = 1.0f / (1.0f + e);
+        return a >= 0.0f ? s : e * s;
+    } else {
+        for (int l = 0; l < kLanes<V>; ++l) a[l] = sigmoid_scalar(a[l]);
+        return a;
+    }
 }
 
-FASTRNN_INLINE Vec<double> tanh(Vec<double> a) {
-    for (int l = 0; l < kLanes<double>; ++l) a[l] = std::tanh(static_cast<double>(a[l]));
-    return a;
+template <class V> FASTRNN_INLINE V tanh(V a) {
+    if constexpr (std::is_same_v<Elem<V>, float>) {
+        V ax = a < 0.0f ? -a : a;
+        V a2 = a * a;
+        V small = a + a * a2 * (-1.0f / 3 + a2 * (2.0f / 15 + a2 * (-17.0f / 315 + a2 * (62.0f / 2835
+                     + a2 * (-1382.0f / 155925 + a2 * (21844.0f / 6081075))))));
+        V e = exp_nonpositive(-2.0f * ax);
+        V large = (1.0f - e) / (1.0f + e);
+        large = a >= 0.0f ? large : -large;
+        return ax < 0.35f ? small : large;
+    } else {
+        for (int l = 0; l < kLanes<V>; ++l) a[l] = std::tanh(static_cast<double>(a[l]));
+        return a;
+    }
 }
 
 template <class V> FASTRNN_INLINE V relu(V a) {

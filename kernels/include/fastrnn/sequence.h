@@ -18,9 +18,9 @@
 // Equations: cells.h. Cells: Cell::lstm, Cell::gru (linear_before_reset: PyTorch, cuDNN),
 // Cell::gru_cho (Cho et al. 2014, ONNX's default), Cell::rnn_tanh, Cell::rnn_relu. Real: float, double.
 //
-// How it runs. The hidden units are cut into tiles of 64 bytes (16 floats, 8 doubles); each thread of
+// How it runs. The hidden units are cut into tiles of one vector (16 floats with AVX-512, 8 with AVX2); each thread of
 // ONE OpenMP parallel region per call owns a contiguous range of tiles for the whole sequence, packs
-// the weights of its tiles once (W_ih and W_hh rows of every gate, as [k][16] panels read with
+// the weights of its tiles once (W_ih and W_hh rows of every gate, as [k][R] panels read with
 // unit-stride vector loads), computes its tiles' input projection for all steps (no barrier needed:
 // no one else reads them), then for each step computes its tiles' recurrent product and pointwise
 // cell update and meets the others at one barrier (two for Cho's GRU, whose reset gate must be
@@ -110,17 +110,15 @@ template <class Real> using Buffer = std::unique_ptr<Real[]>;
 template <class Real> Buffer<Real> allocate(std::int64_t n) { return Buffer<Real>(new Real[n > 0 ? n : 1]); }
 
 // dst[k][r] = src[r*ld + k] for r < n (0 beyond): R rows of a matrix as a [K][R] panel.
-template <class Real> void pack_rows(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst) {
-    constexpr int R = simd::kLanes<Real>;
+template <class Real> void pack_rows(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R) {
     for (std::ptrdiff_t k = 0; k < K; ++k)
         for (int r = 0; r < R; ++r) dst[k * R + r] = r < n ? src[r * ld + k] : Real(0);
 }
 
 // dst[k][r] = src[k*ld + r] (times mul[k*mul_ld + r]) for r < n (0 beyond): R columns as a panel.
 template <class Real>
-void pack_cols(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, const Real* mul = nullptr,
-               std::ptrdiff_t mul_ld = 0) {
-    constexpr int R = simd::kLanes<Real>;
+void pack_cols(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R,
+               const Real* mul = nullptr, std::ptrdiff_t mul_ld = 0) {
     for (std::ptrdiff_t k = 0; k < K; ++k)
         for (int r = 0; r < R; ++r)
             dst[k * R + r] = r < n ? src[k * ld + r] * (mul ? mul[k * mul_ld + r] : Real(1)) : Real(0);
@@ -198,8 +196,8 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
              const Tape<Real>* tape, int threads) {
     using namespace detail;
     check_problem(p);
-    constexpr int R = simd::kLanes<Real>;
     const Ops<Real>& op = ops<Real>();
+    const int R = op.lanes;
     const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H;
     const std::ptrdiff_t NT = (H + R - 1) / R;
     const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho;
@@ -235,10 +233,10 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
             for (std::ptrdiff_t g = 0; g < G; ++g) {
                 const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
-                pack_rows(p.w_ih + row * I, I, n, I, pk_ih.get() + tile * I * R);
-                pack_rows(p.w_hh + row * H, H, n, H, pk_hh.get() + tile * H * R);
-                pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih.get() + tile * R);
-                pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh.get() + tile * R);
+                pack_rows(p.w_ih + row * I, I, n, I, pk_ih.get() + tile * I * R, R);
+                pack_rows(p.w_hh + row * H, H, n, H, pk_hh.get() + tile * H * R, R);
+                pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih.get() + tile * R, R);
+                pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh.get() + tile * R, R);
             }
             op.forward_project(s, u);
         }
@@ -263,8 +261,8 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
               const Grads<Real>& out, int threads) {
     using namespace detail;
     check_problem(p);
-    constexpr int R = simd::kLanes<Real>;
     const Ops<Real>& op = ops<Real>();
+    const int R = op.lanes;
     const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H, N = T * B;
     const std::ptrdiff_t NT = (H + R - 1) / R, NI = (I + R - 1) / R;
     const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho, gru = p.cell == Cell::gru;
@@ -297,7 +295,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
         Real* work = scratch.get() + team_id() * B * R;
         for (std::ptrdiff_t u = own.first; u < own.last; ++u)
             pack_cols(p.w_hh + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), GH,
-                      pkT_hh.get() + u * GH * R);
+                      pkT_hh.get() + u * GH * R, R);
         for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
             for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.backward_pointwise(s, t, u);
             barrier();
@@ -316,16 +314,16 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #endif
         for (std::ptrdiff_t ui = 0; ui < NI; ++ui) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
-            pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih.get() + ui * GH * R);
-            pack_cols(p.x + ui * R, I, n, N, pk_x.get() + ui * N * R);
+            pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih.get() + ui * GH * R, R);
+            pack_cols(p.x + ui * R, I, n, N, pk_x.get() + ui * N * R, R);
         }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (std::ptrdiff_t u = 0; u < NT; ++u) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
-            pack_cols(tape.h + u * R, H, n, N, pk_h.get() + u * N * R);
-            if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh.get() + u * N * R, tape.gates + u * R, GH);
+            pack_cols(tape.h + u * R, H, n, N, pk_h.get() + u * N * R, R);
+            if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh.get() + u * N * R, R, tape.gates + u * R, GH);
         }
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic) nowait

@@ -2,8 +2,8 @@
 // instantiated per instruction set by FASTRNN_DEFINE_OPS (target attributes: AVX-512, AVX2+FMA, and
 // the compiler's default target, which is the portable path, e.g. NEON on ARM).
 //
-// Every product here has the shape of one "tile": R = 64 bytes of consecutive output columns
-// (16 floats, 8 doubles), whose weights were packed once per call as P[k][R] (k the reduction
+// Every product here has the shape of one "tile": R = one native vector of consecutive output columns
+// (W bytes: 64 AVX-512, 32 AVX2, 16 portable; R = W / sizeof(Real)), whose weights were packed once per call as P[k][R] (k the reduction
 // index), times rows of a matrix V read as V[b*vb + k*vk]:
 //     out[b][r] = sum_k P[k][r] V[b][k]          (outer-product form: no horizontal sums)
 // The recurrent step, the input projection, dx and the weight gradients are all this product.
@@ -26,9 +26,9 @@ using simd::store;
 using simd::Vec;
 using std::ptrdiff_t;
 
-// Rows of V per register block: 4 accumulators of 64 bytes (8 AVX2 or 4 AVX-512 registers).
+// Rows of V per register block: 4 vector accumulators (more for 1-3 rows: see tile_block).
 constexpr int kRowBlock = 4;
-// Reduction chunk: the packed tile slice (kChunk x 64 bytes = 128 KiB) stays in L2 while every
+// Reduction chunk: the packed tile slice (kChunk x W bytes, at most 128 KiB) stays in L2 while every
 // row block of an item passes over it.
 constexpr ptrdiff_t kChunk = 2048;
 
@@ -68,11 +68,11 @@ template <class Real> struct BackwardCtx {
 };
 
 // out[b*ldo + r] (+)= sum_{k<K} P[k*R + r] V[b*vb + k*vk] (+ bias[r]) for b < NB, r < cols.
-template <class Real, int NB>
+template <class Real, int W, int NB>
 FASTRNN_INLINE void tile_block(const Real* P, ptrdiff_t K, const Real* V, ptrdiff_t vb, ptrdiff_t vk,
                                Real* out, ptrdiff_t ldo, int cols, const Real* bias, bool accumulate) {
-    typedef Vec<Real> Vr;
-    constexpr int R = simd::kLanes<Real>;
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     // few rows: several independent sums per row so that FMA latency does not serialise the loop
     constexpr int U = NB >= 4 ? 1 : 4 / NB;
     Vr acc[U][NB];
@@ -81,29 +81,29 @@ FASTRNN_INLINE void tile_block(const Real* P, ptrdiff_t K, const Real* V, ptrdif
     ptrdiff_t k = 0;
     for (; k + U <= K; k += U)
         for (int u = 0; u < U; ++u) {
-            Vr p = load(P + (k + u) * R);
+            Vr p = load<Vr>(P + (k + u) * R);
             for (int b = 0; b < NB; ++b) acc[u][b] += p * V[b * vb + (k + u) * vk];
         }
     for (; k < K; ++k) {
-        Vr p = load(P + k * R);
+        Vr p = load<Vr>(P + k * R);
         for (int b = 0; b < NB; ++b) acc[0][b] += p * V[b * vb + k * vk];
     }
     for (int b = 0; b < NB; ++b) {
         Vr s = acc[0][b];
         for (int u = 1; u < U; ++u) s += acc[u][b];
-        if (bias) s += load(bias);
+        if (bias) s += load<Vr>(bias);
         Real* o = out + b * ldo;
-        if (accumulate) s += load(o, cols);
+        if (accumulate) s += load<Vr>(o, cols);
         store(o, s, cols);
     }
 }
 
 // The tile product for `rows` rows of V, the reduction cut into L2-sized chunks.
-template <class Real>
+template <class Real, int W>
 FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff_t vb, ptrdiff_t vk,
                               ptrdiff_t rows, Real* out, ptrdiff_t ldo, int cols, const Real* bias,
                               bool accumulate) {
-    constexpr int R = simd::kLanes<Real>;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kChunk) {
         ptrdiff_t kn = std::min(kChunk, K - k0);
         bool acc = accumulate || k0 > 0;
@@ -112,69 +112,66 @@ FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff
         const Real* Vk = V + k0 * vk;
         ptrdiff_t b = 0;
         for (; b + kRowBlock <= rows; b += kRowBlock)
-            tile_block<Real, kRowBlock>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc);
+            tile_block<Real, W, kRowBlock>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc);
         switch (rows - b) {
-            case 3: tile_block<Real, 3>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
-            case 2: tile_block<Real, 2>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
-            case 1: tile_block<Real, 1>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
+            case 3: tile_block<Real, W, 3>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
+            case 2: tile_block<Real, W, 2>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
+            case 1: tile_block<Real, W, 1>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
             default: break;
         }
         if (K == 0) break;
     }
 }
 
-template <class Real> FASTRNN_INLINE bool active(const std::int64_t* lengths, ptrdiff_t t, ptrdiff_t b) {
-    return t < lengths[b];
-}
+FASTRNN_INLINE bool active(const std::int64_t* lengths, ptrdiff_t t, ptrdiff_t b) { return t < lengths[b]; }
 
-template <class Real> FASTRNN_INLINE int tile_width(ptrdiff_t H, ptrdiff_t u) {
-    return static_cast<int>(std::min<ptrdiff_t>(simd::kLanes<Real>, H - u * simd::kLanes<Real>));
-}
+// Units in tile u (R wide) of H: R, or fewer in the last tile.
+FASTRNN_INLINE int tile_width(ptrdiff_t H, ptrdiff_t u, int R) { return static_cast<int>(std::min<ptrdiff_t>(R, H - u * R)); }
 
 // The input projection of unit tile u, all gates, all T*B rows: gates[n][g*H + j] = x_n W_ih^T + b_ih.
-template <class Real> FASTRNN_INLINE void forward_project(const ForwardCtx<Real>& s, ptrdiff_t u) {
-    constexpr int R = simd::kLanes<Real>;
-    const int n = tile_width<Real>(s.H, u);
+template <class Real, int W> FASTRNN_INLINE void forward_project(const ForwardCtx<Real>& s, ptrdiff_t u) {
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const int n = tile_width(s.H, u, R);
     for (ptrdiff_t g = 0; g < s.G; ++g) {
         const ptrdiff_t tile = g * s.NT + u;
-        tile_rows<Real>(s.pk_ih + tile * s.I * R, s.I, s.x, s.I, 1, s.T * s.B, s.gates + g * s.H + u * R,
+        tile_rows<Real, W>(s.pk_ih + tile * s.I * R, s.I, s.x, s.I, 1, s.T * s.B, s.gates + g * s.H + u * R,
                         s.G * s.H, n, s.pb_ih + tile * R, false);
     }
 }
 
 // gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1).
-template <class Real>
+template <class Real, int W>
 FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_in, ptrdiff_t u, ptrdiff_t g0,
                                       ptrdiff_t g1, Real* gh) {
-    constexpr int R = simd::kLanes<Real>;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     for (ptrdiff_t g = g0; g < g1; ++g) {
         const ptrdiff_t tile = g * s.NT + u;
-        tile_rows<Real>(s.pk_hh + tile * s.H * R, s.H, h_in, s.H, 1, s.B, gh + g * s.B * R, R, R,
+        tile_rows<Real, W>(s.pk_hh + tile * s.H * R, s.H, h_in, s.H, 1, s.B, gh + g * s.B * R, R, R,
                         s.pb_hh + tile * R, false);
     }
 }
 
 // One step of unit tile u for LSTM, GRU (linear before reset) and RNN. gh: (G, B, R) scratch.
-template <class Real> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                        Real* gh) {
-    typedef Vec<Real> Vr;
-    constexpr int R = simd::kLanes<Real>;
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
-    const int n = tile_width<Real>(H, u);
+    const int n = tile_width(H, u, R);
     const Real* h_in = s.h + (t % s.S) * B * H;
     Real* h_out = s.h + ((t + 1) % s.S) * B * H;
-    recurrent_product(s, h_in, u, 0, s.G, gh);
+    recurrent_product<Real, W>(s, h_in, u, 0, s.G, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
         Real* gates = s.gates + (t * B + b) * GH + j;
         Real* y = s.y + t * B * H + bj;
         const Real* gh_b = gh + b * R;                  // gate g at gh_b + g * B * R
-        if (!active<Real>(s.lengths, t, b)) {            // past its length: carry the state, y = 0
-            store(h_out + bj, load(h_in + bj, n), n);
+        if (!active(s.lengths, t, b)) {            // past its length: carry the state, y = 0
+            store(h_out + bj, load<Vr>(h_in + bj, n), n);
             if (s.cell == Cell::lstm) {
                 const Real* c_in = s.c + (t % s.S) * B * H;
                 Real* c_out = s.c + ((t + 1) % s.S) * B * H;
-                store(c_out + bj, load(c_in + bj, n), n);
+                store(c_out + bj, load<Vr>(c_in + bj, n), n);
             }
             store(y, Vr{}, n);
             continue;
@@ -183,9 +180,9 @@ template <class Real> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s
         if (s.cell == Cell::lstm) {
             const Real* c_in = s.c + (t % s.S) * B * H;
             Real* c_out = s.c + ((t + 1) % s.S) * B * H;
-            auto st = cells::lstm_forward(load(gates, n) + load(gh_b), load(gates + H, n) + load(gh_b + B * R),
-                                          load(gates + 2 * H, n) + load(gh_b + 2 * B * R),
-                                          load(gates + 3 * H, n) + load(gh_b + 3 * B * R), load(c_in + bj, n));
+            auto st = cells::lstm_forward(load<Vr>(gates, n) + load<Vr>(gh_b), load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R),
+                                          load<Vr>(gates + 2 * H, n) + load<Vr>(gh_b + 2 * B * R),
+                                          load<Vr>(gates + 3 * H, n) + load<Vr>(gh_b + 3 * B * R), load<Vr>(c_in + bj, n));
             store(gates, st.i, n);
             store(gates + H, st.f, n);
             store(gates + 2 * H, st.g, n);
@@ -193,17 +190,17 @@ template <class Real> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s
             store(c_out + bj, st.c, n);
             h_new = st.h;
         } else if (s.cell == Cell::gru) {
-            Vr r = simd::sigmoid(load(gates, n) + load(gh_b));
-            Vr z = simd::sigmoid(load(gates + H, n) + load(gh_b + B * R));
-            Vr ghn = load(gh_b + 2 * B * R);
-            Vr nn = simd::tanh(load(gates + 2 * H, n) + r * ghn);
+            Vr r = simd::sigmoid(load<Vr>(gates, n) + load<Vr>(gh_b));
+            Vr z = simd::sigmoid(load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R));
+            Vr ghn = load<Vr>(gh_b + 2 * B * R);
+            Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + r * ghn);
             store(gates, r, n);
             store(gates + H, z, n);
             store(gates + 2 * H, nn, n);
             if (s.ghn) store(s.ghn + (t * B + b) * H + j, ghn, n);   // saved for backward only
-            h_new = cells::gru_update(z, nn, load(h_in + bj, n));
+            h_new = cells::gru_update(z, nn, load<Vr>(h_in + bj, n));
         } else {
-            h_new = cells::rnn_forward(load(gates, n) + load(gh_b), s.cell == Cell::rnn_relu);
+            h_new = cells::rnn_forward(load<Vr>(gates, n) + load<Vr>(gh_b), s.cell == Cell::rnn_relu);
         }
         store(h_out + bj, h_new, n);
         store(y, h_new, n);
@@ -211,47 +208,47 @@ template <class Real> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s
 }
 
 // GRU of Cho et al., first phase of step t: r and z, and r * h_{t-1} for every unit of the tile.
-template <class Real> FASTRNN_INLINE void forward_cho_rz(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+template <class Real, int W> FASTRNN_INLINE void forward_cho_rz(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                          Real* gh) {
-    typedef Vec<Real> Vr;
-    constexpr int R = simd::kLanes<Real>;
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
-    const int n = tile_width<Real>(H, u);
+    const int n = tile_width(H, u, R);
     const Real* h_in = s.h + (t % s.S) * B * H;
-    recurrent_product(s, h_in, u, 0, 2, gh);
+    recurrent_product<Real, W>(s, h_in, u, 0, 2, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         Real* gates = s.gates + (t * B + b) * GH + j;
-        Vr r = simd::sigmoid(load(gates, n) + load(gh + b * R));
-        Vr z = simd::sigmoid(load(gates + H, n) + load(gh + (B + b) * R));
+        Vr r = simd::sigmoid(load<Vr>(gates, n) + load<Vr>(gh + b * R));
+        Vr z = simd::sigmoid(load<Vr>(gates + H, n) + load<Vr>(gh + (B + b) * R));
         store(gates, r, n);
         store(gates + H, z, n);
-        store(s.rh + b * H + j, r * load(h_in + b * H + j, n), n);
+        store(s.rh + b * H + j, r * load<Vr>(h_in + b * H + j, n), n);
     }
 }
 
 // Second phase: n = tanh(xn + (r h) W_hn^T + b_hn) (reads r * h of every unit) and the new state.
-template <class Real> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                         Real* gh) {
-    typedef Vec<Real> Vr;
-    constexpr int R = simd::kLanes<Real>;
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
-    const int n = tile_width<Real>(H, u);
+    const int n = tile_width(H, u, R);
     const Real* h_in = s.h + (t % s.S) * B * H;
     Real* h_out = s.h + ((t + 1) % s.S) * B * H;
     const ptrdiff_t tile = 2 * s.NT + u;
-    tile_rows<Real>(s.pk_hh + tile * H * R, H, s.rh, H, 1, B, gh, R, R, s.pb_hh + tile * R, false);
+    tile_rows<Real, W>(s.pk_hh + tile * H * R, H, s.rh, H, 1, B, gh, R, R, s.pb_hh + tile * R, false);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
         Real* gates = s.gates + (t * B + b) * GH + j;
         Real* y = s.y + t * B * H + bj;
-        if (!active<Real>(s.lengths, t, b)) {
-            store(h_out + bj, load(h_in + bj, n), n);
+        if (!active(s.lengths, t, b)) {
+            store(h_out + bj, load<Vr>(h_in + bj, n), n);
             store(y, Vr{}, n);
             continue;
         }
-        Vr nn = simd::tanh(load(gates + 2 * H, n) + load(gh + b * R));
+        Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + load<Vr>(gh + b * R));
         store(gates + 2 * H, nn, n);
-        Vr h_new = cells::gru_update(load(gates + H, n), nn, load(h_in + bj, n));
+        Vr h_new = cells::gru_update(load<Vr>(gates + H, n), nn, load<Vr>(h_in + bj, n));
         store(h_out + bj, h_new, n);
         store(y, h_new, n);
     }
@@ -260,30 +257,30 @@ template <class Real> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<Real>& 
 // Backward, step t, unit tile u, first part: the cell's pointwise backward. Writes dgi/dgh[t] of
 // the tile (zero past a sequence's length) and leaves in dh the part of dL/dh_{t-1} that does not
 // go through W_hh (dh' z for the GRU, 0 otherwise; dh itself when past the length), in dc dc_{t-1}.
-template <class Real> FASTRNN_INLINE void backward_pointwise(const BackwardCtx<Real>& s, ptrdiff_t t,
+template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const BackwardCtx<Real>& s, ptrdiff_t t,
                                                              ptrdiff_t u) {
-    typedef Vec<Real> Vr;
-    constexpr int R = simd::kLanes<Real>;
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
-    const int n = tile_width<Real>(H, u);
+    const int n = tile_width(H, u, R);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j, row = (t * B + b) * GH + j;
         Real* dgi = s.dgi + row;
         Real* dgh = s.dgh + row;
-        if (!active<Real>(s.lengths, t, b)) {
+        if (!active(s.lengths, t, b)) {
             for (ptrdiff_t g = 0; g < s.G; ++g) {
                 store(dgi + g * H, Vr{}, n);
                 store(dgh + g * H, Vr{}, n);
             }
             continue;
         }
-        Vr dh = load(s.dh + bj, n);
-        if (s.dy) dh += load(s.dy + t * B * H + bj, n);
+        Vr dh = load<Vr>(s.dh + bj, n);
+        if (s.dy) dh += load<Vr>(s.dy + t * B * H + bj, n);
         const Real* gates = s.gates + row;
         if (s.cell == Cell::lstm) {
-            auto d = cells::lstm_backward(dh, load(s.dc + bj, n), load(gates, n), load(gates + H, n),
-                                          load(gates + 2 * H, n), load(gates + 3 * H, n),
-                                          load(s.c + t * B * H + bj, n), load(s.c + (t + 1) * B * H + bj, n));
+            auto d = cells::lstm_backward(dh, load<Vr>(s.dc + bj, n), load<Vr>(gates, n), load<Vr>(gates + H, n),
+                                          load<Vr>(gates + 2 * H, n), load<Vr>(gates + 3 * H, n),
+                                          load<Vr>(s.c + t * B * H + bj, n), load<Vr>(s.c + (t + 1) * B * H + bj, n));
             store(dgi, d.da_i, n);
             store(dgi + H, d.da_f, n);
             store(dgi + 2 * H, d.da_g, n);
@@ -291,54 +288,55 @@ template <class Real> FASTRNN_INLINE void backward_pointwise(const BackwardCtx<R
             store(s.dc + bj, d.dc_prev, n);
             store(s.dh + bj, Vr{}, n);
         } else if (s.cell == Cell::gru || s.cell == Cell::gru_cho) {
-            Vr r = load(gates, n);
-            auto d = cells::gru_backward_zn(dh, load(gates + H, n), load(gates + 2 * H, n),
-                                            load(s.h + t * B * H + bj, n));
+            Vr r = load<Vr>(gates, n);
+            auto d = cells::gru_backward_zn(dh, load<Vr>(gates + H, n), load<Vr>(gates + 2 * H, n),
+                                            load<Vr>(s.h + t * B * H + bj, n));
             store(dgi + H, d.da_z, n);
             store(dgi + 2 * H, d.da_n, n);
             store(s.dh + bj, d.dh_direct, n);
             if (s.cell == Cell::gru) {                 // Cho's gate r needs every unit's da_n first
-                Vr da_r = cells::sigmoid_backward(d.da_n * load(s.ghn + (t * B + b) * H + j, n), r);
+                Vr da_r = cells::sigmoid_backward(d.da_n * load<Vr>(s.ghn + (t * B + b) * H + j, n), r);
                 store(dgi, da_r, n);
                 store(dgh, da_r, n);
                 store(dgh + H, d.da_z, n);
                 store(dgh + 2 * H, d.da_n * r, n);
             }
         } else {
-            store(dgi, cells::rnn_backward(dh, load(s.h + (t + 1) * B * H + bj, n), s.cell == Cell::rnn_relu), n);
+            store(dgi, cells::rnn_backward(dh, load<Vr>(s.h + (t + 1) * B * H + bj, n), s.cell == Cell::rnn_relu), n);
             store(s.dh + bj, Vr{}, n);
         }
     }
 }
 
 // dh_{t-1} += dgh[t][:, k0:k1] W_hh[k0:k1, tile u] for the sequences active at step t.
-template <class Real> FASTRNN_INLINE void backward_dh(const BackwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+template <class Real, int W> FASTRNN_INLINE void backward_dh(const BackwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                       ptrdiff_t k0, ptrdiff_t k1, Real* scratch) {
-    constexpr int R = simd::kLanes<Real>;
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
-    const int n = tile_width<Real>(H, u);
-    tile_rows<Real>(s.pkT_hh + (u * GH + k0) * R, k1 - k0, s.dgh + t * B * GH + k0, GH, 1, B, scratch, R, R,
+    const int n = tile_width(H, u, R);
+    tile_rows<Real, W>(s.pkT_hh + (u * GH + k0) * R, k1 - k0, s.dgh + t * B * GH + k0, GH, 1, B, scratch, R, R,
                     nullptr, false);
     for (ptrdiff_t b = 0; b < B; ++b)
-        if (active<Real>(s.lengths, t, b)) store(s.dh + b * H + j, load(s.dh + b * H + j, n) + load(scratch + b * R), n);
+        if (active(s.lengths, t, b)) store(s.dh + b * H + j, load<Vr>(s.dh + b * H + j, n) + load<Vr>(scratch + b * R), n);
 }
 
 // GRU of Cho et al., second part of step t: drh = da_n W_hn, then da_r and drh * r into dh.
-template <class Real> FASTRNN_INLINE void backward_cho_reset(const BackwardCtx<Real>& s, ptrdiff_t t,
+template <class Real, int W> FASTRNN_INLINE void backward_cho_reset(const BackwardCtx<Real>& s, ptrdiff_t t,
                                                              ptrdiff_t u, Real* scratch) {
-    typedef Vec<Real> Vr;
-    constexpr int R = simd::kLanes<Real>;
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
-    const int n = tile_width<Real>(H, u);
-    tile_rows<Real>(s.pkT_hh + (u * GH + 2 * H) * R, H, s.dgi + t * B * GH + 2 * H, GH, 1, B, scratch, R, R,
+    const int n = tile_width(H, u, R);
+    tile_rows<Real, W>(s.pkT_hh + (u * GH + 2 * H) * R, H, s.dgi + t * B * GH + 2 * H, GH, 1, B, scratch, R, R,
                     nullptr, false);
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!active<Real>(s.lengths, t, b)) continue;
+        if (!active(s.lengths, t, b)) continue;
         const ptrdiff_t bj = b * H + j;
         Real* dgi = s.dgi + (t * B + b) * GH + j;
-        Vr drh = load(scratch + b * R), r = load(s.gates + (t * B + b) * GH + j, n);
-        store(dgi, cells::sigmoid_backward(drh * load(s.h + t * B * H + bj, n), r), n);
-        store(s.dh + bj, load(s.dh + bj, n) + drh * r, n);
+        Vr drh = load<Vr>(scratch + b * R), r = load<Vr>(s.gates + (t * B + b) * GH + j, n);
+        store(dgi, cells::sigmoid_backward(drh * load<Vr>(s.h + t * B * H + bj, n), r), n);
+        store(s.dh + bj, load<Vr>(s.dh + bj, n) + drh * r, n);
     }
 }
 
@@ -355,59 +353,60 @@ template <class Real> struct Ops {
     void (*backward_dh)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*);
     void (*backward_cho_reset)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     const char* isa;
+    int lanes;                     // R: the tile width the packed panels must have
 };
 
-#define FASTRNN_OPS_FOR(REAL, ATTR)                                                                         \
+#define FASTRNN_OPS_FOR(REAL, ATTR, W)                                                                         \
     ATTR inline void tile_rows_##REAL(const REAL* P, ptrdiff_t K, const REAL* V, ptrdiff_t vb, ptrdiff_t vk,   \
                                       ptrdiff_t rows, REAL* out, ptrdiff_t ldo, int cols, const REAL* bias,     \
                                       bool acc) {                                                              \
-        detail::tile_rows<REAL>(P, K, V, vb, vk, rows, out, ldo, cols, bias, acc);                             \
+        detail::tile_rows<REAL, W>(P, K, V, vb, vk, rows, out, ldo, cols, bias, acc);                             \
     }                                                                                                          \
     ATTR inline void forward_project_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t u) {                          \
-        detail::forward_project<REAL>(s, u);                                                                   \
+        detail::forward_project<REAL, W>(s, u);                                                                   \
     }                                                                                                          \
     ATTR inline void forward_step_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {       \
-        detail::forward_step<REAL>(s, t, u, w);                                                                \
+        detail::forward_step<REAL, W>(s, t, u, w);                                                                \
     }                                                                                                          \
     ATTR inline void forward_cho_rz_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {     \
-        detail::forward_cho_rz<REAL>(s, t, u, w);                                                              \
+        detail::forward_cho_rz<REAL, W>(s, t, u, w);                                                              \
     }                                                                                                          \
     ATTR inline void forward_cho_n_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {      \
-        detail::forward_cho_n<REAL>(s, t, u, w);                                                               \
+        detail::forward_cho_n<REAL, W>(s, t, u, w);                                                               \
     }                                                                                                          \
     ATTR inline void backward_pointwise_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u) {         \
-        detail::backward_pointwise<REAL>(s, t, u);                                                             \
+        detail::backward_pointwise<REAL, W>(s, t, u);                                                             \
     }                                                                                                          \
     ATTR inline void backward_dh_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, ptrdiff_t k0,    \
                                         ptrdiff_t k1, REAL* w) {                                               \
-        detail::backward_dh<REAL>(s, t, u, k0, k1, w);                                                         \
+        detail::backward_dh<REAL, W>(s, t, u, k0, k1, w);                                                         \
     }                                                                                                          \
     ATTR inline void backward_cho_reset_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {\
-        detail::backward_cho_reset<REAL>(s, t, u, w);                                                          \
+        detail::backward_cho_reset<REAL, W>(s, t, u, w);                                                          \
     }
 
-#define FASTRNN_DEFINE_OPS(NS, ATTR, NAME)                                                                   \
+#define FASTRNN_DEFINE_OPS(NS, ATTR, NAME, W)                                                                   \
     namespace NS {                                                                                           \
-    FASTRNN_OPS_FOR(float, ATTR)                                                                             \
-    FASTRNN_OPS_FOR(double, ATTR)                                                                            \
+    FASTRNN_OPS_FOR(float, ATTR, W)                                                                             \
+    FASTRNN_OPS_FOR(double, ATTR, W)                                                                            \
     template <class Real> Ops<Real> ops();                                                                   \
     template <> inline Ops<float> ops<float>() {                                                             \
         return {tile_rows_float, forward_project_float, forward_step_float, forward_cho_rz_float,             \
                 forward_cho_n_float, backward_pointwise_float, backward_dh_float, backward_cho_reset_float,   \
-                NAME};                                                                                       \
+                NAME, W / 4};                                                                                       \
     }                                                                                                        \
     template <> inline Ops<double> ops<double>() {                                                          \
         return {tile_rows_double, forward_project_double, forward_step_double, forward_cho_rz_double,         \
                 forward_cho_n_double, backward_pointwise_double, backward_dh_double,                          \
-                backward_cho_reset_double, NAME};                                                            \
+                backward_cho_reset_double, NAME, W / 8};                                                            \
     }                                                                                                        \
     }
 
-FASTRNN_DEFINE_OPS(portable, , "portable")
+FASTRNN_DEFINE_OPS(portable, , "portable", 16)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTRNN_PORTABLE_ONLY)
 #define FASTRNN_HAVE_X86_DISPATCH 1
-FASTRNN_DEFINE_OPS(avx2, __attribute__((target("avx2,fma"))), "avx2")
-FASTRNN_DEFINE_OPS(avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma"))), "avx512")
+FASTRNN_DEFINE_OPS(avx2, __attribute__((target("avx2,fma"))), "avx2", 32)
+FASTRNN_DEFINE_OPS(avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma"))), "avx512", 64)
 #endif
 
 }  // namespace detail
