@@ -18,26 +18,29 @@
 // Equations: cells.h. Cells: Cell::lstm, Cell::gru (linear_before_reset: PyTorch, cuDNN),
 // Cell::gru_cho (Cho et al. 2014, ONNX's default), Cell::rnn_tanh, Cell::rnn_relu. Real: float, double.
 //
-// How it runs. The hidden units are cut into tiles of one vector (16 floats with AVX-512, 8 with AVX2); each thread of
-// ONE OpenMP parallel region per call owns a contiguous range of tiles for the whole sequence, packs
-// the weights of its tiles once (W_ih and W_hh rows of every gate, as [k][R] panels read with
-// unit-stride vector loads), computes its tiles' input projection for all steps (no barrier needed:
-// no one else reads them), then for each step computes its tiles' recurrent product and pointwise
-// cell update and meets the others at one barrier (two for Cho's GRU, whose reset gate must be
-// complete before the candidate's product). Backward mirrors it: per step, the pointwise backward of
-// the thread's tiles, a barrier, then dh_{t-1} = dG_t W_hh for its tiles (read from W_hh packed by
-// columns). dx and the weight gradients are whole-sequence products in the same region afterwards.
+// How it runs. The hidden units are cut into tiles of one vector (R = 16 floats with AVX-512, 8 with
+// AVX2, 4 portable). ONE OpenMP parallel region per call walks the whole sequence; per step the
+// tiles are shared out (Phases: each thread claims its own share first, so it keeps the same weight
+// panels in its cache, and takes over a late thread's tiles) and a count of finished tiles is the
+// step's barrier. First each tile's weights are packed once (the W_ih and W_hh rows of every gate as
+// [k][R] panels, read with unit-stride vector loads) and its input projection computed for all steps;
+// then per step its recurrent product and pointwise cell update (Cho's GRU: two phases, the reset
+// gate of every unit before the candidate's product). Backward mirrors it: per step the pointwise
+// backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx and the weight
+// gradients are whole-sequence products in the same region afterwards.
 // Instruction set: AVX-512, AVX2+FMA or the portable path, chosen once at run time (kernels.h;
 // FASTRNN_ISA=portable|avx2|avx512 forces one). Without OpenMP everything runs on the calling thread.
 // Needs GCC or Clang (vector extensions).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifdef _OPENMP
@@ -140,12 +143,6 @@ inline int team_size() {
 #endif
 }
 
-inline void barrier() {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-}
-
 inline int resolve_threads(int threads) {
 #ifdef _OPENMP
     return threads > 0 ? threads : omp_get_max_threads();
@@ -155,14 +152,43 @@ inline int resolve_threads(int threads) {
 #endif
 }
 
-// The unit tiles [first, last) this thread owns for the whole call.
-struct TileRange {
-    std::ptrdiff_t first, last;
-    TileRange(std::ptrdiff_t n_tiles) {
-        const std::ptrdiff_t id = team_id(), size = team_size();
-        first = n_tiles * id / size;
-        last = n_tiles * (id + 1) / size;
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// The step-by-step synchronisation of one parallel region: each phase (a step, or part of one) is
+// cut into chunks (unit tiles) that the threads claim with an atomic flag, each walking its own
+// share first so that it keeps the same weights in its cache from step to step; a per-phase count
+// of finished chunks is the barrier. A thread that is late or descheduled (a busy machine) does
+// not hold the others up: they claim its chunks. (An OpenMP barrier would wait for it.)
+class Phases {
+public:
+    Phases(std::ptrdiff_t phases, std::ptrdiff_t chunks)
+        : chunks_(chunks), claims_(new std::atomic<int>[phases * chunks]()), done_(new std::atomic<std::ptrdiff_t>[phases]()) {}
+
+    // work(chunk) for every chunk of `phase` this thread claims, then wait until all are done.
+    template <class Work> void run(std::ptrdiff_t phase, Work&& work) {
+        const std::ptrdiff_t start = chunks_ * team_id() / team_size();
+        for (std::ptrdiff_t i = 0; i < chunks_; ++i) {
+            const std::ptrdiff_t chunk = (start + i) % chunks_;
+            if (claims_[phase * chunks_ + chunk].exchange(1, std::memory_order_relaxed) == 0) {
+                work(chunk);
+                done_[phase].fetch_add(1, std::memory_order_release);
+            }
+        }
+        for (int spins = 0; done_[phase].load(std::memory_order_acquire) < chunks_;)
+            if (++spins < 2000) cpu_relax();
+            else std::this_thread::yield();       // the thread we wait for may need this core
     }
+
+private:
+    std::ptrdiff_t chunks_;
+    std::unique_ptr<std::atomic<int>[]> claims_;
+    std::unique_ptr<std::atomic<std::ptrdiff_t>[]> done_;
 };
 
 template <class Real> void check_problem(const Problem<Real>& p) {
@@ -223,13 +249,13 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, p.x, lengths.data(), pk_ih.get(), pk_hh.get(), pb_ih.get(),
                        pb_hh.get(), gates, tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y,
                        rh.get()};
+    Phases sync(1 + (cho ? 2 : 1) * T, NT);   // packing and input projection, then the steps
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        const TileRange own(NT);
         Real* gh = scratch.get() + team_id() * scratch_size;
-        for (std::ptrdiff_t u = own.first; u < own.last; ++u) {
+        sync.run(0, [&](std::ptrdiff_t u) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
             for (std::ptrdiff_t g = 0; g < G; ++g) {
                 const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
@@ -239,16 +265,14 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                 pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh.get() + tile * R, R);
             }
             op.forward_project(s, u);
-        }
+        });
         for (std::ptrdiff_t t = 0; t < T; ++t) {
             if (cho) {
-                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.forward_cho_rz(s, t, u, gh);
-                barrier();
-                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.forward_cho_n(s, t, u, gh);
+                sync.run(1 + 2 * t, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
+                sync.run(2 + 2 * t, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
             } else {
-                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.forward_step(s, t, u, gh);
+                sync.run(1 + t, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
             }
-            barrier();
         }
     }
     if (h_n) std::memcpy(h_n, h + (T % S) * B * H, sizeof(Real) * B * H);
@@ -287,26 +311,23 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
                         pkT_hh.get(), dgi.get(), dgh, dh, dc};
     const std::ptrdiff_t row_items = (N + kItemRows - 1) / kItemRows;
     const std::ptrdiff_t gate_row_items = (H + kItemRows - 1) / kItemRows;
+    Phases sync(1 + (cho ? 3 : 2) * T, NT);   // packing W_hh by columns, then two (Cho: three) per step
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        const TileRange own(NT);
         Real* work = scratch.get() + team_id() * B * R;
-        for (std::ptrdiff_t u = own.first; u < own.last; ++u)
+        sync.run(0, [&](std::ptrdiff_t u) {
             pack_cols(p.w_hh + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), GH,
                       pkT_hh.get() + u * GH * R, R);
+        });
+        const std::ptrdiff_t per_step = cho ? 3 : 2;
         for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
-            for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.backward_pointwise(s, t, u);
-            barrier();
-            if (cho) {
-                for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.backward_cho_reset(s, t, u, work);
-                barrier();
-            }
-            // (no barrier after this: the next step writes dgi[t-1], and reads only this thread's dh)
-            for (std::ptrdiff_t u = own.first; u < own.last; ++u) op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work);
+            const std::ptrdiff_t phase = 1 + (T - 1 - t) * per_step;
+            sync.run(phase, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u); });
+            if (cho) sync.run(phase + 1, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
+            sync.run(phase + per_step - 1, [&](std::ptrdiff_t u) { op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work); });
         }
-        barrier();
 
         // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)
 #ifdef _OPENMP
