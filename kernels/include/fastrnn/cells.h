@@ -51,9 +51,11 @@ template <class V> struct IntOf {
 };
 
 // Loads and stores of the first n lanes (n < lanes at the tail of a row; the rest read as 0).
+// (a whole vector is one instruction; a partial one a short copy)
 template <class V> FASTRNN_INLINE V load(const Elem<V>* p, int n) {
     V v = V{};
-    std::memcpy(&v, p, sizeof(Elem<V>) * static_cast<std::size_t>(n));
+    if (n == kLanes<V>) std::memcpy(&v, p, sizeof v);
+    else std::memcpy(&v, p, sizeof(Elem<V>) * static_cast<std::size_t>(n));
     return v;
 }
 template <class V> FASTRNN_INLINE V load(const Elem<V>* p) {
@@ -62,7 +64,8 @@ template <class V> FASTRNN_INLINE V load(const Elem<V>* p) {
     return v;
 }
 template <class V> FASTRNN_INLINE void store(Elem<V>* p, V v, int n) {
-    std::memcpy(p, &v, sizeof(Elem<V>) * static_cast<std::size_t>(n));
+    if (n == kLanes<V>) std::memcpy(p, &v, sizeof v);
+    else std::memcpy(p, &v, sizeof(Elem<V>) * static_cast<std::size_t>(n));
 }
 
 // ----------------------------------------------------------------------------- activations

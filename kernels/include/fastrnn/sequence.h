@@ -33,11 +33,13 @@
 // Needs GCC or Clang (vector extensions).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -108,9 +110,47 @@ template <class Real> const Ops<Real>& ops() {
     return table;
 }
 
-template <class Real> using Buffer = std::unique_ptr<Real[]>;
+// Memory for one call, 64-byte aligned. Blocks up to kKeepBytes stay with the calling thread for its
+// later calls: fresh pages cost a page fault each (about 1 ms for the 4 MiB of packed weights of an
+// H = 512 LSTM, as much as a short sequence's compute). Slots are handed out in call order, so the
+// same call shape gets the same blocks back.
+class Workspace {
+public:
+    template <class Real> Real* get(std::int64_t n) {
+        const std::size_t bytes = (static_cast<std::size_t>(n > 0 ? n : 1) * sizeof(Real) + 63) / 64 * 64;
+        const std::size_t slot = next_++;
+        if (bytes <= kKeepBytes && slot < kSlots) {
+            Cached& c = cache()[slot];
+            if (c.bytes < bytes) {
+                c.block = new_block(bytes);
+                c.bytes = bytes;
+            }
+            return reinterpret_cast<Real*>(c.block.get());
+        }
+        owned_.push_back(new_block(bytes));
+        return reinterpret_cast<Real*>(owned_.back().get());
+    }
 
-template <class Real> Buffer<Real> allocate(std::int64_t n) { return Buffer<Real>(new Real[n > 0 ? n : 1]); }
+private:
+    struct AlignedFree {
+        void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(64)); }
+    };
+    using Block = std::unique_ptr<unsigned char[], AlignedFree>;
+    struct Cached {
+        Block block;
+        std::size_t bytes = 0;
+    };
+    static constexpr std::size_t kSlots = 12, kKeepBytes = std::size_t(32) << 20;
+    static Block new_block(std::size_t bytes) {
+        return Block(static_cast<unsigned char*>(::operator new[](bytes, std::align_val_t(64))));
+    }
+    static std::array<Cached, kSlots>& cache() {
+        thread_local std::array<Cached, kSlots> blocks;
+        return blocks;
+    }
+    std::size_t next_ = 0;
+    std::vector<Block> owned_;
+};
 
 // dst[k][r] = src[r*ld + k] for r < n (0 beyond): R rows of a matrix as a [K][R] panel.
 template <class Real> void pack_rows(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R) {
@@ -229,40 +269,39 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho;
     const std::vector<std::int64_t> lengths = lengths_of(p);
 
-    Buffer<Real> pk_ih = allocate<Real>(G * NT * I * R), pk_hh = allocate<Real>(G * NT * H * R);
-    Buffer<Real> pb_ih = allocate<Real>(G * NT * R), pb_hh = allocate<Real>(G * NT * R);
-    Buffer<Real> own_gates, own_h, own_c, rh;
+    Workspace ws;
+    Real *pk_ih = ws.get<Real>(G * NT * I * R), *pk_hh = ws.get<Real>(G * NT * H * R);
+    Real *pb_ih = ws.get<Real>(G * NT * R), *pb_hh = ws.get<Real>(G * NT * R);
     const std::ptrdiff_t S = tape ? T + 1 : 2;
-    Real* gates = tape && tape->gates ? tape->gates : (own_gates = allocate<Real>(T * B * GH)).get();
-    Real* h = tape ? tape->h : (own_h = allocate<Real>(2 * B * H)).get();
+    Real* gates = tape && tape->gates ? tape->gates : ws.get<Real>(T * B * GH);
+    Real* h = tape ? tape->h : ws.get<Real>(2 * B * H);
     Real* c = nullptr;
-    if (lstm) c = tape ? tape->c : (own_c = allocate<Real>(2 * B * H)).get();
+    if (lstm) c = tape ? tape->c : ws.get<Real>(2 * B * H);
     if (!h || (lstm && !c) || (tape && p.cell == Cell::gru && !tape->ghn))
         throw std::invalid_argument("fastrnn: the tape lacks an array this cell needs");
-    if (cho) rh = allocate<Real>(B * H);
+    Real* rh = cho ? ws.get<Real>(B * H) : nullptr;
     copy_or_zero(h, h0, B * H);
     if (lstm) copy_or_zero(c, c0, B * H);
 
     const int n_threads = resolve_threads(threads);
     const std::ptrdiff_t scratch_size = G * B * R;
-    Buffer<Real> scratch = allocate<Real>(scratch_size * n_threads);
-    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, p.x, lengths.data(), pk_ih.get(), pk_hh.get(), pb_ih.get(),
-                       pb_hh.get(), gates, tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y,
-                       rh.get()};
+    Real* scratch = ws.get<Real>(scratch_size * n_threads);
+    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, p.x, lengths.data(), pk_ih, pk_hh, pb_ih, pb_hh, gates,
+                       tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh};
     Phases sync(1 + (cho ? 2 : 1) * T, NT);   // packing and input projection, then the steps
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        Real* gh = scratch.get() + team_id() * scratch_size;
+        Real* gh = scratch + team_id() * scratch_size;
         sync.run(0, [&](std::ptrdiff_t u) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
             for (std::ptrdiff_t g = 0; g < G; ++g) {
                 const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
-                pack_rows(p.w_ih + row * I, I, n, I, pk_ih.get() + tile * I * R, R);
-                pack_rows(p.w_hh + row * H, H, n, H, pk_hh.get() + tile * H * R, R);
-                pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih.get() + tile * R, R);
-                pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh.get() + tile * R, R);
+                pack_rows(p.w_ih + row * I, I, n, I, pk_ih + tile * I * R, R);
+                pack_rows(p.w_hh + row * H, H, n, H, pk_hh + tile * H * R, R);
+                pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih + tile * R, R);
+                pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh + tile * R, R);
             }
             op.forward_project(s, u);
         });
@@ -296,19 +335,20 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
         throw std::invalid_argument("fastrnn: a gradient output is missing");
     const std::vector<std::int64_t> lengths = lengths_of(p);
 
-    Buffer<Real> pkT_hh = allocate<Real>(NT * GH * R), dgi = allocate<Real>(N * GH), dgh_own;
-    Real* dgh = gru ? (dgh_own = allocate<Real>(N * GH)).get() : dgi.get();
-    Buffer<Real> pkT_ih = allocate<Real>(NI * GH * R), pk_x = allocate<Real>(NI * N * R);
-    Buffer<Real> pk_h = allocate<Real>(NT * N * R), pk_rh = cho ? allocate<Real>(NT * N * R) : nullptr;
+    Workspace ws;
+    Real *pkT_hh = ws.get<Real>(NT * GH * R), *dgi = ws.get<Real>(N * GH);
+    Real* dgh = gru ? ws.get<Real>(N * GH) : dgi;
+    Real *pkT_ih = ws.get<Real>(NI * GH * R), *pk_x = ws.get<Real>(NI * N * R), *pk_h = ws.get<Real>(NT * N * R);
+    Real* pk_rh = cho ? ws.get<Real>(NT * N * R) : nullptr;
     Real* dh = out.dh0;                 // carried in place: dh0 after the last step
     Real* dc = lstm ? out.dc0 : nullptr;
     copy_or_zero(dh, dh_n, B * H);
     if (lstm) copy_or_zero(dc, dc_n, B * H);
 
     const int n_threads = resolve_threads(threads);
-    Buffer<Real> scratch = allocate<Real>(B * R * n_threads);
+    Real* scratch = ws.get<Real>(B * R * n_threads);
     BackwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), tape.h, tape.c, tape.gates, tape.ghn, dy,
-                        pkT_hh.get(), dgi.get(), dgh, dh, dc};
+                        pkT_hh, dgi, dgh, dh, dc};
     const std::ptrdiff_t row_items = (N + kItemRows - 1) / kItemRows;
     const std::ptrdiff_t gate_row_items = (H + kItemRows - 1) / kItemRows;
     Phases sync(1 + (cho ? 3 : 2) * T, NT);   // packing W_hh by columns, then two (Cho: three) per step
@@ -316,10 +356,10 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        Real* work = scratch.get() + team_id() * B * R;
+        Real* work = scratch + team_id() * B * R;
         sync.run(0, [&](std::ptrdiff_t u) {
             pack_cols(p.w_hh + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), GH,
-                      pkT_hh.get() + u * GH * R, R);
+                      pkT_hh + u * GH * R, R);
         });
         const std::ptrdiff_t per_step = cho ? 3 : 2;
         for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
@@ -335,16 +375,16 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #endif
         for (std::ptrdiff_t ui = 0; ui < NI; ++ui) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
-            pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih.get() + ui * GH * R, R);
-            pack_cols(p.x + ui * R, I, n, N, pk_x.get() + ui * N * R, R);
+            pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih + ui * GH * R, R);
+            pack_cols(p.x + ui * R, I, n, N, pk_x + ui * N * R, R);
         }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (std::ptrdiff_t u = 0; u < NT; ++u) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
-            pack_cols(tape.h + u * R, H, n, N, pk_h.get() + u * N * R, R);
-            if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh.get() + u * N * R, R, tape.gates + u * R, GH);
+            pack_cols(tape.h + u * R, H, n, N, pk_h + u * N * R, R);
+            if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh + u * N * R, R, tape.gates + u * R, GH);
         }
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic) nowait
@@ -352,7 +392,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
         for (std::ptrdiff_t item = 0; item < NI * row_items; ++item) {
             const std::ptrdiff_t ui = item / row_items, r0 = (item % row_items) * kItemRows;
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
-            op.tile_rows(pkT_ih.get() + ui * GH * R, GH, dgi.get() + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
+            op.tile_rows(pkT_ih + ui * GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
                          out.dx + r0 * I + ui * R, I, n, nullptr, false);
         }
         const std::ptrdiff_t wih_items = NI * G * gate_row_items;
@@ -366,8 +406,8 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
             const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
             const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : H;
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R));
-            const Real* panel = ih ? pk_x.get() : (cho && g == 2 ? pk_rh.get() : pk_h.get());
-            op.tile_rows(panel + tile * N * R, N, (ih ? dgi.get() : dgh) + r0, 1, GH, rows,
+            const Real* panel = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
+            op.tile_rows(panel + tile * N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
                          (ih ? out.dw_ih : out.dw_hh) + r0 * cols + tile * R, cols, n, nullptr, false);
         }
         // bias gradients: column sums, accumulated in double

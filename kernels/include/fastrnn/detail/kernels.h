@@ -26,8 +26,9 @@ using simd::store;
 using simd::Vec;
 using std::ptrdiff_t;
 
-// Rows of V per register block: 4 vector accumulators (more for 1-3 rows: see tile_block).
-constexpr int kRowBlock = 4;
+// Rows of V per register block: 8 vector accumulators (+ a panel vector and a broadcast: 10 of the 16
+// registers of AVX2 or SSE), so a batch of up to 8 reads each weight panel once per step.
+constexpr int kRowBlock = 8;
 // Reduction chunk: the packed tile slice (kChunk x W bytes, at most 128 KiB) stays in L2 while every
 // row block of an item passes over it.
 constexpr ptrdiff_t kChunk = 2048;
@@ -114,9 +115,10 @@ FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff
         for (; b + kRowBlock <= rows; b += kRowBlock)
             tile_block<Real, W, kRowBlock>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc);
         switch (rows - b) {
-            case 3: tile_block<Real, W, 3>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
-            case 2: tile_block<Real, W, 2>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
-            case 1: tile_block<Real, W, 1>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
+#define FASTRNN_TAIL(NB) \
+    case NB: tile_block<Real, W, NB>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
+            FASTRNN_TAIL(7) FASTRNN_TAIL(6) FASTRNN_TAIL(5) FASTRNN_TAIL(4) FASTRNN_TAIL(3) FASTRNN_TAIL(2) FASTRNN_TAIL(1)
+#undef FASTRNN_TAIL
             default: break;
         }
         if (K == 0) break;
