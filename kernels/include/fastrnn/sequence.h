@@ -152,7 +152,8 @@ private:
     std::vector<Block> owned_;
 };
 
-// dst[k][r] = src[r*ld + k] for r < n (0 beyond): R rows of a matrix as a [K][R] panel.
+// dst[k][r] = src[r*ld + k] for r < n (0 beyond): R rows of a matrix as a [K][R] panel. (k outside:
+// R rows streamed side by side measured faster here than row by row or in 16 x R blocks.)
 template <class Real> void pack_rows(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R) {
     for (std::ptrdiff_t k = 0; k < K; ++k)
         for (int r = 0; r < R; ++r) dst[k * R + r] = r < n ? src[r * ld + k] : Real(0);
