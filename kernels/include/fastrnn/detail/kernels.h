@@ -153,6 +153,21 @@ FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_i
     }
 }
 
+// The state entering step t (h or c): slot t of the tape, or of the ping-pong pair.
+template <class Real> FASTRNN_INLINE Real* state(const ForwardCtx<Real>& s, Real* states, ptrdiff_t t) {
+    return states + (t % s.S) * s.B * s.H;
+}
+
+// Past its length, sequence b keeps its state (h, and c for the LSTM) and outputs 0 at step t.
+template <class Real, int W>
+FASTRNN_INLINE void carry(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t b, ptrdiff_t j, int n) {
+    typedef Vec<Real, W> Vr;
+    const ptrdiff_t bj = b * s.H + j;
+    store(state(s, s.h, t + 1) + bj, load<Vr>(state(s, s.h, t) + bj, n), n);
+    if (s.cell == Cell::lstm) store(state(s, s.c, t + 1) + bj, load<Vr>(state(s, s.c, t) + bj, n), n);
+    store(s.y + t * s.B * s.H + bj, Vr{}, n);
+}
+
 // One step of unit tile u for LSTM, GRU (linear before reset) and RNN. gh: (G, B, R) scratch.
 template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                        Real* gh) {
@@ -160,28 +175,22 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
-    const Real* h_in = s.h + (t % s.S) * B * H;
-    Real* h_out = s.h + ((t + 1) % s.S) * B * H;
+    const Real* h_in = state(s, s.h, t);
+    Real* h_out = state(s, s.h, t + 1);
     recurrent_product<Real, W>(s, h_in, u, 0, s.G, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
         Real* gates = s.gates + (t * B + b) * GH + j;
         Real* y = s.y + t * B * H + bj;
         const Real* gh_b = gh + b * R;                  // gate g at gh_b + g * B * R
-        if (!active(s.lengths, t, b)) {            // past its length: carry the state, y = 0
-            store(h_out + bj, load<Vr>(h_in + bj, n), n);
-            if (s.cell == Cell::lstm) {
-                const Real* c_in = s.c + (t % s.S) * B * H;
-                Real* c_out = s.c + ((t + 1) % s.S) * B * H;
-                store(c_out + bj, load<Vr>(c_in + bj, n), n);
-            }
-            store(y, Vr{}, n);
+        if (!active(s.lengths, t, b)) {
+            carry<Real, W>(s, t, b, j, n);
             continue;
         }
         Vr h_new;
         if (s.cell == Cell::lstm) {
-            const Real* c_in = s.c + (t % s.S) * B * H;
-            Real* c_out = s.c + ((t + 1) % s.S) * B * H;
+            const Real* c_in = state(s, s.c, t);
+            Real* c_out = state(s, s.c, t + 1);
             auto st = cells::lstm_forward(load<Vr>(gates, n) + load<Vr>(gh_b), load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R),
                                           load<Vr>(gates + 2 * H, n) + load<Vr>(gh_b + 2 * B * R),
                                           load<Vr>(gates + 3 * H, n) + load<Vr>(gh_b + 3 * B * R), load<Vr>(c_in + bj, n));
@@ -216,7 +225,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_rz(const ForwardCtx
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
-    const Real* h_in = s.h + (t % s.S) * B * H;
+    const Real* h_in = state(s, s.h, t);
     recurrent_product<Real, W>(s, h_in, u, 0, 2, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         Real* gates = s.gates + (t * B + b) * GH + j;
@@ -235,8 +244,8 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
-    const Real* h_in = s.h + (t % s.S) * B * H;
-    Real* h_out = s.h + ((t + 1) % s.S) * B * H;
+    const Real* h_in = state(s, s.h, t);
+    Real* h_out = state(s, s.h, t + 1);
     const ptrdiff_t tile = 2 * s.NT + u;
     tile_rows<Real, W>(s.pk_hh + tile * H * R, H, s.rh, H, 1, B, gh, R, R, s.pb_hh + tile * R, false);
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -244,8 +253,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<
         Real* gates = s.gates + (t * B + b) * GH + j;
         Real* y = s.y + t * B * H + bj;
         if (!active(s.lengths, t, b)) {
-            store(h_out + bj, load<Vr>(h_in + bj, n), n);
-            store(y, Vr{}, n);
+            carry<Real, W>(s, t, b, j, n);
             continue;
         }
         Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + load<Vr>(gh + b * R));
