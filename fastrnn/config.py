@@ -1,7 +1,9 @@
 """Tunables, in one place, with their documented defaults and environment overrides.
 
 FASTRNN_CPU_BACKENDS      comma-separated order in which "auto" tries backends for NumPy (CPU)
-                          arrays; the first available one wins. Default "numba,reference".
+                          arrays; the first available one wins. Default "cpp,numba,reference", with
+                          "numba" moved ahead of "cpp" for the shapes where it measured faster
+                          (prefer_numba below); setting the variable fixes the order for every shape.
 FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numba's thread count,
                           itself NUMBA_NUM_THREADS or the number of cores).
 FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
@@ -43,7 +45,32 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
-CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "numba,reference")
+CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "cpp,numba,reference")
+CPU_ORDER_BY_SHAPE: bool = "FASTRNN_CPU_BACKENDS" not in os.environ
+
+
+def prefer_numba(T: int, B: int, H: int) -> bool:
+    """Whether "numba" beat "cpp" at this shape (forward, float32, 2 threads, I = H).
+
+    Measured with `fastrnn bench --backends cpp,numba --cells lstm,gru --mode fwd --seq-lens 16,128,512
+    --hidden 128,256,512,1024 --batch 1,8,64` on the 2-core AMD EPYC, 2026-11-27 (ms, cpp / numba):
+    "cpp" won 52 of the 67 configs (e.g. LSTM T=128 B=8 H=512 78.0 / 113.5, GRU T=128 B=8 H=128 11.9 /
+    19.2). "numba" won where "cpp"'s per-call packing of the weights is most of a short call (one sequence
+    of at most 16 steps with H >= 256: LSTM T=16 B=1 H=256 0.66 / 0.56, GRU T=16 B=1 H=1024 7.16 / 5.89) and
+    on long large batches, where its GEMMs are faster (LSTM T=512 B=64 H=128 224 / 193, GRU T=512 B=64
+    H=256 427 / 312). Elsewhere the two were within the machine's noise (~1.2x) of each other.
+    """
+    return (T * B <= 16 and H >= 256) or (B >= 64 and T >= 512)
+
+
+def cpu_backend_order(shape=None) -> tuple[str, ...]:
+    """The order "auto" tries CPU backends in, for a call of ``shape`` = (T, B, H) (None: the default)."""
+    order = CPU_BACKEND_ORDER
+    if shape is None or not CPU_ORDER_BY_SHAPE or "cpp" not in order or "numba" not in order:
+        return order
+    if prefer_numba(*shape) and order.index("cpp") < order.index("numba"):
+        order = tuple("numba" if name == "cpp" else "cpp" if name == "numba" else name for name in order)
+    return order
 THREADS: int = _env_int("FASTRNN_THREADS", 0)          # 0: Numba's thread count
 PARALLEL_MIN_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_MACS", 32768)
 PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21)
