@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 
 from .. import _ext, config
+from ..cells import SPECS
 
 # fastrnn::Cell codes (kernels/include/fastrnn/detail/kernels.h)
 _CELL = {("lstm", None): 0, ("gru", True): 1, ("gru", False): 2, ("rnn", "tanh"): 3, ("rnn", "relu"): 4}
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def _cell(seq) -> int:
@@ -32,7 +32,7 @@ def _cell(seq) -> int:
 
 def _threads(seq) -> int:
     """One thread when a step is too small to split (a barrier per step would cost more), else all."""
-    if seq.B * _GATES[seq.cell] * seq.H * seq.H < config.PARALLEL_MIN_MACS:
+    if seq.B * SPECS[seq.cell].num_gates * seq.H * seq.H < config.PARALLEL_MIN_MACS:
         return 1
     return config.THREADS or _default_threads()
 
