@@ -49,26 +49,33 @@ CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "cpp,numb
 CPU_ORDER_BY_SHAPE: bool = "FASTRNN_CPU_BACKENDS" not in os.environ
 
 
-def prefer_numba(T: int, B: int, H: int) -> bool:
-    """Whether "numba" beat "cpp" at this shape (forward, float32, 2 threads, I = H).
+def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
+    """Whether "numba" beat "cpp" at this shape (float32, 2 threads, I = H; ``training``: a forward that
+    saves for backward, judged by forward+backward).
 
-    Measured with `fastrnn bench --backends cpp,numba --cells lstm,gru --mode fwd --seq-lens 16,128,512
-    --hidden 128,256,512,1024 --batch 1,8,64` on the 2-core AMD EPYC, 2026-11-27 (ms, cpp / numba):
-    "cpp" won 52 of the 67 configs (e.g. LSTM T=128 B=8 H=512 78.0 / 113.5, GRU T=128 B=8 H=128 11.9 /
-    19.2). "numba" won where "cpp"'s per-call packing of the weights is most of a short call (one sequence
+    Measured with `fastrnn bench --backends cpp,numba --cells lstm,gru --mode fwd,fwdbwd --seq-lens 16,128,512
+    --hidden 128,256,512,1024 --batch 1,8,64` on the 2-core AMD EPYC, 2026-11-27 (ms, cpp / numba).
+    Forward: "cpp" won 52 of 67 configs (LSTM T=128 B=8 H=512 78.0 / 113.5, GRU T=128 B=8 H=128 11.9 /
+    19.2); "numba" won where "cpp"'s per-call packing of the weights is most of a short call (one sequence
     of at most 16 steps with H >= 256: LSTM T=16 B=1 H=256 0.66 / 0.56, GRU T=16 B=1 H=1024 7.16 / 5.89) and
-    on long large batches, where its GEMMs are faster (LSTM T=512 B=64 H=128 224 / 193, GRU T=512 B=64
-    H=256 427 / 312). Elsewhere the two were within the machine's noise (~1.2x) of each other.
+    on long large batches (LSTM T=512 B=64 H=128 224 / 193, GRU T=512 B=64 H=256 427 / 312).
+    Forward+backward: "cpp" won below 512 rows (T*B; LSTM T=16 B=8 H=128 1.49 / 2.51, LSTM T=128 B=1 H=128
+    2.01 / 2.75); from there "numba"'s whole-sequence weight-gradient GEMMs are faster than "cpp"'s (LSTM
+    T=512 B=8 H=512 1300 / 606, T=128 B=64 H=256 624 / 316, GRU T=128 B=8 H=1024 779 / 530).
+    Elsewhere the two were within the machine's noise (~1.2x) of each other.
     """
+    if training and T * B >= 512:
+        return True
     return (T * B <= 16 and H >= 256) or (B >= 64 and T >= 512)
 
 
-def cpu_backend_order(shape=None) -> tuple[str, ...]:
-    """The order "auto" tries CPU backends in, for a call of ``shape`` = (T, B, H) (None: the default)."""
+def cpu_backend_order(shape=None, training: bool = False) -> tuple[str, ...]:
+    """The order "auto" tries CPU backends in, for a call of ``shape`` = (T, B, H) (None: the default);
+    ``training``: the forward saves for a backward."""
     order = CPU_BACKEND_ORDER
     if shape is None or not CPU_ORDER_BY_SHAPE or "cpp" not in order or "numba" not in order:
         return order
-    if prefer_numba(*shape) and order.index("cpp") < order.index("numba"):
+    if prefer_numba(*shape, training=training) and order.index("cpp") < order.index("numba"):
         order = tuple("numba" if name == "cpp" else "cpp" if name == "numba" else name for name in order)
     return order
 THREADS: int = _env_int("FASTRNN_THREADS", 0)          # 0: Numba's thread count

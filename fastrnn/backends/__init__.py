@@ -116,13 +116,14 @@ def available_backends() -> list[str]:
 PROJECTION_BACKENDS = ("reference",)
 
 
-def resolve(name, gpu: bool = False, projections: bool = False, shape=None) -> tuple[str, object]:
+def resolve(name, gpu: bool = False, projections: bool = False, shape=None,
+            training: bool = False) -> tuple[str, object]:
     """Map a backend name (or "auto") to ``(name, module)``; errors say what is wrong.
 
     ``gpu``: the call's arrays are on a GPU; "auto" then means "cuda", and CPU backends refuse.
     ``projections``: an LSTM with projections; "auto" then picks a backend that has them.
-    ``shape``: (T, B, H) of the call; "auto" on the CPU then takes the backend measured faster there
-    (config.cpu_backend_order).
+    ``shape``: (T, B, H) of the call; "auto" on the CPU then takes the backend measured faster there,
+    for forward+backward when ``training`` (config.cpu_backend_order).
     """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
@@ -141,7 +142,7 @@ def resolve(name, gpu: bool = False, projections: bool = False, shape=None) -> t
                             f"backend='cuda' (or 'auto'), or copy the arrays to the host first")
         name = "cuda" if name == "auto" else name
     if name == "auto":
-        for candidate in config.cpu_backend_order(shape):
+        for candidate in config.cpu_backend_order(shape, training):
             backend = _REGISTRY.get(candidate)
             if backend is not None and backend.is_available():
                 return candidate, backend.load()
