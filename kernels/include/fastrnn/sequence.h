@@ -255,6 +255,24 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
 // Rows per work item of the whole-sequence products (a multiple of the register block).
 constexpr std::ptrdiff_t kItemRows = 64;
 
+// out[b][c] = sum_k V[b*vb + k*vk] panel_c[k] for `rows` rows and every column c (panels: one [K][R]
+// panel per tile of R columns, `panel_size` apart). The reduction runs in chunks, and within a chunk
+// over every column tile, so the chunk of V's rows (64 x 512 at most: 128 KiB of floats) is read from
+// memory once and then from cache; tile by tile over the whole reduction, V would be re-read per tile.
+template <class Real>
+void product_all_tiles(const Ops<Real>& op, const Real* panels, std::ptrdiff_t panel_size, std::ptrdiff_t K,
+                       const Real* V, std::ptrdiff_t vb, std::ptrdiff_t vk, std::ptrdiff_t rows, Real* out,
+                       std::ptrdiff_t ldo, std::ptrdiff_t cols) {
+    constexpr std::ptrdiff_t kReduceChunk = 512;
+    const int R = op.lanes;
+    for (std::ptrdiff_t k0 = 0; k0 < K; k0 += kReduceChunk) {
+        const std::ptrdiff_t kn = std::min(kReduceChunk, K - k0);
+        for (std::ptrdiff_t tile = 0; tile * R < cols; ++tile)
+            op.tile_rows(panels + tile * panel_size + k0 * R, kn, V + k0 * vk, vb, vk, rows, out + tile * R, ldo,
+                         static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R)), nullptr, k0 > 0);
+    }
+}
+
 }  // namespace detail
 
 // Runs the sequence forward; with a tape, records what backward needs. threads <= 0: OpenMP's default.
@@ -390,26 +408,24 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic) nowait
 #endif
-        for (std::ptrdiff_t item = 0; item < NI * row_items; ++item) {
-            const std::ptrdiff_t ui = item / row_items, r0 = (item % row_items) * kItemRows;
-            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
-            op.tile_rows(pkT_ih + ui * GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
-                         out.dx + r0 * I + ui * R, I, n, nullptr, false);
+        for (std::ptrdiff_t item = 0; item < row_items; ++item) {
+            const std::ptrdiff_t r0 = item * kItemRows;
+            product_all_tiles(op, pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
+                              out.dx + r0 * I, I, I);
         }
-        const std::ptrdiff_t wih_items = NI * G * gate_row_items;
+        // weight gradients: items of 64 rows of one gate, of dW_ih then dW_hh
+        const std::ptrdiff_t gate_items = G * gate_row_items;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic) nowait
 #endif
-        for (std::ptrdiff_t item = 0; item < wih_items + NT * G * gate_row_items; ++item) {
-            const bool ih = item < wih_items;
-            const std::ptrdiff_t rest = ih ? item : item - wih_items;
-            const std::ptrdiff_t tile = rest / (G * gate_row_items), g = rest / gate_row_items % G;
+        for (std::ptrdiff_t item = 0; item < 2 * gate_items; ++item) {
+            const bool ih = item < gate_items;
+            const std::ptrdiff_t rest = ih ? item : item - gate_items, g = rest / gate_row_items;
             const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
             const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : H;
-            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R));
-            const Real* panel = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
-            op.tile_rows(panel + tile * N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
-                         (ih ? out.dw_ih : out.dw_hh) + r0 * cols + tile * R, cols, n, nullptr, false);
+            const Real* panels = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
+            product_all_tiles(op, panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
+                              (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols);
         }
         // bias gradients: column sums, accumulated in double
 #ifdef _OPENMP
