@@ -208,20 +208,21 @@ inline void cpu_relax() {
 // not hold the others up: they claim its chunks. (An OpenMP barrier would wait for it.)
 class Phases {
 public:
+    // `chunks`: the most chunks a phase has
     Phases(std::ptrdiff_t phases, std::ptrdiff_t chunks)
         : chunks_(chunks), claims_(new std::atomic<int>[phases * chunks]()), done_(new std::atomic<std::ptrdiff_t>[phases]()) {}
 
-    // work(chunk) for every chunk of `phase` this thread claims, then wait until all are done.
-    template <class Work> void run(std::ptrdiff_t phase, Work&& work) {
-        const std::ptrdiff_t start = chunks_ * team_id() / team_size();
-        for (std::ptrdiff_t i = 0; i < chunks_; ++i) {
-            const std::ptrdiff_t chunk = (start + i) % chunks_;
+    // work(chunk) for every chunk (of n) of `phase` this thread claims, then wait until all are done.
+    template <class Work> void run(std::ptrdiff_t phase, std::ptrdiff_t n, Work&& work) {
+        const std::ptrdiff_t start = n * team_id() / team_size();
+        for (std::ptrdiff_t i = 0; i < n; ++i) {
+            const std::ptrdiff_t chunk = (start + i) % n;
             if (claims_[phase * chunks_ + chunk].exchange(1, std::memory_order_relaxed) == 0) {
                 work(chunk);
                 done_[phase].fetch_add(1, std::memory_order_release);
             }
         }
-        for (int spins = 0; done_[phase].load(std::memory_order_acquire) < chunks_;)
+        for (int spins = 0; done_[phase].load(std::memory_order_acquire) < n;)
             if (++spins < 2000) cpu_relax();
             else std::this_thread::yield();       // the thread we wait for may need this core
     }
@@ -256,20 +257,21 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
 constexpr std::ptrdiff_t kItemRows = 64;
 
 // out[b][c] = sum_k V[b*vb + k*vk] panel_c[k] for `rows` rows and every column c (panels: one [K][R]
-// panel per tile of R columns, `panel_size` apart). The reduction runs in chunks, and within a chunk
+// panel per tile of R columns, `panel_size` apart; bias: R values per tile, or null). The reduction runs in chunks, and within a chunk
 // over every column tile, so the chunk of V's rows (64 x 512 at most: 128 KiB of floats) is read from
 // memory once and then from cache; tile by tile over the whole reduction, V would be re-read per tile.
 template <class Real>
 void product_all_tiles(const Ops<Real>& op, const Real* panels, std::ptrdiff_t panel_size, std::ptrdiff_t K,
                        const Real* V, std::ptrdiff_t vb, std::ptrdiff_t vk, std::ptrdiff_t rows, Real* out,
-                       std::ptrdiff_t ldo, std::ptrdiff_t cols) {
+                       std::ptrdiff_t ldo, std::ptrdiff_t cols, const Real* bias = nullptr) {
     constexpr std::ptrdiff_t kReduceChunk = 512;
     const int R = op.lanes;
     for (std::ptrdiff_t k0 = 0; k0 < K; k0 += kReduceChunk) {
         const std::ptrdiff_t kn = std::min(kReduceChunk, K - k0);
         for (std::ptrdiff_t tile = 0; tile * R < cols; ++tile)
             op.tile_rows(panels + tile * panel_size + k0 * R, kn, V + k0 * vk, vb, vk, rows, out + tile * R, ldo,
-                         static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R)), nullptr, k0 > 0);
+                         static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R)),
+                         bias && k0 == 0 ? bias + tile * R : nullptr, k0 > 0);
     }
 }
 
@@ -305,15 +307,16 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const int n_threads = resolve_threads(threads);
     const std::ptrdiff_t scratch_size = G * B * R;
     Real* scratch = ws.get<Real>(scratch_size * n_threads);
-    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, p.x, lengths.data(), pk_ih, pk_hh, pb_ih, pb_hh, gates,
+    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates,
                        tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh};
-    Phases sync(1 + (cho ? 2 : 1) * T, NT);   // packing and input projection, then the steps
+    const std::ptrdiff_t N = T * B, row_items = (N + kItemRows - 1) / kItemRows;
+    Phases sync(2 + (cho ? 2 : 1) * T, std::max(NT, row_items));   // packing, input projection, the steps
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
         Real* gh = scratch + team_id() * scratch_size;
-        sync.run(0, [&](std::ptrdiff_t u) {
+        sync.run(0, NT, [&](std::ptrdiff_t u) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
             for (std::ptrdiff_t g = 0; g < G; ++g) {
                 const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
@@ -322,14 +325,20 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                 pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih + tile * R, R);
                 pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh + tile * R, R);
             }
-            op.forward_project(s, u);
+        });
+        // the input projection x W_ih^T + b_ih of all steps, by items of 64 rows of x over every tile
+        sync.run(1, row_items, [&](std::ptrdiff_t item) {
+            const std::ptrdiff_t r0 = item * kItemRows;
+            for (std::ptrdiff_t g = 0; g < G; ++g)
+                product_all_tiles(op, pk_ih + g * NT * I * R, I * R, I, p.x + r0 * I, I, 1,
+                                  std::min(kItemRows, N - r0), gates + r0 * GH + g * H, GH, H, pb_ih + g * NT * R);
         });
         for (std::ptrdiff_t t = 0; t < T; ++t) {
             if (cho) {
-                sync.run(1 + 2 * t, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
-                sync.run(2 + 2 * t, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
+                sync.run(2 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
+                sync.run(3 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
             } else {
-                sync.run(1 + t, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
+                sync.run(2 + t, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
             }
         }
     }
@@ -376,16 +385,16 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #endif
     {
         Real* work = scratch + team_id() * B * R;
-        sync.run(0, [&](std::ptrdiff_t u) {
+        sync.run(0, NT, [&](std::ptrdiff_t u) {
             pack_cols(p.w_hh + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), GH,
                       pkT_hh + u * GH * R, R);
         });
         const std::ptrdiff_t per_step = cho ? 3 : 2;
         for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
             const std::ptrdiff_t phase = 1 + (T - 1 - t) * per_step;
-            sync.run(phase, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u); });
-            if (cho) sync.run(phase + 1, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
-            sync.run(phase + per_step - 1, [&](std::ptrdiff_t u) { op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work); });
+            sync.run(phase, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u); });
+            if (cho) sync.run(phase + 1, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
+            sync.run(phase + per_step - 1, NT, [&](std::ptrdiff_t u) { op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work); });
         }
 
         // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)

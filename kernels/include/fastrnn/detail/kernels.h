@@ -37,12 +37,9 @@ constexpr ptrdiff_t kChunk = 2048;
 template <class Real> struct ForwardCtx {
     Cell cell;
     ptrdiff_t T, B, I, H, G, NT;  // NT = ceil(H / R) unit tiles
-    const Real* x;                 // (T, B, I)
     const std::int64_t* lengths;   // (B,)
-    const Real* pk_ih;             // (G, NT, I, R): W_ih rows of each gate's unit tile
     const Real* pk_hh;             // (G, NT, H, R)
-    const Real* pb_ih;             // (G, NT, R) biases, zero-padded
-    const Real* pb_hh;             // (G, NT, R)
+    const Real* pb_hh;             // (G, NT, R) biases, zero-padded
     Real* gates;                   // (T, B, G*H): the input projection, overwritten by the activations
     Real* ghn;                     // (T, B, H) GRU linear_before_reset: h W_hn^T + b_hn, when saving; else null
     Real* h;                       // (S, B, H) states, S = T + 1 when saving, else 2 (ping-pong)
@@ -129,17 +126,6 @@ FASTRNN_INLINE bool active(const std::int64_t* lengths, ptrdiff_t t, ptrdiff_t b
 
 // Units in tile u (R wide) of H: R, or fewer in the last tile.
 FASTRNN_INLINE int tile_width(ptrdiff_t H, ptrdiff_t u, int R) { return static_cast<int>(std::min<ptrdiff_t>(R, H - u * R)); }
-
-// The input projection of unit tile u, all gates, all T*B rows: gates[n][g*H + j] = x_n W_ih^T + b_ih.
-template <class Real, int W> FASTRNN_INLINE void forward_project(const ForwardCtx<Real>& s, ptrdiff_t u) {
-    constexpr int R = W / static_cast<int>(sizeof(Real));
-    const int n = tile_width(s.H, u, R);
-    for (ptrdiff_t g = 0; g < s.G; ++g) {
-        const ptrdiff_t tile = g * s.NT + u;
-        tile_rows<Real, W>(s.pk_ih + tile * s.I * R, s.I, s.x, s.I, 1, s.T * s.B, s.gates + g * s.H + u * R,
-                        s.G * s.H, n, s.pb_ih + tile * R, false);
-    }
-}
 
 // gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1).
 template <class Real, int W>
@@ -355,7 +341,6 @@ template <class Real, int W> FASTRNN_INLINE void backward_cho_reset(const Backwa
 template <class Real> struct Ops {
     void (*tile_rows)(const Real*, ptrdiff_t, const Real*, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*, ptrdiff_t,
                       int, const Real*, bool);
-    void (*forward_project)(const ForwardCtx<Real>&, ptrdiff_t);
     void (*forward_step)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_rz)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_n)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
@@ -371,9 +356,6 @@ template <class Real> struct Ops {
                                       ptrdiff_t rows, REAL* out, ptrdiff_t ldo, int cols, const REAL* bias,     \
                                       bool acc) {                                                              \
         detail::tile_rows<REAL, W>(P, K, V, vb, vk, rows, out, ldo, cols, bias, acc);                             \
-    }                                                                                                          \
-    ATTR inline void forward_project_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t u) {                          \
-        detail::forward_project<REAL, W>(s, u);                                                                   \
     }                                                                                                          \
     ATTR inline void forward_step_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {       \
         detail::forward_step<REAL, W>(s, t, u, w);                                                                \
@@ -401,12 +383,12 @@ template <class Real> struct Ops {
     FASTRNN_OPS_FOR(double, ATTR, W)                                                                            \
     template <class Real> Ops<Real> ops();                                                                   \
     template <> inline Ops<float> ops<float>() {                                                             \
-        return {tile_rows_float, forward_project_float, forward_step_float, forward_cho_rz_float,             \
+        return {tile_rows_float, forward_step_float, forward_cho_rz_float,             \
                 forward_cho_n_float, backward_pointwise_float, backward_dh_float, backward_cho_reset_float,   \
                 NAME, W / 4};                                                                                       \
     }                                                                                                        \
     template <> inline Ops<double> ops<double>() {                                                          \
-        return {tile_rows_double, forward_project_double, forward_step_double, forward_cho_rz_double,         \
+        return {tile_rows_double, forward_step_double, forward_cho_rz_double,         \
                 forward_cho_n_double, backward_pointwise_double, backward_dh_double,                          \
                 backward_cho_reset_double, NAME, W / 8};                                                            \
     }                                                                                                        \
