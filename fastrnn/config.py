@@ -55,18 +55,16 @@ def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
 
     Measured with `fastrnn bench --backends cpp,numba --cells lstm,gru --mode fwd,fwdbwd --seq-lens 16,128,512
     --hidden 128,256,512,1024 --batch 1,8,64` on the 2-core AMD EPYC, 2026-11-27 (ms, cpp / numba).
-    Forward: "cpp" won 52 of 67 configs (LSTM T=128 B=8 H=512 78.0 / 113.5, GRU T=128 B=8 H=128 11.9 /
-    19.2); "numba" won where "cpp"'s per-call packing of the weights is most of a short call (one sequence
-    of at most 16 steps with H >= 256: LSTM T=16 B=1 H=256 0.66 / 0.56, GRU T=16 B=1 H=1024 7.16 / 5.89) and
-    on long large batches (LSTM T=512 B=64 H=128 224 / 193, GRU T=512 B=64 H=256 427 / 312).
-    Forward+backward: "cpp" won below 512 rows (T*B; LSTM T=16 B=8 H=128 1.49 / 2.51, LSTM T=128 B=1 H=128
-    2.01 / 2.75); from there "numba"'s whole-sequence weight-gradient GEMMs are faster than "cpp"'s (LSTM
-    T=512 B=8 H=512 1300 / 606, T=128 B=64 H=256 624 / 316, GRU T=128 B=8 H=1024 779 / 530).
-    Elsewhere the two were within the machine's noise (~1.2x) of each other.
+    Forward: "cpp" won 55 of 67 configs (LSTM T=128 B=8 H=512 46.3 / 65.5, GRU T=512 B=8 H=128 9.8 / 17.4,
+    LSTM T=512 B=64 H=512 1670 / 2350); "numba" won every short single sequence with H >= 256, where
+    "cpp"'s per-call packing of the weights is much of the call (LSTM T=16 B=1 H=512 3.62 / 1.87, GRU T=16
+    B=1 H=512 2.74 / 1.65). Forward+backward: "cpp" won 36 of 62 (GRU T=128 B=1 H=256 6.12 / 8.79, LSTM
+    T=16 B=64 H=128 10.3 / 15.9); "numba" won at H = 1024 (LSTM T=16 B=8 117 / 95, GRU T=128 B=8 516 / 447,
+    LSTM T=16 B=64 770 / 637). Elsewhere the two were within the machine's noise (~1.2x) of each other.
     """
-    if training and T * B >= 512:
-        return True
-    return (T * B <= 16 and H >= 256) or (B >= 64 and T >= 512)
+    if training:
+        return H >= 1024
+    return T * B <= 16 and H >= 256
 
 
 def cpu_backend_order(shape=None, training: bool = False) -> tuple[str, ...]:
