@@ -44,7 +44,8 @@ def _run_forward(cell, args, variant, batch_first, lengths, backend, save, w_hr=
     w_hr = named.pop("w_hr")
     seq, layout = validate_sequence(cell, *named.values(), batch_first=batch_first, lengths=lengths,
                                     variant=variant, xp=xp, w_hr=w_hr)
-    name, impl = backends.resolve(backend, gpu=kind != HOST, projections=seq.w_hr is not None)
+    name, impl = backends.resolve(backend, gpu=kind != HOST, projections=seq.w_hr is not None,
+                                  shape=(seq.T, seq.B, seq.H), training=save)
     y, h_n, c_n, saved = impl.forward(seq, save)
     y = as_kind(_user_sequence(y, layout), kind)
     h_n, c_n = (as_kind(_user_state(s, layout), kind) for s in (h_n, c_n))

@@ -1,7 +1,9 @@
 """Tunables, in one place, with their documented defaults and environment overrides.
 
 FASTRNN_CPU_BACKENDS      comma-separated order in which "auto" tries backends for NumPy (CPU)
-                          arrays; the first available one wins. Default "numba,reference".
+                          arrays; the first available one wins. Default "cpp,numba,reference", with
+                          "numba" moved ahead of "cpp" for the shapes where it measured faster
+                          (prefer_numba below); setting the variable fixes the order for every shape.
 FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numba's thread count,
                           itself NUMBA_NUM_THREADS or the number of cores).
 FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
@@ -43,7 +45,37 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
-CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "numba,reference")
+CPU_BACKEND_ORDER: tuple[str, ...] = _env_list("FASTRNN_CPU_BACKENDS", "cpp,numba,reference")
+CPU_ORDER_BY_SHAPE: bool = "FASTRNN_CPU_BACKENDS" not in os.environ
+
+
+def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
+    """Whether "numba" beat "cpp" at this shape (float32, 2 threads, I = H; ``training``: a forward that
+    saves for backward, judged by forward+backward).
+
+    Measured with `fastrnn bench --backends cpp,numba --cells lstm,gru --mode fwd,fwdbwd --seq-lens 16,128,512
+    --hidden 128,256,512,1024 --batch 1,8,64` on the 2-core AMD EPYC, 2026-11-27 (ms, cpp / numba).
+    Forward: "cpp" won 55 of 67 configs (LSTM T=128 B=8 H=512 46.3 / 65.5, GRU T=512 B=8 H=128 9.8 / 17.4,
+    LSTM T=512 B=64 H=512 1670 / 2350); "numba" won every short single sequence with H >= 256, where
+    "cpp"'s per-call packing of the weights is much of the call (LSTM T=16 B=1 H=512 3.62 / 1.87, GRU T=16
+    B=1 H=512 2.74 / 1.65). Forward+backward: "cpp" won 36 of 62 (GRU T=128 B=1 H=256 6.12 / 8.79, LSTM
+    T=16 B=64 H=128 10.3 / 15.9); "numba" won at H = 1024 (LSTM T=16 B=8 117 / 95, GRU T=128 B=8 516 / 447,
+    LSTM T=16 B=64 770 / 637). Elsewhere the two were within the machine's noise (~1.2x) of each other.
+    """
+    if training:
+        return H >= 1024
+    return T * B <= 16 and H >= 256
+
+
+def cpu_backend_order(shape=None, training: bool = False) -> tuple[str, ...]:
+    """The order "auto" tries CPU backends in, for a call of ``shape`` = (T, B, H) (None: the default);
+    ``training``: the forward saves for a backward."""
+    order = CPU_BACKEND_ORDER
+    if shape is None or not CPU_ORDER_BY_SHAPE or "cpp" not in order or "numba" not in order:
+        return order
+    if prefer_numba(*shape, training=training) and order.index("cpp") < order.index("numba"):
+        order = tuple("numba" if name == "cpp" else "cpp" if name == "numba" else name for name in order)
+    return order
 THREADS: int = _env_int("FASTRNN_THREADS", 0)          # 0: Numba's thread count
 PARALLEL_MIN_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_MACS", 32768)
 PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21)

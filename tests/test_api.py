@@ -65,9 +65,26 @@ BACKENDS = fastrnn.available_backends()
 
 def test_auto_picks_the_first_available_backend_of_the_config(rng):
     from fastrnn import config
-    expected = next(name for name in config.CPU_BACKEND_ORDER if name in BACKENDS)
-    y, state, tape = fastrnn.lstm_forward(**lstm_args(rng))
+    args = lstm_args(rng)
+    T, B, _ = args["x"].shape
+    order = config.cpu_backend_order((T, B, args["w_hh"].shape[1]), training=True)
+    expected = next(name for name in order if name in BACKENDS)
+    y, state, tape = fastrnn.lstm_forward(**args)
     assert tape.backend == expected
+
+
+def test_auto_order_follows_the_measured_shape_rule(monkeypatch):
+    from fastrnn import config
+    monkeypatch.setattr(config, "CPU_BACKEND_ORDER", ("cpp", "numba", "reference"))
+    monkeypatch.setattr(config, "CPU_ORDER_BY_SHAPE", True)
+    assert config.cpu_backend_order((128, 8, 512)) == ("cpp", "numba", "reference")
+    assert config.cpu_backend_order((16, 1, 512)) == ("numba", "cpp", "reference")
+    assert config.cpu_backend_order((512, 64, 128)) == ("cpp", "numba", "reference")
+    assert config.cpu_backend_order(None) == ("cpp", "numba", "reference")
+    assert config.cpu_backend_order((128, 8, 1024), training=True) == ("numba", "cpp", "reference")
+    assert config.cpu_backend_order((16, 8, 128), training=True) == ("cpp", "numba", "reference")
+    monkeypatch.setattr(config, "CPU_ORDER_BY_SHAPE", False)     # FASTRNN_CPU_BACKENDS set: the order is fixed
+    assert config.cpu_backend_order((16, 1, 512)) == ("cpp", "numba", "reference")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

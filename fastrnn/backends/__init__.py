@@ -91,6 +91,9 @@ def register(backend: Backend) -> None:
 register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
                  install_hint="install it with: pip install numba",
                  description="fused persistent CPU kernels compiled by Numba"))
+register(Backend("cpp", "fastrnn.backends.cpp", requires=("fastrnn._ext",),
+                 install_hint="it is built by `pip install .` with a C++17 compiler (unless FASTRNN_NO_EXT=1)",
+                 description="fused persistent CPU kernels in C++ (OpenMP, AVX-512/AVX2 chosen at run time)"))
 register(Backend("cuda", "fastrnn.backends.numba_cuda", requires=("numba", "numba_cuda"),
                  install_hint="install it with: pip install fastrnn[cuda]",
                  description="persistent fused GPU kernels (Numba CUDA), cuBLAS GEMMs through CuPy",
@@ -113,11 +116,14 @@ def available_backends() -> list[str]:
 PROJECTION_BACKENDS = ("reference",)
 
 
-def resolve(name, gpu: bool = False, projections: bool = False) -> tuple[str, object]:
+def resolve(name, gpu: bool = False, projections: bool = False, shape=None,
+            training: bool = False) -> tuple[str, object]:
     """Map a backend name (or "auto") to ``(name, module)``; errors say what is wrong.
 
     ``gpu``: the call's arrays are on a GPU; "auto" then means "cuda", and CPU backends refuse.
     ``projections``: an LSTM with projections; "auto" then picks a backend that has them.
+    ``shape``: (T, B, H) of the call; "auto" on the CPU then takes the backend measured faster there,
+    for forward+backward when ``training`` (config.cpu_backend_order).
     """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
@@ -136,7 +142,7 @@ def resolve(name, gpu: bool = False, projections: bool = False) -> tuple[str, ob
                             f"backend='cuda' (or 'auto'), or copy the arrays to the host first")
         name = "cuda" if name == "auto" else name
     if name == "auto":
-        for candidate in config.CPU_BACKEND_ORDER:
+        for candidate in config.cpu_backend_order(shape, training):
             backend = _REGISTRY.get(candidate)
             if backend is not None and backend.is_available():
                 return candidate, backend.load()

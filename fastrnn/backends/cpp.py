@@ -1,0 +1,58 @@
+"""C++ backend ("cpp"): the header-only kernels of kernels/include/fastrnn/ through fastrnn._ext.
+
+    forward:  one OpenMP parallel region per call: each thread packs the W_ih and W_hh rows of its
+              hidden-unit tiles once, computes their input projection x W_ih^T + b_ih for all steps,
+              then per step h_{t-1} W_hh^T + b_hh and the cell's pointwise update, one barrier a step
+              (two for the GRU of Cho et al.)
+    backward: the reverse loop in the same form (pointwise backward, barrier, dh_{t-1} = dG_t W_hh),
+              then dx = dG W_ih, dW_ih = dG^T x, dW_hh = dG_h^T h_prev and the bias sums in that region
+Equations and shapes: kernels/include/fastrnn/cells.h and sequence.h. Everything, GEMMs included, runs
+in C++ on one OpenMP team: NumPy's BLAS threads spinning beside it would slow both (see numba_cpu.py).
+Weights are packed per call (one pass over them, against T in the loop), so in-place updates between
+calls are always seen. AVX-512, AVX2+FMA or a portable path, chosen at run time (``_ext.isa()``).
+No LSTM projections (w_hr), as the "numba" backend. Check: pytest tests -k cpp; time: fastrnn bench
+--backends cpp,numba.
+"""
+from __future__ import annotations
+
+import os
+
+from .. import _ext, config
+from ..cells import SPECS
+
+# fastrnn::Cell codes (kernels/include/fastrnn/detail/kernels.h)
+_CELL = {("lstm", None): 0, ("gru", True): 1, ("gru", False): 2, ("rnn", "tanh"): 3, ("rnn", "relu"): 4}
+
+
+def _cell(seq) -> int:
+    if seq.w_hr is not None:
+        raise NotImplementedError("backend 'cpp' has no LSTM projections (w_hr)")
+    return _CELL[seq.cell, seq.variant]
+
+
+def _threads(seq) -> int:
+    """One thread when a step is too small to split (a barrier per step would cost more), else all."""
+    if seq.B * SPECS[seq.cell].num_gates * seq.H * seq.H < config.PARALLEL_MIN_MACS:
+        return 1
+    return config.THREADS or _default_threads()
+
+
+def _default_threads() -> int:
+    # read per call (not at import), so that a later OMP_NUM_THREADS (fastrnn bench --threads) counts
+    raw = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def forward(seq, save):
+    y, h_n, c_n, saved = _ext.forward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.h0, seq.c0,
+                                      seq.lengths, save, _threads(seq))
+    return y, h_n, c_n, saved
+
+
+def backward(seq, saved, dy, dh_n, dc_n):
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = _ext.backward(
+        _cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.lengths, saved, dy, dh_n, dc_n,
+        _threads(seq))
+    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None       # no projection (w_hr)

@@ -1,0 +1,405 @@
+// fastrnn/detail/kernels.h - the hot loops of sequence.h, written once as always-inline templates and
+// instantiated per instruction set by FASTRNN_DEFINE_OPS (target attributes: AVX-512, AVX2+FMA, and
+// the compiler's default target, which is the portable path, e.g. NEON on ARM).
+//
+// Every product here has the shape of one "tile": R = one native vector of consecutive output columns
+// (W bytes: 64 AVX-512, 32 AVX2, 16 portable; R = W / sizeof(Real)), whose weights were packed once per call as P[k][R] (k the reduction
+// index), times rows of a matrix V read as V[b*vb + k*vk]:
+//     out[b][r] = sum_k P[k][r] V[b][k]          (outer-product form: no horizontal sums)
+// The recurrent step, the input projection, dx and the weight gradients are all this product.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "../cells.h"
+
+namespace fastrnn {
+
+enum class Cell : int { lstm = 0, gru = 1, gru_cho = 2, rnn_tanh = 3, rnn_relu = 4 };
+
+namespace detail {
+
+using simd::load;
+using simd::store;
+using simd::Vec;
+using std::ptrdiff_t;
+
+// Rows of V per register block: 8 vector accumulators (+ a panel vector and a broadcast: 10 of the 16
+// registers of AVX2 or SSE), so a batch of up to 8 reads each weight panel once per step.
+constexpr int kRowBlock = 8;
+// Reduction chunk: the packed tile slice (kChunk x W bytes, at most 128 KiB) stays in L2 while every
+// row block of an item passes over it.
+constexpr ptrdiff_t kChunk = 2048;
+
+// What the forward kernels read and write (all row-major; see sequence.h for the shapes).
+template <class Real> struct ForwardCtx {
+    Cell cell;
+    ptrdiff_t T, B, I, H, G, NT;  // NT = ceil(H / R) unit tiles
+    const std::int64_t* lengths;   // (B,)
+    const Real* pk_hh;             // (G, NT, H, R)
+    const Real* pb_hh;             // (G, NT, R) biases, zero-padded
+    Real* gates;                   // (T, B, G*H): the input projection, overwritten by the activations
+    Real* ghn;                     // (T, B, H) GRU linear_before_reset: h W_hn^T + b_hn, when saving; else null
+    Real* h;                       // (S, B, H) states, S = T + 1 when saving, else 2 (ping-pong)
+    Real* c;                       // (S, B, H) LSTM
+    ptrdiff_t S;
+    Real* y;                       // (T, B, H)
+    Real* rh;                      // (B, H) GRU Cho: r * h_{t-1}
+};
+
+template <class Real> struct BackwardCtx {
+    Cell cell;
+    ptrdiff_t T, B, I, H, G, NT;
+    const std::int64_t* lengths;
+    const Real* h;                 // (T + 1, B, H)
+    const Real* c;                 // (T + 1, B, H) LSTM
+    const Real* gates;             // (T, B, G*H)
+    const Real* ghn;               // (T, B, H) GRU linear_before_reset
+    const Real* dy;                // (T, B, H) or null
+    const Real* pkT_hh;            // (NT, G*H, R): W_hh's columns of each unit tile
+    Real* dgi;                     // (T, B, G*H) d/d(input-side pre-activations)
+    Real* dgh;                     // (T, B, G*H) d/d(h-side ones); == dgi except for the GRU
+    Real* dh;                      // (B, H) carried dL/dh
+    Real* dc;                      // (B, H) carried dL/dc (LSTM)
+};
+
+// out[b*ldo + r] (+)= sum_{k<K} P[k*R + r] V[b*vb + k*vk] (+ bias[r]) for b < NB, r < cols.
+template <class Real, int W, int NB>
+FASTRNN_INLINE void tile_block(const Real* P, ptrdiff_t K, const Real* V, ptrdiff_t vb, ptrdiff_t vk,
+                               Real* out, ptrdiff_t ldo, int cols, const Real* bias, bool accumulate) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    // few rows: several independent sums per row so that FMA latency does not serialise the loop
+    constexpr int U = NB >= 4 ? 1 : 4 / NB;
+    Vr acc[U][NB];
+    for (int u = 0; u < U; ++u)
+        for (int b = 0; b < NB; ++b) acc[u][b] = Vr{};
+    ptrdiff_t k = 0;
+    for (; k + U <= K; k += U)
+        for (int u = 0; u < U; ++u) {
+            Vr p = load<Vr>(P + (k + u) * R);
+            for (int b = 0; b < NB; ++b) acc[u][b] += p * V[b * vb + (k + u) * vk];
+        }
+    for (; k < K; ++k) {
+        Vr p = load<Vr>(P + k * R);
+        for (int b = 0; b < NB; ++b) acc[0][b] += p * V[b * vb + k * vk];
+    }
+    for (int b = 0; b < NB; ++b) {
+        Vr s = acc[0][b];
+        for (int u = 1; u < U; ++u) s += acc[u][b];
+        if (bias) s += load<Vr>(bias);
+        Real* o = out + b * ldo;
+        if (accumulate) s += load<Vr>(o, cols);
+        store(o, s, cols);
+    }
+}
+
+// The tile product for `rows` rows of V, the reduction cut into L2-sized chunks.
+template <class Real, int W>
+FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff_t vb, ptrdiff_t vk,
+                              ptrdiff_t rows, Real* out, ptrdiff_t ldo, int cols, const Real* bias,
+                              bool accumulate) {
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kChunk) {
+        ptrdiff_t kn = std::min(kChunk, K - k0);
+        bool acc = accumulate || k0 > 0;
+        const Real* bk = k0 == 0 ? bias : nullptr;
+        const Real* Pk = P + k0 * R;
+        const Real* Vk = V + k0 * vk;
+        ptrdiff_t b = 0;
+        for (; b + kRowBlock <= rows; b += kRowBlock)
+            tile_block<Real, W, kRowBlock>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc);
+        switch (rows - b) {
+#define FASTRNN_TAIL(NB) \
+    case NB: tile_block<Real, W, NB>(Pk, kn, Vk + b * vb, vb, vk, out + b * ldo, ldo, cols, bk, acc); break;
+            FASTRNN_TAIL(7) FASTRNN_TAIL(6) FASTRNN_TAIL(5) FASTRNN_TAIL(4) FASTRNN_TAIL(3) FASTRNN_TAIL(2) FASTRNN_TAIL(1)
+#undef FASTRNN_TAIL
+            default: break;
+        }
+        if (K == 0) break;
+    }
+}
+
+FASTRNN_INLINE bool active(const std::int64_t* lengths, ptrdiff_t t, ptrdiff_t b) { return t < lengths[b]; }
+
+// Units in tile u (R wide) of H: R, or fewer in the last tile.
+FASTRNN_INLINE int tile_width(ptrdiff_t H, ptrdiff_t u, int R) { return static_cast<int>(std::min<ptrdiff_t>(R, H - u * R)); }
+
+// gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1).
+template <class Real, int W>
+FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_in, ptrdiff_t u, ptrdiff_t g0,
+                                      ptrdiff_t g1, Real* gh) {
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    for (ptrdiff_t g = g0; g < g1; ++g) {
+        const ptrdiff_t tile = g * s.NT + u;
+        tile_rows<Real, W>(s.pk_hh + tile * s.H * R, s.H, h_in, s.H, 1, s.B, gh + g * s.B * R, R, R,
+                        s.pb_hh + tile * R, false);
+    }
+}
+
+// The state entering step t (h or c): slot t of the tape, or of the ping-pong pair.
+template <class Real> FASTRNN_INLINE Real* state(const ForwardCtx<Real>& s, Real* states, ptrdiff_t t) {
+    return states + (t % s.S) * s.B * s.H;
+}
+
+// Past its length, sequence b keeps its state (h, and c for the LSTM) and outputs 0 at step t.
+template <class Real, int W>
+FASTRNN_INLINE void carry(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t b, ptrdiff_t j, int n) {
+    typedef Vec<Real, W> Vr;
+    const ptrdiff_t bj = b * s.H + j;
+    store(state(s, s.h, t + 1) + bj, load<Vr>(state(s, s.h, t) + bj, n), n);
+    if (s.cell == Cell::lstm) store(state(s, s.c, t + 1) + bj, load<Vr>(state(s, s.c, t) + bj, n), n);
+    store(s.y + t * s.B * s.H + bj, Vr{}, n);
+}
+
+// One step of unit tile u for LSTM, GRU (linear before reset) and RNN. gh: (G, B, R) scratch.
+template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+                                                       Real* gh) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
+    const int n = tile_width(H, u, R);
+    const Real* h_in = state(s, s.h, t);
+    Real* h_out = state(s, s.h, t + 1);
+    recurrent_product<Real, W>(s, h_in, u, 0, s.G, gh);
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        const ptrdiff_t bj = b * H + j;
+        Real* gates = s.gates + (t * B + b) * GH + j;
+        Real* y = s.y + t * B * H + bj;
+        const Real* gh_b = gh + b * R;                  // gate g at gh_b + g * B * R
+        if (!active(s.lengths, t, b)) {
+            carry<Real, W>(s, t, b, j, n);
+            continue;
+        }
+        Vr h_new;
+        if (s.cell == Cell::lstm) {
+            const Real* c_in = state(s, s.c, t);
+            Real* c_out = state(s, s.c, t + 1);
+            auto st = cells::lstm_forward(load<Vr>(gates, n) + load<Vr>(gh_b), load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R),
+                                          load<Vr>(gates + 2 * H, n) + load<Vr>(gh_b + 2 * B * R),
+                                          load<Vr>(gates + 3 * H, n) + load<Vr>(gh_b + 3 * B * R), load<Vr>(c_in + bj, n));
+            store(gates, st.i, n);
+            store(gates + H, st.f, n);
+            store(gates + 2 * H, st.g, n);
+            store(gates + 3 * H, st.o, n);
+            store(c_out + bj, st.c, n);
+            h_new = st.h;
+        } else if (s.cell == Cell::gru) {
+            Vr r = simd::sigmoid(load<Vr>(gates, n) + load<Vr>(gh_b));
+            Vr z = simd::sigmoid(load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R));
+            Vr ghn = load<Vr>(gh_b + 2 * B * R);
+            Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + r * ghn);
+            store(gates, r, n);
+            store(gates + H, z, n);
+            store(gates + 2 * H, nn, n);
+            if (s.ghn) store(s.ghn + (t * B + b) * H + j, ghn, n);   // saved for backward only
+            h_new = cells::gru_update(z, nn, load<Vr>(h_in + bj, n));
+        } else {
+            h_new = cells::rnn_forward(load<Vr>(gates, n) + load<Vr>(gh_b), s.cell == Cell::rnn_relu);
+        }
+        store(h_out + bj, h_new, n);
+        store(y, h_new, n);
+    }
+}
+
+// GRU of Cho et al., first phase of step t: r and z, and r * h_{t-1} for every unit of the tile.
+template <class Real, int W> FASTRNN_INLINE void forward_cho_rz(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+                                                         Real* gh) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
+    const int n = tile_width(H, u, R);
+    const Real* h_in = state(s, s.h, t);
+    recurrent_product<Real, W>(s, h_in, u, 0, 2, gh);
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        Real* gates = s.gates + (t * B + b) * GH + j;
+        Vr r = simd::sigmoid(load<Vr>(gates, n) + load<Vr>(gh + b * R));
+        Vr z = simd::sigmoid(load<Vr>(gates + H, n) + load<Vr>(gh + (B + b) * R));
+        store(gates, r, n);
+        store(gates + H, z, n);
+        store(s.rh + b * H + j, r * load<Vr>(h_in + b * H + j, n), n);
+    }
+}
+
+// Second phase: n = tanh(xn + (r h) W_hn^T + b_hn) (reads r * h of every unit) and the new state.
+template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+                                                        Real* gh) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
+    const int n = tile_width(H, u, R);
+    const Real* h_in = state(s, s.h, t);
+    Real* h_out = state(s, s.h, t + 1);
+    const ptrdiff_t tile = 2 * s.NT + u;
+    tile_rows<Real, W>(s.pk_hh + tile * H * R, H, s.rh, H, 1, B, gh, R, R, s.pb_hh + tile * R, false);
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        const ptrdiff_t bj = b * H + j;
+        Real* gates = s.gates + (t * B + b) * GH + j;
+        Real* y = s.y + t * B * H + bj;
+        if (!active(s.lengths, t, b)) {
+            carry<Real, W>(s, t, b, j, n);
+            continue;
+        }
+        Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + load<Vr>(gh + b * R));
+        store(gates + 2 * H, nn, n);
+        Vr h_new = cells::gru_update(load<Vr>(gates + H, n), nn, load<Vr>(h_in + bj, n));
+        store(h_out + bj, h_new, n);
+        store(y, h_new, n);
+    }
+}
+
+// Backward, step t, unit tile u, first part: the cell's pointwise backward. Writes dgi/dgh[t] of
+// the tile (zero past a sequence's length) and leaves in dh the part of dL/dh_{t-1} that does not
+// go through W_hh (dh' z for the GRU, 0 otherwise; dh itself when past the length), in dc dc_{t-1}.
+template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const BackwardCtx<Real>& s, ptrdiff_t t,
+                                                             ptrdiff_t u) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
+    const int n = tile_width(H, u, R);
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        const ptrdiff_t bj = b * H + j, row = (t * B + b) * GH + j;
+        Real* dgi = s.dgi + row;
+        Real* dgh = s.dgh + row;
+        if (!active(s.lengths, t, b)) {
+            for (ptrdiff_t g = 0; g < s.G; ++g) {
+                store(dgi + g * H, Vr{}, n);
+                store(dgh + g * H, Vr{}, n);
+            }
+            continue;
+        }
+        Vr dh = load<Vr>(s.dh + bj, n);
+        if (s.dy) dh += load<Vr>(s.dy + t * B * H + bj, n);
+        const Real* gates = s.gates + row;
+        if (s.cell == Cell::lstm) {
+            auto d = cells::lstm_backward(dh, load<Vr>(s.dc + bj, n), load<Vr>(gates, n), load<Vr>(gates + H, n),
+                                          load<Vr>(gates + 2 * H, n), load<Vr>(gates + 3 * H, n),
+                                          load<Vr>(s.c + t * B * H + bj, n), load<Vr>(s.c + (t + 1) * B * H + bj, n));
+            store(dgi, d.da_i, n);
+            store(dgi + H, d.da_f, n);
+            store(dgi + 2 * H, d.da_g, n);
+            store(dgi + 3 * H, d.da_o, n);
+            store(s.dc + bj, d.dc_prev, n);
+            store(s.dh + bj, Vr{}, n);
+        } else if (s.cell == Cell::gru || s.cell == Cell::gru_cho) {
+            Vr r = load<Vr>(gates, n);
+            auto d = cells::gru_backward_zn(dh, load<Vr>(gates + H, n), load<Vr>(gates + 2 * H, n),
+                                            load<Vr>(s.h + t * B * H + bj, n));
+            store(dgi + H, d.da_z, n);
+            store(dgi + 2 * H, d.da_n, n);
+            store(s.dh + bj, d.dh_direct, n);
+            if (s.cell == Cell::gru) {                 // Cho's gate r needs every unit's da_n first
+                Vr da_r = cells::sigmoid_backward(d.da_n * load<Vr>(s.ghn + (t * B + b) * H + j, n), r);
+                store(dgi, da_r, n);
+                store(dgh, da_r, n);
+                store(dgh + H, d.da_z, n);
+                store(dgh + 2 * H, d.da_n * r, n);
+            }
+        } else {
+            store(dgi, cells::rnn_backward(dh, load<Vr>(s.h + (t + 1) * B * H + bj, n), s.cell == Cell::rnn_relu), n);
+            store(s.dh + bj, Vr{}, n);
+        }
+    }
+}
+
+// dh_{t-1} += dgh[t][:, k0:k1] W_hh[k0:k1, tile u] for the sequences active at step t.
+template <class Real, int W> FASTRNN_INLINE void backward_dh(const BackwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
+                                                      ptrdiff_t k0, ptrdiff_t k1, Real* scratch) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
+    const int n = tile_width(H, u, R);
+    tile_rows<Real, W>(s.pkT_hh + (u * GH + k0) * R, k1 - k0, s.dgh + t * B * GH + k0, GH, 1, B, scratch, R, R,
+                    nullptr, false);
+    for (ptrdiff_t b = 0; b < B; ++b)
+        if (active(s.lengths, t, b)) store(s.dh + b * H + j, load<Vr>(s.dh + b * H + j, n) + load<Vr>(scratch + b * R), n);
+}
+
+// GRU of Cho et al., second part of step t: drh = da_n W_hn, then da_r and drh * r into dh.
+template <class Real, int W> FASTRNN_INLINE void backward_cho_reset(const BackwardCtx<Real>& s, ptrdiff_t t,
+                                                             ptrdiff_t u, Real* scratch) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
+    const int n = tile_width(H, u, R);
+    tile_rows<Real, W>(s.pkT_hh + (u * GH + 2 * H) * R, H, s.dgi + t * B * GH + 2 * H, GH, 1, B, scratch, R, R,
+                    nullptr, false);
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!active(s.lengths, t, b)) continue;
+        const ptrdiff_t bj = b * H + j;
+        Real* dgi = s.dgi + (t * B + b) * GH + j;
+        Vr drh = load<Vr>(scratch + b * R), r = load<Vr>(s.gates + (t * B + b) * GH + j, n);
+        store(dgi, cells::sigmoid_backward(drh * load<Vr>(s.h + t * B * H + bj, n), r), n);
+        store(s.dh + bj, load<Vr>(s.dh + bj, n) + drh * r, n);
+    }
+}
+
+// The per-instruction-set entry points: plain functions (so that they can carry a target
+// attribute) that the driver in sequence.h calls through a table chosen once at run time.
+template <class Real> struct Ops {
+    void (*tile_rows)(const Real*, ptrdiff_t, const Real*, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*, ptrdiff_t,
+                      int, const Real*, bool);
+    void (*forward_step)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
+    void (*forward_cho_rz)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
+    void (*forward_cho_n)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
+    void (*backward_pointwise)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t);
+    void (*backward_dh)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*);
+    void (*backward_cho_reset)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
+    const char* isa;
+    int lanes;                     // R: the tile width the packed panels must have
+};
+
+#define FASTRNN_OPS_FOR(REAL, ATTR, W)                                                                         \
+    ATTR inline void tile_rows_##REAL(const REAL* P, ptrdiff_t K, const REAL* V, ptrdiff_t vb, ptrdiff_t vk,   \
+                                      ptrdiff_t rows, REAL* out, ptrdiff_t ldo, int cols, const REAL* bias,     \
+                                      bool acc) {                                                              \
+        detail::tile_rows<REAL, W>(P, K, V, vb, vk, rows, out, ldo, cols, bias, acc);                             \
+    }                                                                                                          \
+    ATTR inline void forward_step_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {       \
+        detail::forward_step<REAL, W>(s, t, u, w);                                                                \
+    }                                                                                                          \
+    ATTR inline void forward_cho_rz_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {     \
+        detail::forward_cho_rz<REAL, W>(s, t, u, w);                                                              \
+    }                                                                                                          \
+    ATTR inline void forward_cho_n_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {      \
+        detail::forward_cho_n<REAL, W>(s, t, u, w);                                                               \
+    }                                                                                                          \
+    ATTR inline void backward_pointwise_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u) {         \
+        detail::backward_pointwise<REAL, W>(s, t, u);                                                             \
+    }                                                                                                          \
+    ATTR inline void backward_dh_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, ptrdiff_t k0,    \
+                                        ptrdiff_t k1, REAL* w) {                                               \
+        detail::backward_dh<REAL, W>(s, t, u, k0, k1, w);                                                         \
+    }                                                                                                          \
+    ATTR inline void backward_cho_reset_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {\
+        detail::backward_cho_reset<REAL, W>(s, t, u, w);                                                          \
+    }
+
+#define FASTRNN_DEFINE_OPS(NS, ATTR, NAME, W)                                                                   \
+    namespace NS {                                                                                           \
+    FASTRNN_OPS_FOR(float, ATTR, W)                                                                             \
+    FASTRNN_OPS_FOR(double, ATTR, W)                                                                            \
+    template <class Real> Ops<Real> ops();                                                                   \
+    template <> inline Ops<float> ops<float>() {                                                             \
+        return {tile_rows_float, forward_step_float, forward_cho_rz_float,             \
+                forward_cho_n_float, backward_pointwise_float, backward_dh_float, backward_cho_reset_float,   \
+                NAME, W / 4};                                                                                       \
+    }                                                                                                        \
+    template <> inline Ops<double> ops<double>() {                                                          \
+        return {tile_rows_double, forward_step_double, forward_cho_rz_double,         \
+                forward_cho_n_double, backward_pointwise_double, backward_dh_double,                          \
+                backward_cho_reset_double, NAME, W / 8};                                                            \
+    }                                                                                                        \
+    }
+
+FASTRNN_DEFINE_OPS(portable, , "portable", 16)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTRNN_PORTABLE_ONLY)
+#define FASTRNN_HAVE_X86_DISPATCH 1
+FASTRNN_DEFINE_OPS(avx2, __attribute__((target("avx2,fma"))), "avx2", 32)
+FASTRNN_DEFINE_OPS(avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma"))), "avx512", 64)
+#endif
+
+}  // namespace detail
+}  // namespace fastrnn

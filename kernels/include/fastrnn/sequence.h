@@ -1,0 +1,462 @@
+// fastrnn/sequence.h - fused LSTM / GRU / RNN sequence kernels, forward and backward, header-only C++17.
+//
+//   #include <fastrnn/sequence.h>      // CMake: target_link_libraries(app PRIVATE fastrnn::kernels)
+//   fastrnn::Problem<float> p{fastrnn::Cell::lstm, T, B, I, H, x, w_ih, w_hh, b_ih, b_hh, lengths};
+//   fastrnn::forward(p, h0, c0, y, h_n, c_n, &tape, threads);     // tape: nullptr for inference
+//   fastrnn::backward(p, tape, dy, dh_n, dc_n, grads, threads);
+//
+// Shapes (row-major, contiguous; G = 4 LSTM, 3 GRU, 1 RNN; PyTorch's weight layout and gate order):
+//   x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H) or null; h0, c0 (B, H) or null (zeros);
+//   lengths (B) in [1, T] or null (all T): sequence b takes part in steps t < lengths[b]; past that its
+//   state is carried unchanged and y is 0 (PyTorch's PackedSequence semantics).
+//   y (T, B, H); h_n, c_n (B, H) (c_n: LSTM; may be null).
+//   Tape (what backward needs, caller-owned): h (T+1, B, H) the state entering each step, then the
+//   final one; c (T+1, B, H) LSTM; gates (T, B, G*H) the activations (LSTM i,f,g,o; GRU r,z,n; RNN:
+//   scratch); ghn (T, B, H) GRU linear_before_reset: h W_hn^T + b_hn. Unused fields may be null.
+//   Grads: dx (T, B, I), dh0, dc0 (B, H), dw_ih, dw_hh, db_ih, db_hh like their arguments (db_* may
+//   be null). dy (T, B, H), dh_n, dc_n (B, H) may be null (zero).
+// Equations: cells.h. Cells: Cell::lstm, Cell::gru (linear_before_reset: PyTorch, cuDNN),
+// Cell::gru_cho (Cho et al. 2014, ONNX's default), Cell::rnn_tanh, Cell::rnn_relu. Real: float, double.
+//
+// How it runs. The hidden units are cut into tiles of one vector (R = 16 floats with AVX-512, 8 with
+// AVX2, 4 portable). ONE OpenMP parallel region per call walks the whole sequence; per step the
+// tiles are shared out (Phases: each thread claims its own share first, so it keeps the same weight
+// panels in its cache, and takes over a late thread's tiles) and a count of finished tiles is the
+// step's barrier. First each tile's weights are packed once (the W_ih and W_hh rows of every gate as
+// [k][R] panels, read with unit-stride vector loads) and its input projection computed for all steps;
+// then per step its recurrent product and pointwise cell update (Cho's GRU: two phases, the reset
+// gate of every unit before the candidate's product). Backward mirrors it: per step the pointwise
+// backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx and the weight
+// gradients are whole-sequence products in the same region afterwards.
+// Instruction set: AVX-512, AVX2+FMA or the portable path, chosen once at run time (kernels.h;
+// FASTRNN_ISA=portable|avx2|avx512 forces one). Without OpenMP everything runs on the calling thread.
+// Needs GCC or Clang (vector extensions).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "detail/kernels.h"
+
+namespace fastrnn {
+
+inline int num_gates(Cell cell) {
+    switch (cell) {
+        case Cell::lstm: return 4;
+        case Cell::gru:
+        case Cell::gru_cho: return 3;
+        default: return 1;
+    }
+}
+
+template <class Real> struct Problem {
+    Cell cell;
+    std::int64_t T, B, I, H;
+    const Real* x;
+    const Real* w_ih;
+    const Real* w_hh;
+    const Real* b_ih;
+    const Real* b_hh;
+    const std::int64_t* lengths;
+};
+
+template <class Real> struct Tape {
+    Real* h;
+    Real* c;
+    Real* gates;
+    Real* ghn;
+};
+
+template <class Real> struct Grads {
+    Real* dx;
+    Real* dh0;
+    Real* dc0;
+    Real* dw_ih;
+    Real* dw_hh;
+    Real* db_ih;
+    Real* db_hh;
+};
+
+namespace detail {
+
+// The kernels for this CPU, chosen on first use.
+template <class Real> const Ops<Real>& ops() {
+    static const Ops<Real> table = [] {
+        const char* forced = std::getenv("FASTRNN_ISA");
+        std::string want = forced ? forced : "";
+#ifdef FASTRNN_HAVE_X86_DISPATCH
+        __builtin_cpu_init();
+        bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+        bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (has512 && (want.empty() || want == "avx512")) return avx512::ops<Real>();
+        if (has2 && (want.empty() || want == "avx2" || want == "avx512")) return avx2::ops<Real>();
+#endif
+        return portable::ops<Real>();
+    }();
+    return table;
+}
+
+// Memory for one call, 64-byte aligned. Blocks up to kKeepBytes stay with the calling thread for its
+// later calls: fresh pages cost a page fault each (about 1 ms for the 4 MiB of packed weights of an
+// H = 512 LSTM, as much as a short sequence's compute). Slots are handed out in call order, so the
+// same call shape gets the same blocks back.
+class Workspace {
+public:
+    template <class Real> Real* get(std::int64_t n) {
+        const std::size_t bytes = (static_cast<std::size_t>(n > 0 ? n : 1) * sizeof(Real) + 63) / 64 * 64;
+        const std::size_t slot = next_++;
+        if (bytes <= kKeepBytes && slot < kSlots) {
+            Cached& c = cache()[slot];
+            if (c.bytes < bytes) {
+                c.block = new_block(bytes);
+                c.bytes = bytes;
+            }
+            return reinterpret_cast<Real*>(c.block.get());
+        }
+        owned_.push_back(new_block(bytes));
+        return reinterpret_cast<Real*>(owned_.back().get());
+    }
+
+private:
+    struct AlignedFree {
+        void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(64)); }
+    };
+    using Block = std::unique_ptr<unsigned char[], AlignedFree>;
+    struct Cached {
+        Block block;
+        std::size_t bytes = 0;
+    };
+    static constexpr std::size_t kSlots = 12, kKeepBytes = std::size_t(32) << 20;
+    static Block new_block(std::size_t bytes) {
+        return Block(static_cast<unsigned char*>(::operator new[](bytes, std::align_val_t(64))));
+    }
+    static std::array<Cached, kSlots>& cache() {
+        thread_local std::array<Cached, kSlots> blocks;
+        return blocks;
+    }
+    std::size_t next_ = 0;
+    std::vector<Block> owned_;
+};
+
+// dst[k][r] = src[r*ld + k] for r < n (0 beyond): R rows of a matrix as a [K][R] panel. (k outside:
+// R rows streamed side by side measured faster here than row by row or in 16 x R blocks.)
+template <class Real> void pack_rows(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R) {
+    for (std::ptrdiff_t k = 0; k < K; ++k)
+        for (int r = 0; r < R; ++r) dst[k * R + r] = r < n ? src[r * ld + k] : Real(0);
+}
+
+// dst[k][r] = src[k*ld + r] (times mul[k*mul_ld + r]) for r < n (0 beyond): R columns as a panel.
+template <class Real>
+void pack_cols(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R,
+               const Real* mul = nullptr, std::ptrdiff_t mul_ld = 0) {
+    for (std::ptrdiff_t k = 0; k < K; ++k)
+        for (int r = 0; r < R; ++r)
+            dst[k * R + r] = r < n ? src[k * ld + r] * (mul ? mul[k * mul_ld + r] : Real(1)) : Real(0);
+}
+
+inline int team_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+inline int resolve_threads(int threads) {
+#ifdef _OPENMP
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// The step-by-step synchronisation of one parallel region: each phase (a step, or part of one) is
+// cut into chunks (unit tiles) that the threads claim with an atomic flag, each walking its own
+// share first so that it keeps the same weights in its cache from step to step; a per-phase count
+// of finished chunks is the barrier. A thread that is late or descheduled (a busy machine) does
+// not hold the others up: they claim its chunks. (An OpenMP barrier would wait for it.)
+class Phases {
+public:
+    // `chunks`: the most chunks a phase has
+    Phases(std::ptrdiff_t phases, std::ptrdiff_t chunks)
+        : chunks_(chunks), claims_(new std::atomic<int>[phases * chunks]()), done_(new std::atomic<std::ptrdiff_t>[phases]()) {}
+
+    // work(chunk) for every chunk (of n) of `phase` this thread claims, then wait until all are done.
+    template <class Work> void run(std::ptrdiff_t phase, std::ptrdiff_t n, Work&& work) {
+        const std::ptrdiff_t start = n * team_id() / team_size();
+        for (std::ptrdiff_t i = 0; i < n; ++i) {
+            const std::ptrdiff_t chunk = (start + i) % n;
+            if (claims_[phase * chunks_ + chunk].exchange(1, std::memory_order_relaxed) == 0) {
+                work(chunk);
+                done_[phase].fetch_add(1, std::memory_order_release);
+            }
+        }
+        for (int spins = 0; done_[phase].load(std::memory_order_acquire) < n;)
+            if (++spins < 2000) cpu_relax();
+            else std::this_thread::yield();       // the thread we wait for may need this core
+    }
+
+private:
+    std::ptrdiff_t chunks_;
+    std::unique_ptr<std::atomic<int>[]> claims_;
+    std::unique_ptr<std::atomic<std::ptrdiff_t>[]> done_;
+};
+
+template <class Real> void check_problem(const Problem<Real>& p) {
+    if (p.T < 1 || p.B < 1 || p.I < 1 || p.H < 1)
+        throw std::invalid_argument("fastrnn: T, B, I and H must be >= 1");
+    if (!p.x || !p.w_ih || !p.w_hh) throw std::invalid_argument("fastrnn: x, w_ih and w_hh are required");
+    if (p.lengths)
+        for (std::int64_t b = 0; b < p.B; ++b)
+            if (p.lengths[b] < 1 || p.lengths[b] > p.T)
+                throw std::invalid_argument("fastrnn: lengths must lie in [1, T]");
+}
+
+// Sequence lengths, all T when none are given.
+template <class Real> std::vector<std::int64_t> lengths_of(const Problem<Real>& p) {
+    return p.lengths ? std::vector<std::int64_t>(p.lengths, p.lengths + p.B) : std::vector<std::int64_t>(p.B, p.T);
+}
+
+template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t n) {
+    if (src) std::memcpy(dst, src, sizeof(Real) * n);
+    else std::fill(dst, dst + n, Real(0));
+}
+
+// Rows per work item of the whole-sequence products (a multiple of the register block).
+constexpr std::ptrdiff_t kItemRows = 64;
+
+// out[b][c] = sum_k V[b*vb + k*vk] panel_c[k] for `rows` rows and every column c (panels: one [K][R]
+// panel per tile of R columns, `panel_size` apart; bias: R values per tile, or null). The reduction runs in chunks, and within a chunk
+// over every column tile, so the chunk of V's rows (64 x 512 at most: 128 KiB of floats) is read from
+// memory once and then from cache; tile by tile over the whole reduction, V would be re-read per tile.
+template <class Real>
+void product_all_tiles(const Ops<Real>& op, const Real* panels, std::ptrdiff_t panel_size, std::ptrdiff_t K,
+                       const Real* V, std::ptrdiff_t vb, std::ptrdiff_t vk, std::ptrdiff_t rows, Real* out,
+                       std::ptrdiff_t ldo, std::ptrdiff_t cols, const Real* bias = nullptr) {
+    constexpr std::ptrdiff_t kReduceChunk = 512;
+    const int R = op.lanes;
+    for (std::ptrdiff_t k0 = 0; k0 < K; k0 += kReduceChunk) {
+        const std::ptrdiff_t kn = std::min(kReduceChunk, K - k0);
+        for (std::ptrdiff_t tile = 0; tile * R < cols; ++tile)
+            op.tile_rows(panels + tile * panel_size + k0 * R, kn, V + k0 * vk, vb, vk, rows, out + tile * R, ldo,
+                         static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R)),
+                         bias && k0 == 0 ? bias + tile * R : nullptr, k0 > 0);
+    }
+}
+
+}  // namespace detail
+
+// Runs the sequence forward; with a tape, records what backward needs. threads <= 0: OpenMP's default.
+template <class Real>
+void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Real* h_n, Real* c_n,
+             const Tape<Real>* tape, int threads) {
+    using namespace detail;
+    check_problem(p);
+    const Ops<Real>& op = ops<Real>();
+    const int R = op.lanes;
+    const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H;
+    const std::ptrdiff_t NT = (H + R - 1) / R;
+    const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho;
+    const std::vector<std::int64_t> lengths = lengths_of(p);
+
+    Workspace ws;
+    Real *pk_ih = ws.get<Real>(G * NT * I * R), *pk_hh = ws.get<Real>(G * NT * H * R);
+    Real *pb_ih = ws.get<Real>(G * NT * R), *pb_hh = ws.get<Real>(G * NT * R);
+    const std::ptrdiff_t S = tape ? T + 1 : 2;
+    Real* gates = tape && tape->gates ? tape->gates : ws.get<Real>(T * B * GH);
+    Real* h = tape ? tape->h : ws.get<Real>(2 * B * H);
+    Real* c = nullptr;
+    if (lstm) c = tape ? tape->c : ws.get<Real>(2 * B * H);
+    if (!h || (lstm && !c) || (tape && p.cell == Cell::gru && !tape->ghn))
+        throw std::invalid_argument("fastrnn: the tape lacks an array this cell needs");
+    Real* rh = cho ? ws.get<Real>(B * H) : nullptr;
+    copy_or_zero(h, h0, B * H);
+    if (lstm) copy_or_zero(c, c0, B * H);
+
+    const int n_threads = resolve_threads(threads);
+    const std::ptrdiff_t scratch_size = G * B * R;
+    Real* scratch = ws.get<Real>(scratch_size * n_threads);
+    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates,
+                       tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh};
+    const std::ptrdiff_t N = T * B, row_items = (N + kItemRows - 1) / kItemRows;
+    Phases sync(2 + (cho ? 2 : 1) * T, std::max(NT, row_items));   // packing, input projection, the steps
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+#endif
+    {
+        Real* gh = scratch + team_id() * scratch_size;
+        sync.run(0, NT, [&](std::ptrdiff_t u) {
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
+            for (std::ptrdiff_t g = 0; g < G; ++g) {
+                const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
+                pack_rows(p.w_ih + row * I, I, n, I, pk_ih + tile * I * R, R);
+                pack_rows(p.w_hh + row * H, H, n, H, pk_hh + tile * H * R, R);
+                pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih + tile * R, R);
+                pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh + tile * R, R);
+            }
+        });
+        // the input projection x W_ih^T + b_ih of all steps, by items of 64 rows of x over every tile
+        sync.run(1, row_items, [&](std::ptrdiff_t item) {
+            const std::ptrdiff_t r0 = item * kItemRows;
+            for (std::ptrdiff_t g = 0; g < G; ++g)
+                product_all_tiles(op, pk_ih + g * NT * I * R, I * R, I, p.x + r0 * I, I, 1,
+                                  std::min(kItemRows, N - r0), gates + r0 * GH + g * H, GH, H, pb_ih + g * NT * R);
+        });
+        for (std::ptrdiff_t t = 0; t < T; ++t) {
+            if (cho) {
+                sync.run(2 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
+                sync.run(3 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
+            } else {
+                sync.run(2 + t, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
+            }
+        }
+    }
+    if (h_n) std::memcpy(h_n, h + (T % S) * B * H, sizeof(Real) * B * H);
+    if (lstm && c_n) std::memcpy(c_n, c + (T % S) * B * H, sizeof(Real) * B * H);
+}
+
+// Backpropagation through time over a tape recorded by forward with the same problem.
+template <class Real>
+void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, const Real* dh_n, const Real* dc_n,
+              const Grads<Real>& out, int threads) {
+    using namespace detail;
+    check_problem(p);
+    const Ops<Real>& op = ops<Real>();
+    const int R = op.lanes;
+    const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H, N = T * B;
+    const std::ptrdiff_t NT = (H + R - 1) / R, NI = (I + R - 1) / R;
+    const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho, gru = p.cell == Cell::gru;
+    if (!tape.h || !tape.gates || (lstm && !tape.c) || (gru && !tape.ghn))
+        throw std::invalid_argument("fastrnn: the tape lacks an array this cell needs");
+    if (!out.dx || !out.dh0 || !out.dw_ih || !out.dw_hh || (lstm && !out.dc0))
+        throw std::invalid_argument("fastrnn: a gradient output is missing");
+    const std::vector<std::int64_t> lengths = lengths_of(p);
+
+    Workspace ws;
+    Real *pkT_hh = ws.get<Real>(NT * GH * R), *dgi = ws.get<Real>(N * GH);
+    Real* dgh = gru ? ws.get<Real>(N * GH) : dgi;
+    Real *pkT_ih = ws.get<Real>(NI * GH * R), *pk_x = ws.get<Real>(NI * N * R), *pk_h = ws.get<Real>(NT * N * R);
+    Real* pk_rh = cho ? ws.get<Real>(NT * N * R) : nullptr;
+    Real* dh = out.dh0;                 // carried in place: dh0 after the last step
+    Real* dc = lstm ? out.dc0 : nullptr;
+    copy_or_zero(dh, dh_n, B * H);
+    if (lstm) copy_or_zero(dc, dc_n, B * H);
+
+    const int n_threads = resolve_threads(threads);
+    Real* scratch = ws.get<Real>(B * R * n_threads);
+    BackwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), tape.h, tape.c, tape.gates, tape.ghn, dy,
+                        pkT_hh, dgi, dgh, dh, dc};
+    const std::ptrdiff_t row_items = (N + kItemRows - 1) / kItemRows;
+    const std::ptrdiff_t gate_row_items = (H + kItemRows - 1) / kItemRows;
+    Phases sync(1 + (cho ? 3 : 2) * T, NT);   // packing W_hh by columns, then two (Cho: three) per step
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+#endif
+    {
+        Real* work = scratch + team_id() * B * R;
+        sync.run(0, NT, [&](std::ptrdiff_t u) {
+            pack_cols(p.w_hh + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), GH,
+                      pkT_hh + u * GH * R, R);
+        });
+        const std::ptrdiff_t per_step = cho ? 3 : 2;
+        for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
+            const std::ptrdiff_t phase = 1 + (T - 1 - t) * per_step;
+            sync.run(phase, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u); });
+            if (cho) sync.run(phase + 1, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
+            sync.run(phase + per_step - 1, NT, [&](std::ptrdiff_t u) { op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work); });
+        }
+
+        // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)
+#ifdef _OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+        for (std::ptrdiff_t ui = 0; ui < NI; ++ui) {
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
+            pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih + ui * GH * R, R);
+            pack_cols(p.x + ui * R, I, n, N, pk_x + ui * N * R, R);
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (std::ptrdiff_t u = 0; u < NT; ++u) {
+            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
+            pack_cols(tape.h + u * R, H, n, N, pk_h + u * N * R, R);
+            if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh + u * N * R, R, tape.gates + u * R, GH);
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic) nowait
+#endif
+        for (std::ptrdiff_t item = 0; item < row_items; ++item) {
+            const std::ptrdiff_t r0 = item * kItemRows;
+            product_all_tiles(op, pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
+                              out.dx + r0 * I, I, I);
+        }
+        // weight gradients: items of 64 rows of one gate, of dW_ih then dW_hh
+        const std::ptrdiff_t gate_items = G * gate_row_items;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic) nowait
+#endif
+        for (std::ptrdiff_t item = 0; item < 2 * gate_items; ++item) {
+            const bool ih = item < gate_items;
+            const std::ptrdiff_t rest = ih ? item : item - gate_items, g = rest / gate_row_items;
+            const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
+            const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : H;
+            const Real* panels = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
+            product_all_tiles(op, panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
+                              (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols);
+        }
+        // bias gradients: column sums, accumulated in double
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (std::ptrdiff_t k0 = 0; k0 < GH; k0 += kItemRows) {
+            const std::ptrdiff_t k1 = std::min(GH, k0 + kItemRows);
+            double sum_i[kItemRows] = {}, sum_h[kItemRows] = {};
+            for (std::ptrdiff_t r = 0; r < N; ++r)
+                for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                    sum_i[k - k0] += dgi[r * GH + k];
+                    sum_h[k - k0] += dgh[r * GH + k];
+                }
+            for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                if (out.db_ih) out.db_ih[k] = static_cast<Real>(sum_i[k - k0]);
+                if (out.db_hh) out.db_hh[k] = static_cast<Real>(sum_h[k - k0]);
+            }
+        }
+    }
+}
+
+// The instruction set the kernels use on this CPU: "avx512", "avx2" or "portable".
+inline const char* isa() { return detail::ops<float>().isa; }
+
+}  // namespace fastrnn
