@@ -31,7 +31,8 @@ DEFAULTS = {   # per device and --quick: the grid and the timing effort
                           min_time=0.05),
     ("cuda", True): dict(seq_lens=[64, 256], hidden=[128, 256], batch=[1, 8], rounds=3, min_time=0.02),
 }
-DEFAULT_BACKENDS = {"cpu": ["numba"], "cuda": ["cuda"]}
+# the CPU default: the compiled CPU backends that "auto" chooses between, those built here
+DEFAULT_BACKENDS = {"cpu": ["cpp", "numba"], "cuda": ["cuda"]}
 DEFAULT_ANCHORS = {"cpu": list(anchors.ANCHORS), "cuda": ["torch"]}
 
 
@@ -98,7 +99,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     who = parser.add_argument_group("competitors")
     who.add_argument("--device", choices=anchors.DEVICES, default="cpu", help="cpu (default) or cuda")
     who.add_argument("--backends", type=_name_list("backend", list(anchors.backend_names())),
-                     help="fastrnn backends to time (default: numba on the CPU, cuda on the GPU)")
+                     help="fastrnn backends to time (default: cpp (where built) and numba on the CPU, cuda on the GPU)")
     who.add_argument("--against", type=_name_list("anchor", anchors.ANCHORS, anchors.ALIASES),
                      help="anchors: torch (cuDNN with --device cuda), onnxruntime (alias ort), reference; "
                           "default: all on the CPU, torch on the GPU; those not installed are reported as skipped")
@@ -127,7 +128,8 @@ def settings_from(args, parser) -> runner.Settings:
     if args.device == "cuda" and (reason := anchors.gpu_missing()) is not None:
         parser.error(f"--device cuda: no GPU to run on: {reason}")
     gpu = anchors.backend_names()
-    backends = args.backends or DEFAULT_BACKENDS[args.device]
+    backends = args.backends or [b for b in DEFAULT_BACKENDS[args.device]
+                                 if args.device == "cuda" or anchors.backend_missing(b) is None]
     for b in backends:
         if gpu[b] != (args.device == "cuda"):
             parser.error(f"--backends: backend {b!r} runs on the {'GPU' if gpu[b] else 'CPU'}; "
