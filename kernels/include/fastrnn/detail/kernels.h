@@ -154,6 +154,14 @@ FASTRNN_INLINE void carry(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t b, p
     store(s.y + t * s.B * s.H + bj, Vr{}, n);
 }
 
+// Within its length, sequence b's new state h_new is h_t and its output at step t.
+template <class Real, int W>
+FASTRNN_INLINE void advance(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t b, ptrdiff_t j, Vec<Real, W> h_new, int n) {
+    const ptrdiff_t bj = b * s.H + j;
+    store(state(s, s.h, t + 1) + bj, h_new, n);
+    store(s.y + t * s.B * s.H + bj, h_new, n);
+}
+
 // One step of unit tile u for LSTM, GRU (linear before reset) and RNN. gh: (G, B, R) scratch.
 template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                        Real* gh) {
@@ -162,12 +170,10 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
     const Real* h_in = state(s, s.h, t);
-    Real* h_out = state(s, s.h, t + 1);
     recurrent_product<Real, W>(s, h_in, u, 0, s.G, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
         Real* gates = s.gates + (t * B + b) * GH + j;
-        Real* y = s.y + t * B * H + bj;
         const Real* gh_b = gh + b * R;                  // gate g at gh_b + g * B * R
         if (!active(s.lengths, t, b)) {
             carry<Real, W>(s, t, b, j, n);
@@ -199,8 +205,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
         } else {
             h_new = cells::rnn_forward(load<Vr>(gates, n) + load<Vr>(gh_b), s.cell == Cell::rnn_relu);
         }
-        store(h_out + bj, h_new, n);
-        store(y, h_new, n);
+        advance<Real, W>(s, t, b, j, h_new, n);
     }
 }
 
@@ -231,22 +236,18 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
     const Real* h_in = state(s, s.h, t);
-    Real* h_out = state(s, s.h, t + 1);
     const ptrdiff_t tile = 2 * s.NT + u;
     tile_rows<Real, W>(s.pk_hh + tile * H * R, H, s.rh, H, 1, B, gh, R, R, s.pb_hh + tile * R, false);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
         Real* gates = s.gates + (t * B + b) * GH + j;
-        Real* y = s.y + t * B * H + bj;
         if (!active(s.lengths, t, b)) {
             carry<Real, W>(s, t, b, j, n);
             continue;
         }
         Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + load<Vr>(gh + b * R));
         store(gates + 2 * H, nn, n);
-        Vr h_new = cells::gru_update(load<Vr>(gates + H, n), nn, load<Vr>(h_in + bj, n));
-        store(h_out + bj, h_new, n);
-        store(y, h_new, n);
+        advance<Real, W>(s, t, b, j, cells::gru_update(load<Vr>(gates + H, n), nn, load<Vr>(h_in + bj, n)), n);
     }
 }
 
