@@ -46,6 +46,17 @@ def test_backend_matches_reference_on_options(rng, monkeypatch, backend, cell, v
     assert_matches_oracle(make_problem(rng, cell, variant, 7, 5, 6, 9, **CONFIGS[config]), backend, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_on_long_reductions(rng, backend, cell, variant, dtype):
+    """Products whose reductions span several of the kernels' chunks (the weight gradients sum over
+    T*B = 333 rows, dx over G*H >= 201 columns, the input projection over I = 270) and whose row and
+    column counts are not multiples of any register block."""
+    assert_matches_oracle(make_problem(rng, cell, variant, 37, 9, 270, 67, lengths=True, scale=0.2), backend,
+                          dtype)
+
+
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 def test_reference_float32_is_close_to_float64(rng, cell, variant):
     """Keeps the float32 rule of assert_matches_oracle meaningful: the reference itself is accurate there."""

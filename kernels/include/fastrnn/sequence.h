@@ -253,27 +253,8 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
     else std::fill(dst, dst + n, Real(0));
 }
 
-// Rows per work item of the whole-sequence products (a multiple of the register block).
+// Rows per work item of the whole-sequence products.
 constexpr std::ptrdiff_t kItemRows = 64;
-
-// out[b][c] = sum_k V[b*vb + k*vk] panel_c[k] for `rows` rows and every column c (panels: one [K][R]
-// panel per tile of R columns, `panel_size` apart; bias: R values per tile, or null). The reduction runs in chunks, and within a chunk
-// over every column tile, so the chunk of V's rows (64 x 512 at most: 128 KiB of floats) is read from
-// memory once and then from cache; tile by tile over the whole reduction, V would be re-read per tile.
-template <class Real>
-void product_all_tiles(const Ops<Real>& op, const Real* panels, std::ptrdiff_t panel_size, std::ptrdiff_t K,
-                       const Real* V, std::ptrdiff_t vb, std::ptrdiff_t vk, std::ptrdiff_t rows, Real* out,
-                       std::ptrdiff_t ldo, std::ptrdiff_t cols, const Real* bias = nullptr) {
-    constexpr std::ptrdiff_t kReduceChunk = 512;
-    const int R = op.lanes;
-    for (std::ptrdiff_t k0 = 0; k0 < K; k0 += kReduceChunk) {
-        const std::ptrdiff_t kn = std::min(kReduceChunk, K - k0);
-        for (std::ptrdiff_t tile = 0; tile * R < cols; ++tile)
-            op.tile_rows(panels + tile * panel_size + k0 * R, kn, V + k0 * vk, vb, vk, rows, out + tile * R, ldo,
-                         static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R)),
-                         bias && k0 == 0 ? bias + tile * R : nullptr, k0 > 0);
-    }
-}
 
 }  // namespace detail
 
@@ -330,8 +311,8 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
         sync.run(1, row_items, [&](std::ptrdiff_t item) {
             const std::ptrdiff_t r0 = item * kItemRows;
             for (std::ptrdiff_t g = 0; g < G; ++g)
-                product_all_tiles(op, pk_ih + g * NT * I * R, I * R, I, p.x + r0 * I, I, 1,
-                                  std::min(kItemRows, N - r0), gates + r0 * GH + g * H, GH, H, pb_ih + g * NT * R);
+                op.product(pk_ih + g * NT * I * R, I * R, I, p.x + r0 * I, I, 1,
+                           std::min(kItemRows, N - r0), gates + r0 * GH + g * H, GH, H, pb_ih + g * NT * R);
         });
         for (std::ptrdiff_t t = 0; t < T; ++t) {
             if (cho) {
@@ -419,8 +400,8 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #endif
         for (std::ptrdiff_t item = 0; item < row_items; ++item) {
             const std::ptrdiff_t r0 = item * kItemRows;
-            product_all_tiles(op, pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
-                              out.dx + r0 * I, I, I);
+            op.product(pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
+                       out.dx + r0 * I, I, I, nullptr);
         }
         // weight gradients: items of 64 rows of one gate, of dW_ih then dW_hh
         const std::ptrdiff_t gate_items = G * gate_row_items;
@@ -433,8 +414,8 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
             const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
             const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : H;
             const Real* panels = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
-            product_all_tiles(op, panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
-                              (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols);
+            op.product(panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
+                       (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols, nullptr);
         }
         // bias gradients: column sums, accumulated in double
 #ifdef _OPENMP

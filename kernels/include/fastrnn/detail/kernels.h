@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "../cells.h"
 
@@ -117,6 +118,78 @@ FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff
             FASTRNN_TAIL(7) FASTRNN_TAIL(6) FASTRNN_TAIL(5) FASTRNN_TAIL(4) FASTRNN_TAIL(3) FASTRNN_TAIL(2) FASTRNN_TAIL(1)
 #undef FASTRNN_TAIL
             default: break;
+        }
+        if (K == 0) break;
+    }
+}
+
+// The whole-sequence products (input projection, dx, weight gradients): every column tile of `cols`
+// columns (panels `panel_size` apart, each P[k][R]) times `rows` rows of V read as V[b*vb + k*vk]:
+//     out[b*ldo + c] = sum_k P_tile(c)[k][c % R] V[b][k] (+ bias[c])
+// A register block is kPanelRows rows x 2 tiles (12 accumulators, 2 panel vectors, a broadcast:
+// 15 of AVX2's 16 registers), against the recurrent step's 8 x 1 (9 loads per 8 FMAs there, 8 per
+// 12 here). The rows' values are first copied into a contiguous [k][kPanelRows] strip per reduction
+// chunk: V's rows are strided (a weight gradient's V is dG^T, one row of G*H values apart per k, a page
+// per step of k), and the strips (64 rows x 256: 64 KiB of floats, in L2) are read once per tile pair.
+constexpr int kPanelRows = 6;
+constexpr ptrdiff_t kProductChunk = 256;    // one strip: 6 x 256 values (6 or 12 KiB), in L1
+
+template <class Real, int W, int NTL>
+FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Real* strip, ptrdiff_t kn, Real* out,
+                                  ptrdiff_t ldo, int rows, int cols_last, const Real* bias, bool accumulate) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    Vr acc[kPanelRows][NTL];
+    for (int i = 0; i < kPanelRows; ++i)
+        for (int j = 0; j < NTL; ++j) acc[i][j] = Vr{};
+    for (ptrdiff_t k = 0; k < kn; ++k) {
+        Vr p[NTL];
+        for (int j = 0; j < NTL; ++j) p[j] = load<Vr>(P + j * panel_size + k * R);
+        for (int i = 0; i < kPanelRows; ++i) {
+            const Real a = strip[k * kPanelRows + i];
+            for (int j = 0; j < NTL; ++j) acc[i][j] += p[j] * a;
+        }
+    }
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < NTL; ++j) {
+            const int n = j == NTL - 1 ? cols_last : R;
+            Vr s = acc[i][j];
+            if (bias) s += load<Vr>(bias + j * R);
+            Real* o = out + i * ldo + j * R;
+            if (accumulate) s += load<Vr>(o, n);
+            store(o, s, n);
+        }
+}
+
+template <class Real, int W>
+FASTRNN_INLINE void panel_product(const Real* panels, ptrdiff_t panel_size, ptrdiff_t K, const Real* V, ptrdiff_t vb,
+                                  ptrdiff_t vk, ptrdiff_t rows, Real* out, ptrdiff_t ldo, ptrdiff_t cols,
+                                  const Real* bias) {
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t tiles = (cols + R - 1) / R, blocks = (rows + kPanelRows - 1) / kPanelRows;
+    const ptrdiff_t strip_size = kPanelRows * kProductChunk;
+    thread_local std::vector<Real> strips;      // this thread's [block][k][kPanelRows], kept between calls
+    if (static_cast<ptrdiff_t>(strips.size()) < blocks * strip_size) strips.resize(blocks * strip_size);
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kProductChunk) {
+        const ptrdiff_t kn = std::min(kProductChunk, K - k0);
+        const bool first = k0 == 0;
+        // all rows' strips at once: a strided V (vk > 1) is then read a whole cache line at a time
+        for (ptrdiff_t k = 0; k < kn; ++k)
+            for (ptrdiff_t b = 0; b < blocks * kPanelRows; ++b)
+                strips[(b / kPanelRows) * strip_size + k * kPanelRows + b % kPanelRows] =
+                    b < rows ? V[b * vb + (k0 + k) * vk] : Real(0);
+        for (ptrdiff_t tile = 0; tile < tiles; tile += 2) {
+            const Real* P = panels + tile * panel_size + k0 * R;
+            const Real* bt = bias && first ? bias + tile * R : nullptr;
+            const bool pair = tile + 1 < tiles;
+            const int last = static_cast<int>(std::min<ptrdiff_t>(R, cols - (pair ? tile + 1 : tile) * R));
+            for (ptrdiff_t block = 0; block < blocks; ++block) {
+                const int nb = static_cast<int>(std::min<ptrdiff_t>(kPanelRows, rows - block * kPanelRows));
+                Real* o = out + block * kPanelRows * ldo + tile * R;
+                const Real* strip = strips.data() + block * strip_size;
+                if (pair) product_block<Real, W, 2>(P, panel_size, strip, kn, o, ldo, nb, last, bt, !first);
+                else product_block<Real, W, 1>(P, panel_size, strip, kn, o, ldo, nb, last, bt, !first);
+            }
         }
         if (K == 0) break;
     }
@@ -340,8 +413,8 @@ template <class Real, int W> FASTRNN_INLINE void backward_cho_reset(const Backwa
 // The per-instruction-set entry points: plain functions (so that they can carry a target
 // attribute) that the driver in sequence.h calls through a table chosen once at run time.
 template <class Real> struct Ops {
-    void (*tile_rows)(const Real*, ptrdiff_t, const Real*, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*, ptrdiff_t,
-                      int, const Real*, bool);
+    void (*product)(const Real*, ptrdiff_t, ptrdiff_t, const Real*, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*,
+                    ptrdiff_t, ptrdiff_t, const Real*);
     void (*forward_step)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_rz)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_n)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
@@ -353,10 +426,10 @@ template <class Real> struct Ops {
 };
 
 #define FASTRNN_OPS_FOR(REAL, ATTR, W)                                                                         \
-    ATTR inline void tile_rows_##REAL(const REAL* P, ptrdiff_t K, const REAL* V, ptrdiff_t vb, ptrdiff_t vk,   \
-                                      ptrdiff_t rows, REAL* out, ptrdiff_t ldo, int cols, const REAL* bias,     \
-                                      bool acc) {                                                              \
-        detail::tile_rows<REAL, W>(P, K, V, vb, vk, rows, out, ldo, cols, bias, acc);                             \
+    ATTR inline void product_##REAL(const REAL* P, ptrdiff_t panel_size, ptrdiff_t K, const REAL* V,          \
+                                    ptrdiff_t vb, ptrdiff_t vk, ptrdiff_t rows, REAL* out, ptrdiff_t ldo,        \
+                                    ptrdiff_t cols, const REAL* bias) {                                        \
+        detail::panel_product<REAL, W>(P, panel_size, K, V, vb, vk, rows, out, ldo, cols, bias);                \
     }                                                                                                          \
     ATTR inline void forward_step_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {       \
         detail::forward_step<REAL, W>(s, t, u, w);                                                                \
@@ -384,12 +457,12 @@ template <class Real> struct Ops {
     FASTRNN_OPS_FOR(double, ATTR, W)                                                                            \
     template <class Real> Ops<Real> ops();                                                                   \
     template <> inline Ops<float> ops<float>() {                                                             \
-        return {tile_rows_float, forward_step_float, forward_cho_rz_float,             \
+        return {product_float, forward_step_float, forward_cho_rz_float,             \
                 forward_cho_n_float, backward_pointwise_float, backward_dh_float, backward_cho_reset_float,   \
                 NAME, W / 4};                                                                                       \
     }                                                                                                        \
     template <> inline Ops<double> ops<double>() {                                                          \
-        return {tile_rows_double, forward_step_double, forward_cho_rz_double,         \
+        return {product_double, forward_step_double, forward_cho_rz_double,         \
                 forward_cho_n_double, backward_pointwise_double, backward_dh_double,                          \
                 backward_cho_reset_double, NAME, W / 8};                                                            \
     }                                                                                                        \
