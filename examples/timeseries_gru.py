@@ -115,12 +115,10 @@ def main(argv=None) -> dict:
         val_rmse = errors(predict(model, run, x_val, mean, std), values[first_val:first_test])["rmse"]
         history.append({"epoch": epoch, "train_mse": total / len(order), "val_rmse": val_rmse})
         if best is None or val_rmse < best["val_rmse"]:
-            best = {**history[-1], "state": {m: model_part.state_dict() for m, model_part in
-                                             zip(("rnn", "head"), (model.rnn, model.head))}}
+            best = {**history[-1], "state": model.state_dict()}
         bar.advance(f"train MSE {history[-1]['train_mse']:.4f} (standardised), validation RMSE {val_rmse:.1f}")
     bar.close()
-    model.rnn.load_state_dict(best["state"]["rnn"])
-    model.head.load_state_dict(best["state"]["head"])
+    model.load_state_dict(best["state"])
     forecast = predict(model, run, x_test, mean, std)
     scores = {"gru": errors(forecast, truth), "persistence": errors(persistence, truth)}
     run.say(f"epoch {best['epoch']} kept (validation RMSE {best['val_rmse']:.1f}); training MSE (standardised) "

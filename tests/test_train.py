@@ -453,6 +453,12 @@ def test_train_chunked_with_adam_and_clipping_matches_torch(rng):
     for name, value in model.state_dict().items():
         np.testing.assert_allclose(value, expected[name].detach().numpy(), rtol=1e-8, atol=1e-10, err_msg=name)
     assert all(np.all(g == 0) for g in _model_grads(model).values())
+    copy = _language_model("lstm")
+    copy.load_state_dict(model.state_dict())
+    for name, value in copy.state_dict().items():
+        np.testing.assert_array_equal(value, model.state_dict()[name])
+    with pytest.raises(KeyError, match="must start with one of"):
+        copy.load_state_dict({"decoder.weight": np.zeros(3)})
     with pytest.raises(ValueError, match="clip_norm needs an optimizer"):
         train_chunked(model, cross_entropy, x, y, 3, clip_norm=1.0)
 

@@ -12,8 +12,8 @@ trained through.
     run = train_chunked(model, loss_fn, inputs, targets, k, optimizer=opt, clip_norm=1.0)
     run = evaluate_chunked(model, loss_fn, inputs, targets, k)     # forward only, the model in eval mode
 
-``model`` is anything with ``model(x, hx) -> (out, hx_n)`` and ``model.backward(d_out)`` (a
-``fastrnn.train.RecurrentModel`` with readout "steps"); ``loss_fn(out, y) -> (loss, d_out)`` (``cross_entropy``,
+``model`` is anything with ``model(x, hx) -> (out, hx_n)``, ``model.backward(d_out)``, ``train()`` and
+``eval()`` (a ``fastrnn.train.RecurrentModel`` with readout "steps"; ``.modules`` too when it is to be clipped); ``loss_fn(out, y) -> (loss, d_out)`` (``cross_entropy``,
 ``mse``). ``run.loss`` is the mean of the chunk losses weighted by chunk length (each chunk loss being a mean
 over its steps, this is the mean per step over the whole sequence); ``run.hx`` the state after the last
 chunk, to carry into the next call.

@@ -243,6 +243,17 @@ class RecurrentModel:
         return {f"{part}.{name}": value for part in ("embedding", "rnn", "head")
                 if getattr(self, part) is not None for name, value in getattr(self, part).state_dict().items()}
 
+    def load_state_dict(self, state) -> None:
+        """The inverse of ``state_dict``: "embedding.*", "rnn.*" and "head.*" keys go to their parts."""
+        parts = {part: {} for part in ("embedding", "rnn", "head") if getattr(self, part) is not None}
+        for key, value in state.items():
+            part, _, name = key.partition(".")
+            if part not in parts:
+                raise KeyError(f"state_dict key {key!r} must start with one of {[p + '.' for p in parts]}")
+            parts[part][name] = value
+        for part, entries in parts.items():
+            getattr(self, part).load_state_dict(entries)
+
     def __call__(self, x, hx=None, lengths=None):
         inputs = self.embedding(x) if self.embedding is not None else x
         y, hx_n = self.rnn(inputs, hx, lengths)
