@@ -11,14 +11,17 @@ import argparse
 import importlib.util
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
 # The examples alternate fastrnn's kernels (their own threads) with small NumPy GEMMs (the output layer). A
 # multi-threaded OpenBLAS keeps its threads spinning after each call, and on 2 cores that halves the speed of
 # the next recurrent kernel (measured: 40 ms instead of 21 ms per LSTM chunk). One BLAS thread avoids it; it
-# only takes effect when this module is imported before NumPy, as the examples do.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# only takes effect when this module is imported before NumPy, as the examples do (imported later, as by the
+# tests, it changes nothing, so it leaves the environment of child processes alone too).
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
