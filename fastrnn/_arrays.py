@@ -70,6 +70,17 @@ def module_of(arr):
     return np if isinstance(arr, np.ndarray) else cupy_module()
 
 
+def move_arrays(arrays: dict, device: str) -> dict:
+    """A dict of arrays on ``device``: "cpu" (NumPy) or "cuda" (CuPy); arrays already there are kept."""
+    if device == "cpu":
+        move = lambda a: a if isinstance(a, np.ndarray) else a.get()  # noqa: E731
+    elif device == "cuda":
+        move = cupy_module().asarray
+    else:
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return {name: move(a) for name, a in arrays.items()}
+
+
 def as_kind(arr, kind: str):
     """A result array (NumPy or CuPy) as the caller's kind of array."""
     if arr is None or kind in (HOST, "cupy"):

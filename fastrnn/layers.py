@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from . import api
-from ._arrays import module_of
+from ._arrays import module_of, move_arrays
 from ._validation import SUPPORTED_DTYPES, check_lengths, check_variant
 from .cells import SPECS
 
@@ -141,15 +141,8 @@ class _RecurrentLayers:
 
     def to(self, device: str):
         """Move parameters and gradients to "cuda" (CuPy arrays) or "cpu" (NumPy arrays)."""
-        if device == "cpu":
-            move = lambda a: a if isinstance(a, np.ndarray) else a.get()  # noqa: E731
-        elif device == "cuda":
-            from ._arrays import cupy_module
-            move = cupy_module().asarray
-        else:
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        self.params = {n: move(p) for n, p in self.params.items()}
-        self.grads = {n: move(g) for n, g in self.grads.items()}
+        self.params = move_arrays(self.params, device)
+        self.grads = move_arrays(self.grads, device)
         return self
 
     # ------------------------------------------------------------------ forward / backward
