@@ -3,8 +3,6 @@ same gradients (every parameter, the input, the initial states), on each CPU bac
 option; plus gradcheck, opcheck, torch.compile, no_grad, state_dict, dropout and argument errors."""
 import copy
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -288,13 +286,6 @@ def test_convert_replaces_exact_classes_in_place_keeping_parameters():
 def test_bad_arguments_name_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call(ft.LSTM(I, H))
-
-
-def test_import_without_torch_names_the_extra():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "try:\n    import fastrnn.torch\nexcept ImportError as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install fastrnn[torch]" in out.stdout
 
 
 # ----------------------------------------------------------------------------- the functional API takes tensors
