@@ -52,7 +52,7 @@ def train_step(model, optimizer, tokens):
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 def batches(vocabulary, B, T, seed=1):

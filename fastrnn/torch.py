@@ -129,10 +129,6 @@ def _reverse_within_lengths(a: Tensor, lengths: Optional[Tensor]) -> Tensor:
     return a.gather(0, index.view(T, -1, *([1] * (a.dim() - 2))).expand_as(a))
 
 
-def _as_tensor_lengths(lengths: Tensor) -> Tensor:
-    return lengths.to(device="cpu", dtype=torch.int64)
-
-
 class _FastRecurrent:
     """The forward shared by LSTM, GRU and RNN (mixed into subclasses of torch.nn's classes)."""
 
@@ -202,7 +198,7 @@ class _FastRecurrent:
         if packed:
             self._check_input(input.data, packed=True)
             x, lengths = pad_packed_sequence(input)         # (T, B, I) in the caller's batch order
-            lengths = _as_tensor_lengths(lengths)
+            lengths = lengths.to(device="cpu", dtype=torch.int64)
             unbatched = False
         else:
             self._check_input(input, packed=False)
