@@ -199,14 +199,14 @@ def test_module_gradcheck_with_dropout_packed_and_projection(rng):
     assert torch.autograd.gradcheck(loss, (x, *params))
 
 
-def test_torch_compile_fullgraph_matches_eager(rng):
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_torch_compile_fullgraph_matches_eager(rng, dynamic):
     model = ft.GRU(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
-    compiled = torch.compile(model, fullgraph=True)
-    x = torch.tensor(rng.standard_normal((B, T, I)), requires_grad=True)
-    results = []
-    for m in (model, compiled):
-        results.append(outputs_and_grads(m, x, x, None))
-    assert_results_match(results[0], results[1], 1e-12, "[compiled] ")
+    compiled = torch.compile(model, fullgraph=True, dynamic=dynamic)
+    for steps in (T, T + 2):                        # dynamic: one graph for both lengths
+        x = torch.tensor(rng.standard_normal((B, steps, I)), requires_grad=True)
+        results = [outputs_and_grads(m, x, x, None) for m in (model, compiled)]
+        assert_results_match(results[0], results[1], 1e-12, "[compiled] ")
 
 
 def test_no_grad_runs_the_inference_path_without_a_tape(rng, monkeypatch):
