@@ -99,6 +99,10 @@ def _setup_context(ctx, inputs, output):
     form, backend, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, save = inputs
     ctx.form, ctx.backend, ctx.saved_tape = form, backend, save
     ctx.save_for_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, *output[3:])
+    # the tape is not differentiable, and unused outputs (often h_n, c_n) reach backward as None, not as
+    # zero tensors: the kernels take None as zero without reading (or allocating) anything
+    ctx.mark_non_differentiable(*output[3:])
+    ctx.set_materialize_grads(False)
 
 
 def _layer_grads(ctx, grads):
@@ -130,9 +134,7 @@ def _reverse_within_lengths(a: Tensor, lengths: Optional[Tensor]) -> Tensor:
 
 
 class _FastRecurrent:
-    """The forward shared by LSTM, GRU and RNN (mixed into subclasses of torch.nn's classes)."""
-
-    form = ""
+    """The forward shared by LSTM, GRU and RNN (mixed into their subclasses of torch.nn.RNNBase)."""
 
     def _init_backend(self, backend):
         if not isinstance(backend, str):

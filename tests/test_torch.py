@@ -233,6 +233,22 @@ def test_no_grad_runs_the_inference_path_without_a_tape(rng, monkeypatch):
     assert saves == [False] * 4
 
 
+def test_unused_outputs_reach_the_kernels_as_none(rng, monkeypatch):
+    """A loss of y alone: dh_n and dc_n are not materialised as zero tensors (nor the tape's gradients)."""
+    upstream = []
+    backward = ft._flat.backward
+
+    def recording(*args):
+        upstream.append(tuple(a is None for a in args[-3:]))       # dy, dh_n, dc_n
+        return backward(*args)
+
+    monkeypatch.setattr(ft._flat, "backward", recording)
+    model = ft.LSTM(I, H, dtype=torch.float64)
+    x = torch.tensor(rng.standard_normal((T, B, I)), requires_grad=True)
+    model(x)[0].sum().backward()
+    assert upstream == [(False, True, True)]
+
+
 def test_state_dict_round_trip_and_parameters_match_torch(rng):
     torch.manual_seed(11)
     reference_model = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2)
