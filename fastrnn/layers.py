@@ -10,7 +10,7 @@ Semantics follow torch.nn.LSTM/GRU/RNN: parameters ``weight_ih_l{k}``, ``weight_
 +-1/sqrt(hidden_size); ``y`` holds both directions' outputs concatenated (forward first); ``h_n`` is
 ``(num_layers * num_directions, B, H)``; ``proj_size = P > 0`` gives an LSTM with projections
 (``weight_hr_l{k}`` of shape (P, H), h_t = W_hr (o * tanh(c_t)), h and y of size P; it runs on the
-reference backend so far); dropout acts on the outputs of every layer but the last, in
+"cpp" backend, else the reference); dropout acts on the outputs of every layer but the last, in
 training mode only; with ``lengths`` the reverse direction of sequence b starts at its own last step
 ``lengths[b] - 1``, and outputs past a sequence's length are zero (PackedSequence semantics).
 

@@ -37,19 +37,22 @@ class Problem:
 
 
 def make_problem(rng, cell, variant, T, B, I, H, *, bias=True, init_state=True, lengths=False,
-                 batch_first=False, unbatched=False, scale=0.5, dtype=np.float64) -> Problem:
-    G = GATES[cell]
+                 batch_first=False, unbatched=False, scale=0.5, dtype=np.float64, proj_size=0) -> Problem:
+    """``proj_size`` P > 0: an LSTM with projections (w_hr (P, H); h, y and w_hh's columns of size P)."""
+    G, P = GATES[cell], proj_size or H
     normal = lambda *shape: (scale * rng.standard_normal(shape)).astype(dtype)  # noqa: E731
     xshape = (T, I) if unbatched else ((B, T, I) if batch_first else (T, B, I))
-    yshape = xshape[:-1] + (H,)
-    sshape = (H,) if unbatched else (B, H)
+    yshape = xshape[:-1] + (P,)
+    lead = () if unbatched else (B,)
     args = {"x": rng.standard_normal(xshape).astype(dtype), "w_ih": normal(G * H, I),
-            "w_hh": normal(G * H, H), "b_ih": normal(G * H) if bias else None,
-            "b_hh": normal(G * H) if bias else None, "h0": normal(*sshape) if init_state else None}
-    upstream = {"dy": rng.standard_normal(yshape).astype(dtype), "dh_n": rng.standard_normal(sshape).astype(dtype)}
+            "w_hh": normal(G * H, P), "b_ih": normal(G * H) if bias else None,
+            "b_hh": normal(G * H) if bias else None, "h0": normal(*lead, P) if init_state else None}
+    if proj_size:
+        args["w_hr"] = normal(P, H)
+    upstream = {"dy": rng.standard_normal(yshape).astype(dtype), "dh_n": rng.standard_normal(lead + (P,)).astype(dtype)}
     if cell == "lstm":
-        args["c0"] = normal(*sshape) if init_state else None
-        upstream["dc_n"] = rng.standard_normal(sshape).astype(dtype)
+        args["c0"] = normal(*lead, H) if init_state else None
+        upstream["dc_n"] = rng.standard_normal(lead + (H,)).astype(dtype)
     options = {"batch_first": batch_first}
     if cell in VARIANT_ARG:
         options[VARIANT_ARG[cell]] = variant

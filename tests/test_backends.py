@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn import backends
 from rnncases import CELL_FORM_IDS, CELL_FORMS, EDGE_SHAPES, assert_matches_oracle, make_problem, rel_error, run
 
 from conftest import CUDA_SIMULATED
@@ -44,6 +45,45 @@ def test_backend_matches_reference_on_options(rng, monkeypatch, backend, cell, v
     if fuse != "fused":
         monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_ROWS", 0)
     assert_matches_oracle(make_problem(rng, cell, variant, 7, 5, 6, 9, **CONFIGS[config]), backend, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_on_long_reductions(rng, backend, cell, variant, dtype):
+    """Products whose reductions span several of the kernels' chunks (the weight gradients sum over
+    T*B = 333 rows, dx over G*H >= 201 columns, the input projection over I = 270) and whose row and
+    column counts are not multiples of any register block."""
+    assert_matches_oracle(make_problem(rng, cell, variant, 37, 9, 270, 67, lengths=True, scale=0.2), backend,
+                          dtype)
+
+
+PROJECTION_FAST_BACKENDS = [name for name in FAST_BACKENDS if name in backends.PROJECTION_BACKENDS]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (5, 3, 4, 19, 11), (37, 9, 30, 67, 20)],
+                         ids=lambda s: "T{}B{}I{}H{}P{}".format(*s))
+@pytest.mark.parametrize("backend", PROJECTION_FAST_BACKENDS)
+def test_backend_matches_reference_with_projections(rng, backend, shape, config, dtype):
+    """LSTM with projections (h_t = W_hr (o * tanh(c_t)) of size P < H, torch's proj_size). (Weights of
+    scale 0.2: at 0.5 the longest problem is chaotic, the float64 reference's own rounding grows to 1e-9.)"""
+    T, B, I, H, P = shape
+    assert_matches_oracle(make_problem(rng, "lstm", None, T, B, I, H, proj_size=P, scale=0.2, **CONFIGS[config]),
+                          backend, dtype)
+
+
+@pytest.mark.parametrize("backend", PROJECTION_FAST_BACKENDS)
+def test_projections_work_split(rng, split_work, backend):
+    assert_matches_oracle(make_problem(rng, "lstm", None, 6, 4, 7, 33, proj_size=17, lengths=True), backend,
+                          np.float64)
+
+
+def test_auto_takes_a_fast_backend_for_projections(rng):
+    a = make_problem(rng, "lstm", None, 3, 2, 4, 6, proj_size=3).args
+    _, _, tape = fastrnn.lstm_forward(**a)
+    assert tape.backend == next(n for n in backends.PROJECTION_BACKENDS if n in fastrnn.available_backends())
 
 
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)

@@ -49,12 +49,8 @@ def test_reference_gradients_match_finite_differences(rng, cell, variant, config
 @pytest.mark.parametrize("config", ["plain", "no-bias", "lengths", "batch-first+lengths", "unbatched"])
 def test_reference_lstm_projection_matches_finite_differences(rng, config):
     """LSTM with projections (w_hr, torch's proj_size): h = (o * tanh(c)) W_hr^T of size P = 2 < H = 3."""
-    problem = make_problem(rng, "lstm", None, T=4, B=3, I=3, H=3, **CONFIGS[config])
-    P, lead = 2, problem.args["h0"].shape[:-1]
-    problem.args.update(w_hh=0.5 * rng.standard_normal((12, P)), w_hr=0.5 * rng.standard_normal((P, 3)),
-                        h0=0.5 * rng.standard_normal(lead + (P,)))
-    problem.upstream.update(dy=rng.standard_normal(problem.upstream["dy"].shape[:-1] + (P,)),
-                            dh_n=rng.standard_normal(lead + (P,)))
+    P = 2
+    problem = make_problem(rng, "lstm", None, T=4, B=3, I=3, H=3, proj_size=P, **CONFIGS[config])
     analytic = {k: v for k, v in run(problem, "reference").items() if k.startswith("d") and v is not None}
     assert analytic["dw_hr"].shape == (P, 3)
     assert_same_fields(analytic, finite_difference_grads(problem), 1e-6, f"lstm-proj/{config}: ")

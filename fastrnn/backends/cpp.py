@@ -10,8 +10,8 @@ Equations and shapes: kernels/include/fastrnn/cells.h and sequence.h. Everything
 in C++ on one OpenMP team: NumPy's BLAS threads spinning beside it would slow both (see numba_cpu.py).
 Weights are packed per call (one pass over them, against T in the loop), so in-place updates between
 calls are always seen. AVX-512, AVX2+FMA or a portable path, chosen at run time (``_ext.isa()``).
-No LSTM projections (w_hr), as the "numba" backend. Check: pytest tests -k cpp; time: fastrnn bench
---backends cpp,numba.
+LSTM projections (w_hr, torch's proj_size) run here too: a step then has a second phase, h_t = m_t W_hr^T.
+Check: pytest tests -k cpp; time: fastrnn bench --backends cpp,numba.
 """
 from __future__ import annotations
 
@@ -25,8 +25,6 @@ _CELL = {("lstm", None): 0, ("gru", True): 1, ("gru", False): 2, ("rnn", "tanh")
 
 
 def _cell(seq) -> int:
-    if seq.w_hr is not None:
-        raise NotImplementedError("backend 'cpp' has no LSTM projections (w_hr)")
     return _CELL[seq.cell, seq.variant]
 
 
@@ -47,12 +45,10 @@ def _default_threads() -> int:
 
 def forward(seq, save):
     y, h_n, c_n, saved = _ext.forward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.h0, seq.c0,
-                                      seq.lengths, save, _threads(seq))
+                                      seq.lengths, save, _threads(seq), seq.w_hr)
     return y, h_n, c_n, saved
 
 
 def backward(seq, saved, dy, dh_n, dc_n):
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = _ext.backward(
-        _cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.lengths, saved, dy, dh_n, dc_n,
-        _threads(seq))
-    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None       # no projection (w_hr)
+    return _ext.backward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.lengths, saved, dy, dh_n,
+                         dc_n, _threads(seq), seq.w_hr)

@@ -1,10 +1,11 @@
 // fastrnn._ext: the thin pybind11 layer over fastrnn/sequence.h (the "cpp" backend, fastrnn/backends/cpp.py).
 //
-//   forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads) -> (y, h_n, c_n, tape)
-//   backward(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, tape, dy, dh_n, dc_n, threads)
-//       -> (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+//   forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads, w_hr=None) -> (y, h_n, c_n, tape)
+//   backward(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, tape, dy, dh_n, dc_n, threads, w_hr=None)
+//       -> (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
 //   cell: 0 LSTM, 1 GRU (linear_before_reset), 2 GRU (Cho), 3 RNN tanh, 4 RNN relu (fastrnn::Cell);
-//   tape: (h, c, gates, ghn), entries None where the cell has none. Shapes: sequence.h.
+//   tape: (h, c, gates, ghn, m), entries None where the cell has none; w_hr (P, H): an LSTM with
+//   projections (then h, y and their gradients have P columns). Shapes: sequence.h.
 // It checks every array (NumPy, C-contiguous, x's dtype, float32 or float64, the expected shape;
 // TypeError or ValueError naming the argument), allocates the outputs, releases the GIL and calls
 // the templates. Arguments that may be absent are None.
@@ -53,10 +54,11 @@ fastrnn::Cell cell_of(int code) {
     return static_cast<fastrnn::Cell>(code);
 }
 
-// The problem's dimensions from x (T, B, I) and w_hh (G*H, H), every weight checked.
+// The problem's dimensions from x (T, B, I), w_hh (G*H, H) and w_hr (P, H) if given, every weight checked.
 template <class Real> fastrnn::Problem<Real> problem(fastrnn::Cell cell, const py::object& x, const py::object& w_ih,
                                                       const py::object& w_hh, const py::object& b_ih,
-                                                      const py::object& b_hh, const py::object& lengths) {
+                                                      const py::object& b_hh, const py::object& lengths,
+                                                      const py::object& w_hr) {
     const py::dtype dt = py::dtype::of<Real>();
     if (!py::isinstance<py::array>(x)) throw py::type_error("x must be a NumPy array");
     py::array xa = py::reinterpret_borrow<py::array>(x);
@@ -64,13 +66,23 @@ template <class Real> fastrnn::Problem<Real> problem(fastrnn::Cell cell, const p
     if (!py::isinstance<py::array>(w_hh)) throw py::type_error("w_hh must be a NumPy array");
     py::array wa = py::reinterpret_borrow<py::array>(w_hh);
     if (wa.ndim() != 2) throw py::value_error("w_hh must have 2 dimensions (G*H, H)");
-    const py::ssize_t T = xa.shape(0), B = xa.shape(1), I = xa.shape(2), H = wa.shape(1), GH = fastrnn::num_gates(cell) * H;
-    if (T < 1 || B < 1 || I < 1 || H < 1) throw py::value_error("T, B, I and H must all be >= 1");
+    py::ssize_t H = wa.shape(1), P = H;
+    if (!w_hr.is_none()) {
+        if (cell != fastrnn::Cell::lstm) throw py::value_error("w_hr (projections) is for the LSTM only");
+        if (!py::isinstance<py::array>(w_hr)) throw py::type_error("w_hr must be a NumPy array");
+        py::array ra = py::reinterpret_borrow<py::array>(w_hr);
+        if (ra.ndim() != 2) throw py::value_error("w_hr must have 2 dimensions (P, H)");
+        P = ra.shape(0);
+        H = ra.shape(1);
+    }
+    const py::ssize_t T = xa.shape(0), B = xa.shape(1), I = xa.shape(2), GH = fastrnn::num_gates(cell) * H;
+    if (T < 1 || B < 1 || I < 1 || H < 1 || P < 1) throw py::value_error("T, B, I, H and P must all be >= 1");
     fastrnn::Problem<Real> p{cell, T, B, I, H,
                              static_cast<const Real*>(checked(x, "x", dt, {T, B, I}).data()),
                              static_cast<const Real*>(checked(w_ih, "w_ih", dt, {GH, I}).data()),
-                             static_cast<const Real*>(checked(w_hh, "w_hh", dt, {GH, H}).data()),
-                             optional_data<Real>(b_ih, "b_ih", {GH}), optional_data<Real>(b_hh, "b_hh", {GH}), nullptr};
+                             static_cast<const Real*>(checked(w_hh, "w_hh", dt, {GH, P}).data()),
+                             optional_data<Real>(b_ih, "b_ih", {GH}), optional_data<Real>(b_hh, "b_hh", {GH}), nullptr,
+                             optional_data<Real>(w_hr, "w_hr", {P, H}), w_hr.is_none() ? 0 : P};
     if (!lengths.is_none())
         p.lengths = static_cast<const std::int64_t*>(checked(lengths, "lengths", py::dtype::of<std::int64_t>(), {B}).data());
     return p;
@@ -86,28 +98,30 @@ template <class Real> py::object output(std::vector<py::ssize_t> shape, Real*& p
 template <class Real>
 py::tuple forward_impl(fastrnn::Cell cell, const py::object& x, const py::object& w_ih, const py::object& w_hh,
                        const py::object& b_ih, const py::object& b_hh, const py::object& h0, const py::object& c0,
-                       const py::object& lengths, bool save, int threads) {
-    auto p = problem<Real>(cell, x, w_ih, w_hh, b_ih, b_hh, lengths);
-    const py::ssize_t T = p.T, B = p.B, H = p.H, G = fastrnn::num_gates(cell);
+                       const py::object& lengths, bool save, int threads, const py::object& w_hr) {
+    auto p = problem<Real>(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, w_hr);
+    const py::ssize_t T = p.T, B = p.B, H = p.H, P = fastrnn::state_size(p), G = fastrnn::num_gates(cell);
     const bool lstm = cell == fastrnn::Cell::lstm, gru = cell == fastrnn::Cell::gru;
-    const Real* h0p = optional_data<Real>(h0, "h0", {B, H});
+    const Real* h0p = optional_data<Real>(h0, "h0", {B, P});
     const Real* c0p = lstm ? optional_data<Real>(c0, "c0", {B, H}) : nullptr;
     Real *yp, *hnp, *cnp = nullptr;
     fastrnn::Tape<Real> tape{nullptr, nullptr, nullptr, nullptr};
-    py::object y = output<Real>({T, B, H}, yp), h_n = output<Real>({B, H}, hnp);
+    py::object y = output<Real>({T, B, P}, yp), h_n = output<Real>({B, P}, hnp);
     py::object c_n = py::none(), th = py::none(), tc = py::none(), tg = py::none(), tghn = py::none();
+    py::object tm = py::none();
     if (lstm) c_n = output<Real>({B, H}, cnp);
     if (save) {
-        th = output<Real>({T + 1, B, H}, tape.h);
+        th = output<Real>({T + 1, B, P}, tape.h);
         tg = output<Real>({T, B, G * H}, tape.gates);
         if (lstm) tc = output<Real>({T + 1, B, H}, tape.c);
         if (gru) tghn = output<Real>({T, B, H}, tape.ghn);
+        if (p.w_hr) tm = output<Real>({T, B, H}, tape.m);
     }
     {
         py::gil_scoped_release release;
         fastrnn::forward(p, h0p, c0p, yp, hnp, cnp, save ? &tape : nullptr, threads);
     }
-    py::object saved = save ? py::object(py::make_tuple(th, tc, tg, tghn)) : py::object(py::none());
+    py::object saved = save ? py::object(py::make_tuple(th, tc, tg, tghn, tm)) : py::object(py::none());
     return py::make_tuple(y, h_n, c_n, saved);
 }
 
@@ -115,32 +129,34 @@ template <class Real>
 py::tuple backward_impl(fastrnn::Cell cell, const py::object& x, const py::object& w_ih, const py::object& w_hh,
                         const py::object& b_ih, const py::object& b_hh, const py::object& lengths,
                         const py::tuple& saved, const py::object& dy, const py::object& dh_n, const py::object& dc_n,
-                        int threads) {
-    auto p = problem<Real>(cell, x, w_ih, w_hh, b_ih, b_hh, lengths);
-    const py::ssize_t T = p.T, B = p.B, I = p.I, H = p.H, GH = fastrnn::num_gates(cell) * H;
+                        int threads, const py::object& w_hr) {
+    auto p = problem<Real>(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, w_hr);
+    const py::ssize_t T = p.T, B = p.B, I = p.I, H = p.H, P = fastrnn::state_size(p), GH = fastrnn::num_gates(cell) * H;
     const bool lstm = cell == fastrnn::Cell::lstm, gru = cell == fastrnn::Cell::gru;
-    if (saved.size() != 4) throw py::value_error("tape must be the 4-tuple (h, c, gates, ghn) that forward returned");
-    fastrnn::Tape<Real> tape{const_cast<Real*>(optional_data<Real>(saved[0], "tape h", {T + 1, B, H})),
+    if (saved.size() != 5) throw py::value_error("tape must be the 5-tuple (h, c, gates, ghn, m) that forward returned");
+    fastrnn::Tape<Real> tape{const_cast<Real*>(optional_data<Real>(saved[0], "tape h", {T + 1, B, P})),
                              const_cast<Real*>(optional_data<Real>(saved[1], "tape c", {T + 1, B, H})),
                              const_cast<Real*>(optional_data<Real>(saved[2], "tape gates", {T, B, GH})),
-                             const_cast<Real*>(optional_data<Real>(saved[3], "tape ghn", {T, B, H}))};
-    if (!tape.h || !tape.gates || (lstm && !tape.c) || (gru && !tape.ghn))
+                             const_cast<Real*>(optional_data<Real>(saved[3], "tape ghn", {T, B, H})),
+                             const_cast<Real*>(optional_data<Real>(saved[4], "tape m", {T, B, H}))};
+    if (!tape.h || !tape.gates || (lstm && !tape.c) || (gru && !tape.ghn) || (p.w_hr && !tape.m))
         throw py::value_error("tape lacks an array this cell needs (was it recorded with save=True for this cell?)");
-    const Real* dyp = optional_data<Real>(dy, "dy", {T, B, H});
-    const Real* dhp = optional_data<Real>(dh_n, "dh_n", {B, H});
+    const Real* dyp = optional_data<Real>(dy, "dy", {T, B, P});
+    const Real* dhp = optional_data<Real>(dh_n, "dh_n", {B, P});
     const Real* dcp = lstm ? optional_data<Real>(dc_n, "dc_n", {B, H}) : nullptr;
     fastrnn::Grads<Real> g{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-    py::object dx = output<Real>({T, B, I}, g.dx), dh0 = output<Real>({B, H}, g.dh0);
-    py::object dw_ih = output<Real>({GH, I}, g.dw_ih), dw_hh = output<Real>({GH, H}, g.dw_hh);
-    py::object dc0 = py::none(), db_ih = py::none(), db_hh = py::none();
+    py::object dx = output<Real>({T, B, I}, g.dx), dh0 = output<Real>({B, P}, g.dh0);
+    py::object dw_ih = output<Real>({GH, I}, g.dw_ih), dw_hh = output<Real>({GH, P}, g.dw_hh);
+    py::object dc0 = py::none(), db_ih = py::none(), db_hh = py::none(), dw_hr = py::none();
     if (lstm) dc0 = output<Real>({B, H}, g.dc0);
     if (p.b_ih) db_ih = output<Real>({GH}, g.db_ih);
     if (p.b_hh) db_hh = output<Real>({GH}, g.db_hh);
+    if (p.w_hr) dw_hr = output<Real>({P, H}, g.dw_hr);
     {
         py::gil_scoped_release release;
         fastrnn::backward(p, tape, dyp, dhp, dcp, g, threads);
     }
-    return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
+    return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr);
 }
 
 // float32 or float64, from x; anything else is refused here, before any pointer is taken.
@@ -158,22 +174,25 @@ PYBIND11_MODULE(_ext, m) {
     m.doc() = "fastrnn's C++ sequence kernels (fastrnn/sequence.h): the \"cpp\" backend";
     m.def("forward",
           [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object b_ih, py::object b_hh, py::object h0,
-             py::object c0, py::object lengths, bool save, int threads) {
+             py::object c0, py::object lengths, bool save, int threads, py::object w_hr) {
               auto c = cell_of(cell);
-              return is_double(x) ? forward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads)
-                                  : forward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads);
+              return is_double(x) ? forward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads, w_hr)
+                                  : forward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads, w_hr);
           },
           py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
-          py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("save"), py::arg("threads"));
+          py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("save"), py::arg("threads"),
+          py::arg("w_hr") = py::none());
     m.def("backward",
           [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object b_ih, py::object b_hh,
-             py::object lengths, py::tuple saved, py::object dy, py::object dh_n, py::object dc_n, int threads) {
+             py::object lengths, py::tuple saved, py::object dy, py::object dh_n, py::object dc_n, int threads,
+             py::object w_hr) {
               auto c = cell_of(cell);
-              return is_double(x) ? backward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n, threads)
-                                  : backward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n, threads);
+              return is_double(x) ? backward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n, threads, w_hr)
+                                  : backward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n, threads, w_hr);
           },
           py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
-          py::arg("lengths"), py::arg("tape"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("threads"));
+          py::arg("lengths"), py::arg("tape"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("threads"),
+          py::arg("w_hr") = py::none());
     m.def("isa", [] { return std::string(fastrnn::isa()); },
           "The instruction set the kernels use on this CPU: avx512, avx2 or portable");
 }

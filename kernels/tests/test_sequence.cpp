@@ -2,7 +2,8 @@
 // as fastrnn/backends/reference.py): forward outputs directly, every gradient by central differences
 // of that loop's loss  L = sum(y * dy) + sum(h_n * dh_n) + sum(c_n * dc_n).
 // Every cell form, with lengths (one sequence of length 1, one of T), H not a multiple of the tile
-// width, several threads; float against the same loop with a float-sized tolerance.
+// width, several threads, and the LSTM with projections (h_t = W_hr m_t of size P); float against the
+// same loop with a float-sized tolerance.
 // Exit status 0 when everything matches; the first mismatch is printed.
 #include <fastrnn/sequence.h>
 
@@ -22,24 +23,27 @@ struct Case {
     long T, B, I, H;
     Vd x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy, dh_n, dc_n;
     std::vector<std::int64_t> lengths;
+    long P = 0;           // LSTM with projections: w_hr (P, H); h, h0, y have P columns (else H)
+    Vd w_hr;
+    long state() const { return P ? P : H; }
 };
 
 double sig(double a) { return 1.0 / (1.0 + std::exp(-a)); }
 
 // The oracle: y, h_n, c_n of the problem, step by step.
 void naive_forward(const Case& k, Vd& y, Vd& h_n, Vd& c_n) {
-    const long T = k.T, B = k.B, I = k.I, H = k.H, G = fastrnn::num_gates(k.cell);
+    const long T = k.T, B = k.B, I = k.I, H = k.H, G = fastrnn::num_gates(k.cell), P = k.state();
     Vd h = k.h0, c = k.c0;
-    y.assign(T * B * H, 0.0);
+    y.assign(T * B * P, 0.0);
     for (long t = 0; t < T; ++t)
         for (long b = 0; b < B; ++b) {
             if (t >= k.lengths[b]) continue;                 // carried unchanged, y stays 0
-            Vd gx(G * H), gh(G * H), hb(h.begin() + b * H, h.begin() + (b + 1) * H);
+            Vd gx(G * H), gh(G * H), hb(h.begin() + b * P, h.begin() + (b + 1) * P), m(H);
             for (long r = 0; r < G * H; ++r) {
                 gx[r] = k.b_ih[r];
                 for (long i = 0; i < I; ++i) gx[r] += k.w_ih[r * I + i] * k.x[(t * B + b) * I + i];
                 gh[r] = k.b_hh[r];
-                for (long j = 0; j < H; ++j) gh[r] += k.w_hh[r * H + j] * hb[j];
+                for (long j = 0; j < P; ++j) gh[r] += k.w_hh[r * P + j] * hb[j];
             }
             if (k.cell == Cell::gru_cho) {                   // n's product takes r * h
                 for (long u = 0; u < H; ++u) {
@@ -64,8 +68,13 @@ void naive_forward(const Case& k, Vd& y, Vd& h_n, Vd& c_n) {
                     double a = gx[u] + gh[u];
                     hn = k.cell == Cell::rnn_tanh ? std::tanh(a) : (a > 0 ? a : 0.0);
                 }
-                h[b * H + u] = hn;
-                y[(t * B + b) * H + u] = hn;
+                m[u] = hn;
+            }
+            for (long q = 0; q < P; ++q) {                   // h_t = W_hr m_t with projections, else m_t
+                double hq = k.P ? 0.0 : m[q];
+                for (long u = 0; k.P && u < H; ++u) hq += k.w_hr[q * H + u] * m[u];
+                h[b * P + q] = hq;
+                y[(t * B + b) * P + q] = hq;
             }
         }
     h_n = h;
@@ -117,16 +126,16 @@ template <class Real> void expect_close(const std::string& what, const std::vect
 template <class Real> std::vector<Real> as(const Vd& v) { return std::vector<Real>(v.begin(), v.end()); }
 
 template <class Real> void check(const Case& k, int threads, double rtol_forward, double rtol_grad, const std::string& name) {
-    const long T = k.T, B = k.B, I = k.I, H = k.H, G = fastrnn::num_gates(k.cell);
+    const long T = k.T, B = k.B, I = k.I, H = k.H, G = fastrnn::num_gates(k.cell), P = k.state();
     auto x = as<Real>(k.x), w_ih = as<Real>(k.w_ih), w_hh = as<Real>(k.w_hh), b_ih = as<Real>(k.b_ih),
          b_hh = as<Real>(k.b_hh), h0 = as<Real>(k.h0), c0 = as<Real>(k.c0), dy = as<Real>(k.dy),
-         dh_n = as<Real>(k.dh_n), dc_n = as<Real>(k.dc_n);
+         dh_n = as<Real>(k.dh_n), dc_n = as<Real>(k.dc_n), w_hr = as<Real>(k.w_hr);
     const Real nan = std::nan("");
-    std::vector<Real> y(T * B * H, nan), h_n(B * H, nan), c_n(B * H, nan), th((T + 1) * B * H, nan),
-        tc((T + 1) * B * H, nan), gates(T * B * G * H, nan), ghn(T * B * H, nan);
+    std::vector<Real> y(T * B * P, nan), h_n(B * P, nan), c_n(B * H, nan), th((T + 1) * B * P, nan),
+        tc((T + 1) * B * H, nan), gates(T * B * G * H, nan), ghn(T * B * H, nan), tm(T * B * H, nan);
     fastrnn::Problem<Real> p{k.cell, T, B, I, H, x.data(), w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data(),
-                             k.lengths.data()};
-    fastrnn::Tape<Real> tape{th.data(), tc.data(), gates.data(), ghn.data()};
+                             k.lengths.data(), k.P ? w_hr.data() : nullptr, k.P};
+    fastrnn::Tape<Real> tape{th.data(), tc.data(), gates.data(), ghn.data(), tm.data()};
     fastrnn::forward(p, h0.data(), c0.data(), y.data(), h_n.data(), c_n.data(), &tape, threads);
 
     Vd ry, rh, rc;
@@ -136,14 +145,15 @@ template <class Real> void check(const Case& k, int threads, double rtol_forward
     if (k.cell == Cell::lstm) expect_close(name + " c_n", c_n, rc, rtol_forward);
 
     // inference (no tape) gives the same outputs
-    std::vector<Real> y2(T * B * H, nan), h_n2(B * H, nan), c_n2(B * H, nan);
+    std::vector<Real> y2(T * B * P, nan), h_n2(B * P, nan), c_n2(B * H, nan);
     fastrnn::forward(p, h0.data(), c0.data(), y2.data(), h_n2.data(), c_n2.data(),
                      static_cast<const fastrnn::Tape<Real>*>(nullptr), threads);
     expect_close(name + " y (inference)", y2, ry, rtol_forward);
 
-    std::vector<Real> dx(T * B * I, nan), dh0(B * H, nan), dc0(B * H, nan), dw_ih(G * H * I, nan),
-        dw_hh(G * H * H, nan), db_ih(G * H, nan), db_hh(G * H, nan);
-    fastrnn::Grads<Real> grads{dx.data(), dh0.data(), dc0.data(), dw_ih.data(), dw_hh.data(), db_ih.data(), db_hh.data()};
+    std::vector<Real> dx(T * B * I, nan), dh0(B * P, nan), dc0(B * H, nan), dw_ih(G * H * I, nan),
+        dw_hh(G * H * P, nan), db_ih(G * H, nan), db_hh(G * H, nan), dw_hr(P * H, nan);
+    fastrnn::Grads<Real> grads{dx.data(), dh0.data(), dc0.data(), dw_ih.data(), dw_hh.data(), db_ih.data(), db_hh.data(),
+                               dw_hr.data()};
     fastrnn::backward(p, tape, dy.data(), dh_n.data(), dc_n.data(), grads, threads);
     expect_close(name + " dx", dx, numeric_grad(k, &Case::x), rtol_grad);
     expect_close(name + " dh0", dh0, numeric_grad(k, &Case::h0), rtol_grad);
@@ -152,9 +162,10 @@ template <class Real> void check(const Case& k, int threads, double rtol_forward
     expect_close(name + " dw_hh", dw_hh, numeric_grad(k, &Case::w_hh), rtol_grad);
     expect_close(name + " db_ih", db_ih, numeric_grad(k, &Case::b_ih), rtol_grad);
     expect_close(name + " db_hh", db_hh, numeric_grad(k, &Case::b_hh), rtol_grad);
+    if (k.P) expect_close(name + " dw_hr", dw_hr, numeric_grad(k, &Case::w_hr), rtol_grad);
 }
 
-Case make_case(Cell cell, long T, long B, long I, long H, unsigned seed) {
+Case make_case(Cell cell, long T, long B, long I, long H, unsigned seed, long P = 0) {
     std::mt19937 gen(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
     const long G = fastrnn::num_gates(cell);
@@ -163,9 +174,10 @@ Case make_case(Cell cell, long T, long B, long I, long H, unsigned seed) {
         for (auto& e : v) e = scale * normal(gen);
         return v;
     };
-    Case k{cell, T, B, I, H, draw(T * B * I, 1), draw(G * H * I, 0.5), draw(G * H * H, 0.5), draw(G * H, 0.5),
-           draw(G * H, 0.5), draw(B * H, 0.5), draw(B * H, 0.5), draw(T * B * H, 1), draw(B * H, 1),
-           draw(B * H, 1), {}};
+    const long S = P ? P : H;       // columns of h
+    Case k{cell, T, B, I, H, draw(T * B * I, 1), draw(G * H * I, 0.5), draw(G * H * S, 0.5), draw(G * H, 0.5),
+           draw(G * H, 0.5), draw(B * S, 0.5), draw(B * H, 0.5), draw(T * B * S, 1), draw(B * S, 1),
+           draw(B * H, 1), {}, P, draw(P * H, 0.5)};
     for (long b = 0; b < B; ++b) k.lengths.push_back(b == 0 ? T : (b == B - 1 ? 1 : 1 + long(gen() % T)));
     return k;
 }
@@ -181,6 +193,13 @@ int main() {
             // H = 19: three double tiles and two float tiles, the last ones partial
             Case k = make_case(cell, 5, 3, 4, 19, seed++);
             std::string tag = std::string(name) + " threads=" + std::to_string(threads);
+            check<double>(k, threads, 1e-12, 1e-6, tag + " double");
+            check<float>(k, threads, 1e-5, 2e-4, tag + " float");
+        }
+    for (int threads : {1, 3})
+        for (long P : {1L, 11L, 18L}) {      // P below, across and beside a tile; H = 19
+            Case k = make_case(Cell::lstm, 5, 3, 4, 19, seed++, P);
+            std::string tag = "lstm projections P=" + std::to_string(P) + " threads=" + std::to_string(threads);
             check<double>(k, threads, 1e-12, 1e-6, tag + " double");
             check<float>(k, threads, 1e-5, 2e-4, tag + " float");
         }

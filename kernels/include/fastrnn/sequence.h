@@ -15,6 +15,10 @@
 //   scratch); ghn (T, B, H) GRU linear_before_reset: h W_hn^T + b_hn. Unused fields may be null.
 //   Grads: dx (T, B, I), dh0, dc0 (B, H), dw_ih, dw_hh, db_ih, db_hh like their arguments (db_* may
 //   be null). dy (T, B, H), dh_n, dc_n (B, H) may be null (zero).
+//   LSTM with projections (Problem::w_hr (P, H), P = Problem::P; PyTorch's proj_size, cuDNN's
+//   recurrent projection): m_t = o * tanh(c_t), h_t = m_t W_hr^T. Then h, h0, h_n, dh0, dh_n and y,
+//   dy have P columns in place of H, w_hh is (4H, P), the tape's h is (T+1, B, P) and its m (T, B, H)
+//   keeps every m_t, and Grads::dw_hr (P, H) receives dL/dW_hr.
 // Equations: cells.h. Cells: Cell::lstm, Cell::gru (linear_before_reset: PyTorch, cuDNN),
 // Cell::gru_cho (Cho et al. 2014, ONNX's default), Cell::rnn_tanh, Cell::rnn_relu. Real: float, double.
 //
@@ -27,7 +31,9 @@
 // then per step its recurrent product and pointwise cell update (Cho's GRU: two phases, the reset
 // gate of every unit before the candidate's product). Backward mirrors it: per step the pointwise
 // backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx and the weight
-// gradients are whole-sequence products in the same region afterwards.
+// gradients are whole-sequence products in the same region afterwards. With projections a step has
+// two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three backward
+// (dL/dh_t by tiles of P, the pointwise backward from dL/dm_t = dL/dh_t W_hr, dh_{t-1} by tiles of P).
 // Instruction set: AVX-512, AVX2+FMA or the portable path, chosen once at run time (kernels.h;
 // FASTRNN_ISA=portable|avx2|avx512 forces one). Without OpenMP everything runs on the calling thread.
 // Needs GCC or Clang (vector extensions).
@@ -71,13 +77,20 @@ template <class Real> struct Problem {
     const Real* b_ih;
     const Real* b_hh;
     const std::int64_t* lengths;
+    // LSTM with projections (PyTorch's proj_size): w_hr (P, H), h_t = W_hr (o * tanh(c_t)) of size P
+    const Real* w_hr = nullptr;
+    std::int64_t P = 0;
 };
+
+// The size of h (and y): P with projections, else H.
+template <class Real> std::int64_t state_size(const Problem<Real>& p) { return p.w_hr ? p.P : p.H; }
 
 template <class Real> struct Tape {
     Real* h;
     Real* c;
     Real* gates;
     Real* ghn;
+    Real* m = nullptr;     // (T, B, H) LSTM with projections: o * tanh(c_t)
 };
 
 template <class Real> struct Grads {
@@ -88,6 +101,7 @@ template <class Real> struct Grads {
     Real* dw_hh;
     Real* db_ih;
     Real* db_hh;
+    Real* dw_hr = nullptr;  // (P, H) LSTM with projections
 };
 
 namespace detail {
@@ -237,6 +251,8 @@ template <class Real> void check_problem(const Problem<Real>& p) {
     if (p.T < 1 || p.B < 1 || p.I < 1 || p.H < 1)
         throw std::invalid_argument("fastrnn: T, B, I and H must be >= 1");
     if (!p.x || !p.w_ih || !p.w_hh) throw std::invalid_argument("fastrnn: x, w_ih and w_hh are required");
+    if (p.w_hr && (p.cell != Cell::lstm || p.P < 1))
+        throw std::invalid_argument("fastrnn: projections (w_hr) are for the LSTM, with P >= 1");
     if (p.lengths)
         for (std::int64_t b = 0; b < p.B; ++b)
             if (p.lengths[b] < 1 || p.lengths[b] > p.T)
@@ -253,27 +269,8 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
     else std::fill(dst, dst + n, Real(0));
 }
 
-// Rows per work item of the whole-sequence products (a multiple of the register block).
+// Rows per work item of the whole-sequence products.
 constexpr std::ptrdiff_t kItemRows = 64;
-
-// out[b][c] = sum_k V[b*vb + k*vk] panel_c[k] for `rows` rows and every column c (panels: one [K][R]
-// panel per tile of R columns, `panel_size` apart; bias: R values per tile, or null). The reduction runs in chunks, and within a chunk
-// over every column tile, so the chunk of V's rows (64 x 512 at most: 128 KiB of floats) is read from
-// memory once and then from cache; tile by tile over the whole reduction, V would be re-read per tile.
-template <class Real>
-void product_all_tiles(const Ops<Real>& op, const Real* panels, std::ptrdiff_t panel_size, std::ptrdiff_t K,
-                       const Real* V, std::ptrdiff_t vb, std::ptrdiff_t vk, std::ptrdiff_t rows, Real* out,
-                       std::ptrdiff_t ldo, std::ptrdiff_t cols, const Real* bias = nullptr) {
-    constexpr std::ptrdiff_t kReduceChunk = 512;
-    const int R = op.lanes;
-    for (std::ptrdiff_t k0 = 0; k0 < K; k0 += kReduceChunk) {
-        const std::ptrdiff_t kn = std::min(kReduceChunk, K - k0);
-        for (std::ptrdiff_t tile = 0; tile * R < cols; ++tile)
-            op.tile_rows(panels + tile * panel_size + k0 * R, kn, V + k0 * vk, vb, vk, rows, out + tile * R, ldo,
-                         static_cast<int>(std::min<std::ptrdiff_t>(R, cols - tile * R)),
-                         bias && k0 == 0 ? bias + tile * R : nullptr, k0 > 0);
-    }
-}
 
 }  // namespace detail
 
@@ -286,42 +283,51 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const Ops<Real>& op = ops<Real>();
     const int R = op.lanes;
     const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H;
-    const std::ptrdiff_t NT = (H + R - 1) / R;
-    const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho;
+    const std::ptrdiff_t P = state_size(p), NT = (H + R - 1) / R, NP = (P + R - 1) / R;
+    const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho, projected = p.w_hr != nullptr;
     const std::vector<std::int64_t> lengths = lengths_of(p);
 
     Workspace ws;
-    Real *pk_ih = ws.get<Real>(G * NT * I * R), *pk_hh = ws.get<Real>(G * NT * H * R);
+    Real *pk_ih = ws.get<Real>(G * NT * I * R), *pk_hh = ws.get<Real>(G * NT * P * R);
     Real *pb_ih = ws.get<Real>(G * NT * R), *pb_hh = ws.get<Real>(G * NT * R);
+    Real* pk_hr = projected ? ws.get<Real>(NP * H * R) : nullptr;
     const std::ptrdiff_t S = tape ? T + 1 : 2;
     Real* gates = tape && tape->gates ? tape->gates : ws.get<Real>(T * B * GH);
-    Real* h = tape ? tape->h : ws.get<Real>(2 * B * H);
+    Real* h = tape ? tape->h : ws.get<Real>(2 * B * P);
     Real* c = nullptr;
     if (lstm) c = tape ? tape->c : ws.get<Real>(2 * B * H);
-    if (!h || (lstm && !c) || (tape && p.cell == Cell::gru && !tape->ghn))
+    if (!h || (lstm && !c) || (tape && p.cell == Cell::gru && !tape->ghn) || (tape && projected && !tape->m))
         throw std::invalid_argument("fastrnn: the tape lacks an array this cell needs");
     Real* rh = cho ? ws.get<Real>(B * H) : nullptr;
-    copy_or_zero(h, h0, B * H);
+    Real* m = projected ? (tape ? tape->m : ws.get<Real>(B * H)) : nullptr;
+    copy_or_zero(h, h0, B * P);
     if (lstm) copy_or_zero(c, c0, B * H);
 
     const int n_threads = resolve_threads(threads);
     const std::ptrdiff_t scratch_size = G * B * R;
     Real* scratch = ws.get<Real>(scratch_size * n_threads);
     ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates,
-                       tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh};
+                       tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh,
+                       P, NP, pk_hr, m, tape ? B * H : 0};
     const std::ptrdiff_t N = T * B, row_items = (N + kItemRows - 1) / kItemRows;
-    Phases sync(2 + (cho ? 2 : 1) * T, std::max(NT, row_items));   // packing, input projection, the steps
+    const std::ptrdiff_t per_step = cho || projected ? 2 : 1;
+    // packing, input projection, the steps
+    Phases sync(2 + per_step * T, std::max({NT, NP, row_items}));
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
         Real* gh = scratch + team_id() * scratch_size;
-        sync.run(0, NT, [&](std::ptrdiff_t u) {
+        sync.run(0, std::max(NT, NP), [&](std::ptrdiff_t u) {
+            if (projected && u < NP)
+                pack_rows(p.w_hr + u * R * H, H, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), H,
+                          pk_hr + u * H * R, R);
+            if (u >= NT) return;
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
             for (std::ptrdiff_t g = 0; g < G; ++g) {
                 const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
                 pack_rows(p.w_ih + row * I, I, n, I, pk_ih + tile * I * R, R);
-                pack_rows(p.w_hh + row * H, H, n, H, pk_hh + tile * H * R, R);
+                pack_rows(p.w_hh + row * P, P, n, P, pk_hh + tile * P * R, R);
                 pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih + tile * R, R);
                 pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh + tile * R, R);
             }
@@ -330,19 +336,22 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
         sync.run(1, row_items, [&](std::ptrdiff_t item) {
             const std::ptrdiff_t r0 = item * kItemRows;
             for (std::ptrdiff_t g = 0; g < G; ++g)
-                product_all_tiles(op, pk_ih + g * NT * I * R, I * R, I, p.x + r0 * I, I, 1,
-                                  std::min(kItemRows, N - r0), gates + r0 * GH + g * H, GH, H, pb_ih + g * NT * R);
+                op.product(pk_ih + g * NT * I * R, I * R, I, p.x + r0 * I, I, 1,
+                           std::min(kItemRows, N - r0), gates + r0 * GH + g * H, GH, H, pb_ih + g * NT * R);
         });
         for (std::ptrdiff_t t = 0; t < T; ++t) {
             if (cho) {
                 sync.run(2 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
                 sync.run(3 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
+            } else if (projected) {
+                sync.run(2 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
+                sync.run(3 + 2 * t, NP, [&](std::ptrdiff_t v) { op.forward_project(s, t, v, gh); });
             } else {
                 sync.run(2 + t, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
             }
         }
     }
-    if (h_n) std::memcpy(h_n, h + (T % S) * B * H, sizeof(Real) * B * H);
+    if (h_n) std::memcpy(h_n, h + (T % S) * B * P, sizeof(Real) * B * P);
     if (lstm && c_n) std::memcpy(c_n, c + (T % S) * B * H, sizeof(Real) * B * H);
 }
 
@@ -355,46 +364,57 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     const Ops<Real>& op = ops<Real>();
     const int R = op.lanes;
     const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H, N = T * B;
-    const std::ptrdiff_t NT = (H + R - 1) / R, NI = (I + R - 1) / R;
+    const std::ptrdiff_t P = state_size(p), NT = (H + R - 1) / R, NP = (P + R - 1) / R, NI = (I + R - 1) / R;
     const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho, gru = p.cell == Cell::gru;
-    if (!tape.h || !tape.gates || (lstm && !tape.c) || (gru && !tape.ghn))
+    const bool projected = p.w_hr != nullptr;
+    if (!tape.h || !tape.gates || (lstm && !tape.c) || (gru && !tape.ghn) || (projected && !tape.m))
         throw std::invalid_argument("fastrnn: the tape lacks an array this cell needs");
-    if (!out.dx || !out.dh0 || !out.dw_ih || !out.dw_hh || (lstm && !out.dc0))
+    if (!out.dx || !out.dh0 || !out.dw_ih || !out.dw_hh || (lstm && !out.dc0) || (projected && !out.dw_hr))
         throw std::invalid_argument("fastrnn: a gradient output is missing");
     const std::vector<std::int64_t> lengths = lengths_of(p);
 
     Workspace ws;
-    Real *pkT_hh = ws.get<Real>(NT * GH * R), *dgi = ws.get<Real>(N * GH);
+    Real *pkT_hh = ws.get<Real>(NP * GH * R), *dgi = ws.get<Real>(N * GH);
     Real* dgh = gru ? ws.get<Real>(N * GH) : dgi;
-    Real *pkT_ih = ws.get<Real>(NI * GH * R), *pk_x = ws.get<Real>(NI * N * R), *pk_h = ws.get<Real>(NT * N * R);
+    Real *pkT_ih = ws.get<Real>(NI * GH * R), *pk_x = ws.get<Real>(NI * N * R), *pk_h = ws.get<Real>(NP * N * R);
     Real* pk_rh = cho ? ws.get<Real>(NT * N * R) : nullptr;
+    Real* pkT_hr = projected ? ws.get<Real>(NT * P * R) : nullptr;
+    Real* pk_m = projected ? ws.get<Real>(NT * N * R) : nullptr;
+    Real* dh_step = projected ? ws.get<Real>(N * P) : nullptr;
     Real* dh = out.dh0;                 // carried in place: dh0 after the last step
     Real* dc = lstm ? out.dc0 : nullptr;
-    copy_or_zero(dh, dh_n, B * H);
+    copy_or_zero(dh, dh_n, B * P);
     if (lstm) copy_or_zero(dc, dc_n, B * H);
 
     const int n_threads = resolve_threads(threads);
     Real* scratch = ws.get<Real>(B * R * n_threads);
     BackwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), tape.h, tape.c, tape.gates, tape.ghn, dy,
-                        pkT_hh, dgi, dgh, dh, dc};
+                        pkT_hh, dgi, dgh, dh, dc, P, NP, pkT_hr, dh_step};
     const std::ptrdiff_t row_items = (N + kItemRows - 1) / kItemRows;
     const std::ptrdiff_t gate_row_items = (H + kItemRows - 1) / kItemRows;
-    Phases sync(1 + (cho ? 3 : 2) * T, NT);   // packing W_hh by columns, then two (Cho: three) per step
+    // packing W_hh (and W_hr) by columns, then per step: the pointwise backward and dh_{t-1}, with
+    // Cho's reset gate between them, or the projection's dL/dh_t before them
+    const std::ptrdiff_t per_step = cho || projected ? 3 : 2;
+    Phases sync(1 + per_step * T, std::max(NT, NP));
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
         Real* work = scratch + team_id() * B * R;
-        sync.run(0, NT, [&](std::ptrdiff_t u) {
-            pack_cols(p.w_hh + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), GH,
-                      pkT_hh + u * GH * R, R);
+        sync.run(0, std::max(NT, NP), [&](std::ptrdiff_t u) {
+            if (u < NP)
+                pack_cols(p.w_hh + u * R, P, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), GH,
+                          pkT_hh + u * GH * R, R);
+            if (projected && u < NT)
+                pack_cols(p.w_hr + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), P,
+                          pkT_hr + u * P * R, R);
         });
-        const std::ptrdiff_t per_step = cho ? 3 : 2;
         for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
             const std::ptrdiff_t phase = 1 + (T - 1 - t) * per_step;
-            sync.run(phase, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u); });
+            if (projected) sync.run(phase, NP, [&](std::ptrdiff_t v) { op.backward_gather(s, t, v); });
+            sync.run(phase + (projected ? 1 : 0), NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
             if (cho) sync.run(phase + 1, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
-            sync.run(phase + per_step - 1, NT, [&](std::ptrdiff_t u) { op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work); });
+            sync.run(phase + per_step - 1, NP, [&](std::ptrdiff_t u) { op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work); });
         }
 
         // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)
@@ -409,32 +429,43 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (std::ptrdiff_t u = 0; u < NT; ++u) {
+        for (std::ptrdiff_t u = 0; u < std::max(NT, NP); ++u) {
+            if (u < NP)
+                pack_cols(tape.h + u * R, P, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), N,
+                          pk_h + u * N * R, R);
+            if (u >= NT) continue;
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
-            pack_cols(tape.h + u * R, H, n, N, pk_h + u * N * R, R);
             if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh + u * N * R, R, tape.gates + u * R, GH);
+            if (projected) pack_cols(tape.m + u * R, H, n, N, pk_m + u * N * R, R);
         }
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic) nowait
 #endif
         for (std::ptrdiff_t item = 0; item < row_items; ++item) {
             const std::ptrdiff_t r0 = item * kItemRows;
-            product_all_tiles(op, pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
-                              out.dx + r0 * I, I, I);
+            op.product(pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
+                       out.dx + r0 * I, I, I, nullptr);
         }
-        // weight gradients: items of 64 rows of one gate, of dW_ih then dW_hh
+        // weight gradients: items of 64 rows of one gate, of dW_ih then dW_hh; then of dW_hr = dh^T m
         const std::ptrdiff_t gate_items = G * gate_row_items;
+        const std::ptrdiff_t projection_items = projected ? (P + kItemRows - 1) / kItemRows : 0;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic) nowait
 #endif
-        for (std::ptrdiff_t item = 0; item < 2 * gate_items; ++item) {
+        for (std::ptrdiff_t item = 0; item < 2 * gate_items + projection_items; ++item) {
+            if (item >= 2 * gate_items) {
+                const std::ptrdiff_t r0 = (item - 2 * gate_items) * kItemRows;
+                op.product(pk_m, N * R, N, dh_step + r0, 1, P, std::min(kItemRows, P - r0), out.dw_hr + r0 * H, H, H,
+                           nullptr);
+                continue;
+            }
             const bool ih = item < gate_items;
             const std::ptrdiff_t rest = ih ? item : item - gate_items, g = rest / gate_row_items;
             const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
-            const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : H;
+            const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : P;
             const Real* panels = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
-            product_all_tiles(op, panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
-                              (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols);
+            op.product(panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
+                       (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols, nullptr);
         }
         // bias gradients: column sums, accumulated in double
 #ifdef _OPENMP

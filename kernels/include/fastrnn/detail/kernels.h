@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "../cells.h"
 
@@ -38,31 +39,42 @@ template <class Real> struct ForwardCtx {
     Cell cell;
     ptrdiff_t T, B, I, H, G, NT;  // NT = ceil(H / R) unit tiles
     const std::int64_t* lengths;   // (B,)
-    const Real* pk_hh;             // (G, NT, H, R)
+    const Real* pk_hh;             // (G, NT, P, R)
     const Real* pb_hh;             // (G, NT, R) biases, zero-padded
     Real* gates;                   // (T, B, G*H): the input projection, overwritten by the activations
     Real* ghn;                     // (T, B, H) GRU linear_before_reset: h W_hn^T + b_hn, when saving; else null
-    Real* h;                       // (S, B, H) states, S = T + 1 when saving, else 2 (ping-pong)
+    Real* h;                       // (S, B, P) states, S = T + 1 when saving, else 2 (ping-pong)
     Real* c;                       // (S, B, H) LSTM
     ptrdiff_t S;
-    Real* y;                       // (T, B, H)
+    Real* y;                       // (T, B, P)
     Real* rh;                      // (B, H) GRU Cho: r * h_{t-1}
+    // LSTM with projections (h_t = W_hr m_t of size P): else P = H, NP = NT and the rest null
+    ptrdiff_t P, NP;               // NP = ceil(P / R) output tiles
+    const Real* pk_hr;             // (NP, H, R): W_hr's rows by output tile
+    Real* m;                       // m_t = o * tanh(c_t) (B, H) at m + t * m_step
+    ptrdiff_t m_step;              // B*H when the tape keeps every step's m, else 0 (one slot)
+    bool projected() const { return pk_hr != nullptr; }
 };
 
 template <class Real> struct BackwardCtx {
     Cell cell;
     ptrdiff_t T, B, I, H, G, NT;
     const std::int64_t* lengths;
-    const Real* h;                 // (T + 1, B, H)
+    const Real* h;                 // (T + 1, B, P)
     const Real* c;                 // (T + 1, B, H) LSTM
     const Real* gates;             // (T, B, G*H)
     const Real* ghn;               // (T, B, H) GRU linear_before_reset
     const Real* dy;                // (T, B, H) or null
-    const Real* pkT_hh;            // (NT, G*H, R): W_hh's columns of each unit tile
+    const Real* pkT_hh;            // (NP, G*H, R): W_hh's columns of each tile of h
     Real* dgi;                     // (T, B, G*H) d/d(input-side pre-activations)
     Real* dgh;                     // (T, B, G*H) d/d(h-side ones); == dgi except for the GRU
-    Real* dh;                      // (B, H) carried dL/dh
+    Real* dh;                      // (B, P) carried dL/dh
     Real* dc;                      // (B, H) carried dL/dc (LSTM)
+    // LSTM with projections: else P = H, NP = NT and the rest null
+    ptrdiff_t P, NP;
+    const Real* pkT_hr;            // (NT, P, R): W_hr's columns of each unit tile
+    Real* dh_step;                 // (T, B, P): dL/dh_t in full (carried + dy_t) for the sequences active at t
+    bool projected() const { return pkT_hr != nullptr; }
 };
 
 // out[b*ldo + r] (+)= sum_{k<K} P[k*R + r] V[b*vb + k*vk] (+ bias[r]) for b < NB, r < cols.
@@ -122,6 +134,78 @@ FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff
     }
 }
 
+// The whole-sequence products (input projection, dx, weight gradients): every column tile of `cols`
+// columns (panels `panel_size` apart, each P[k][R]) times `rows` rows of V read as V[b*vb + k*vk]:
+//     out[b*ldo + c] = sum_k P_tile(c)[k][c % R] V[b][k] (+ bias[c])
+// A register block is kPanelRows rows x 2 tiles (12 accumulators, 2 panel vectors, a broadcast:
+// 15 of AVX2's 16 registers), against the recurrent step's 8 x 1 (9 loads per 8 FMAs there, 8 per
+// 12 here). The rows' values are first copied into a contiguous [k][kPanelRows] strip per reduction
+// chunk: V's rows are strided (a weight gradient's V is dG^T, one row of G*H values apart per k, a page
+// per step of k), and the strips (64 rows x 256: 64 KiB of floats, in L2) are read once per tile pair.
+constexpr int kPanelRows = 6;
+constexpr ptrdiff_t kProductChunk = 256;    // one strip: 6 x 256 values (6 or 12 KiB), in L1
+
+template <class Real, int W, int NTL>
+FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Real* strip, ptrdiff_t kn, Real* out,
+                                  ptrdiff_t ldo, int rows, int cols_last, const Real* bias, bool accumulate) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    Vr acc[kPanelRows][NTL];
+    for (int i = 0; i < kPanelRows; ++i)
+        for (int j = 0; j < NTL; ++j) acc[i][j] = Vr{};
+    for (ptrdiff_t k = 0; k < kn; ++k) {
+        Vr p[NTL];
+        for (int j = 0; j < NTL; ++j) p[j] = load<Vr>(P + j * panel_size + k * R);
+        for (int i = 0; i < kPanelRows; ++i) {
+            const Real a = strip[k * kPanelRows + i];
+            for (int j = 0; j < NTL; ++j) acc[i][j] += p[j] * a;
+        }
+    }
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < NTL; ++j) {
+            const int n = j == NTL - 1 ? cols_last : R;
+            Vr s = acc[i][j];
+            if (bias) s += load<Vr>(bias + j * R);
+            Real* o = out + i * ldo + j * R;
+            if (accumulate) s += load<Vr>(o, n);
+            store(o, s, n);
+        }
+}
+
+template <class Real, int W>
+FASTRNN_INLINE void panel_product(const Real* panels, ptrdiff_t panel_size, ptrdiff_t K, const Real* V, ptrdiff_t vb,
+                                  ptrdiff_t vk, ptrdiff_t rows, Real* out, ptrdiff_t ldo, ptrdiff_t cols,
+                                  const Real* bias) {
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t tiles = (cols + R - 1) / R, blocks = (rows + kPanelRows - 1) / kPanelRows;
+    const ptrdiff_t strip_size = kPanelRows * kProductChunk;
+    thread_local std::vector<Real> strips;      // this thread's [block][k][kPanelRows], kept between calls
+    if (static_cast<ptrdiff_t>(strips.size()) < blocks * strip_size) strips.resize(blocks * strip_size);
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kProductChunk) {
+        const ptrdiff_t kn = std::min(kProductChunk, K - k0);
+        const bool first = k0 == 0;
+        // all rows' strips at once: a strided V (vk > 1) is then read a whole cache line at a time
+        for (ptrdiff_t k = 0; k < kn; ++k)
+            for (ptrdiff_t b = 0; b < blocks * kPanelRows; ++b)
+                strips[(b / kPanelRows) * strip_size + k * kPanelRows + b % kPanelRows] =
+                    b < rows ? V[b * vb + (k0 + k) * vk] : Real(0);
+        for (ptrdiff_t tile = 0; tile < tiles; tile += 2) {
+            const Real* P = panels + tile * panel_size + k0 * R;
+            const Real* bt = bias && first ? bias + tile * R : nullptr;
+            const bool pair = tile + 1 < tiles;
+            const int last = static_cast<int>(std::min<ptrdiff_t>(R, cols - (pair ? tile + 1 : tile) * R));
+            for (ptrdiff_t block = 0; block < blocks; ++block) {
+                const int nb = static_cast<int>(std::min<ptrdiff_t>(kPanelRows, rows - block * kPanelRows));
+                Real* o = out + block * kPanelRows * ldo + tile * R;
+                const Real* strip = strips.data() + block * strip_size;
+                if (pair) product_block<Real, W, 2>(P, panel_size, strip, kn, o, ldo, nb, last, bt, !first);
+                else product_block<Real, W, 1>(P, panel_size, strip, kn, o, ldo, nb, last, bt, !first);
+            }
+        }
+        if (K == 0) break;
+    }
+}
+
 FASTRNN_INLINE bool active(const std::int64_t* lengths, ptrdiff_t t, ptrdiff_t b) { return t < lengths[b]; }
 
 // Units in tile u (R wide) of H: R, or fewer in the last tile.
@@ -134,55 +218,68 @@ FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_i
     constexpr int R = W / static_cast<int>(sizeof(Real));
     for (ptrdiff_t g = g0; g < g1; ++g) {
         const ptrdiff_t tile = g * s.NT + u;
-        tile_rows<Real, W>(s.pk_hh + tile * s.H * R, s.H, h_in, s.H, 1, s.B, gh + g * s.B * R, R, R,
+        tile_rows<Real, W>(s.pk_hh + tile * s.P * R, s.P, h_in, s.P, 1, s.B, gh + g * s.B * R, R, R,
                         s.pb_hh + tile * R, false);
     }
 }
 
-// The state entering step t (h or c): slot t of the tape, or of the ping-pong pair.
-template <class Real> FASTRNN_INLINE Real* state(const ForwardCtx<Real>& s, Real* states, ptrdiff_t t) {
-    return states + (t % s.S) * s.B * s.H;
+// The state entering step t: slot t of the tape, or of the ping-pong pair (h: (B, P), c: (B, H)).
+template <class Real> FASTRNN_INLINE Real* h_state(const ForwardCtx<Real>& s, ptrdiff_t t) {
+    return s.h + (t % s.S) * s.B * s.P;
+}
+template <class Real> FASTRNN_INLINE Real* c_state(const ForwardCtx<Real>& s, ptrdiff_t t) {
+    return s.c + (t % s.S) * s.B * s.H;
 }
 
-// Past its length, sequence b keeps its state (h, and c for the LSTM) and outputs 0 at step t.
+// Past its length, sequence b keeps its state and outputs 0 at step t: h and y at columns j of P
+// (when `h_part`), c at units j of H (when `c_part`; LSTM). Without projections both are one tile.
 template <class Real, int W>
-FASTRNN_INLINE void carry(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t b, ptrdiff_t j, int n) {
+FASTRNN_INLINE void carry(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t b, ptrdiff_t j, int n, bool h_part = true,
+                          bool c_part = true) {
     typedef Vec<Real, W> Vr;
-    const ptrdiff_t bj = b * s.H + j;
-    store(state(s, s.h, t + 1) + bj, load<Vr>(state(s, s.h, t) + bj, n), n);
-    if (s.cell == Cell::lstm) store(state(s, s.c, t + 1) + bj, load<Vr>(state(s, s.c, t) + bj, n), n);
-    store(s.y + t * s.B * s.H + bj, Vr{}, n);
+    if (h_part) {
+        const ptrdiff_t bj = b * s.P + j;
+        store(h_state(s, t + 1) + bj, load<Vr>(h_state(s, t) + bj, n), n);
+        store(s.y + t * s.B * s.P + bj, Vr{}, n);
+    }
+    if (c_part && s.cell == Cell::lstm) {
+        const ptrdiff_t bj = b * s.H + j;
+        store(c_state(s, t + 1) + bj, load<Vr>(c_state(s, t) + bj, n), n);
+    }
 }
 
-// Within its length, sequence b's new state h_new is h_t and its output at step t.
+// Within its length, sequence b's new state h_new (columns j of P) is h_t and its output at step t.
 template <class Real, int W>
 FASTRNN_INLINE void advance(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t b, ptrdiff_t j, Vec<Real, W> h_new, int n) {
-    const ptrdiff_t bj = b * s.H + j;
-    store(state(s, s.h, t + 1) + bj, h_new, n);
-    store(s.y + t * s.B * s.H + bj, h_new, n);
+    const ptrdiff_t bj = b * s.P + j;
+    store(h_state(s, t + 1) + bj, h_new, n);
+    store(s.y + t * s.B * s.P + bj, h_new, n);
 }
 
 // One step of unit tile u for LSTM, GRU (linear before reset) and RNN. gh: (G, B, R) scratch.
+// With projections the LSTM's tile ends at c_t and m_t (forward_project makes h_t from every unit's m_t).
 template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                        Real* gh) {
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
-    const Real* h_in = state(s, s.h, t);
+    const bool projected = s.projected();
+    const Real* h_in = h_state(s, t);
     recurrent_product<Real, W>(s, h_in, u, 0, s.G, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
         Real* gates = s.gates + (t * B + b) * GH + j;
         const Real* gh_b = gh + b * R;                  // gate g at gh_b + g * B * R
         if (!active(s.lengths, t, b)) {
-            carry<Real, W>(s, t, b, j, n);
+            carry<Real, W>(s, t, b, j, n, !projected);
+            if (projected) store(s.m + t * s.m_step + bj, Vr{}, n);   // (backward's dW_hr sums over every row)
             continue;
         }
         Vr h_new;
         if (s.cell == Cell::lstm) {
-            const Real* c_in = state(s, s.c, t);
-            Real* c_out = state(s, s.c, t + 1);
+            const Real* c_in = c_state(s, t);
+            Real* c_out = c_state(s, t + 1);
             auto st = cells::lstm_forward(load<Vr>(gates, n) + load<Vr>(gh_b), load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R),
                                           load<Vr>(gates + 2 * H, n) + load<Vr>(gh_b + 2 * B * R),
                                           load<Vr>(gates + 3 * H, n) + load<Vr>(gh_b + 3 * B * R), load<Vr>(c_in + bj, n));
@@ -191,6 +288,10 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
             store(gates + 2 * H, st.g, n);
             store(gates + 3 * H, st.o, n);
             store(c_out + bj, st.c, n);
+            if (projected) {
+                store(s.m + t * s.m_step + bj, st.h, n);
+                continue;
+            }
             h_new = st.h;
         } else if (s.cell == Cell::gru) {
             Vr r = simd::sigmoid(load<Vr>(gates, n) + load<Vr>(gh_b));
@@ -201,11 +302,24 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
             store(gates + H, z, n);
             store(gates + 2 * H, nn, n);
             if (s.ghn) store(s.ghn + (t * B + b) * H + j, ghn, n);   // saved for backward only
-            h_new = cells::gru_update(z, nn, load<Vr>(h_in + bj, n));
+            h_new = cells::gru_update(z, nn, load<Vr>(h_in + bj, n));     // (P = H without projections)
         } else {
             h_new = cells::rnn_forward(load<Vr>(gates, n) + load<Vr>(gh_b), s.cell == Cell::rnn_relu);
         }
         advance<Real, W>(s, t, b, j, h_new, n);
+    }
+}
+
+// LSTM with projections, second phase of step t: h_t = m_t W_hr^T for output tile v (columns v*R of P).
+template <class Real, int W> FASTRNN_INLINE void forward_project(const ForwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t v,
+                                                          Real* scratch) {
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t j = v * R;
+    const int n = tile_width(s.P, v, R);
+    tile_rows<Real, W>(s.pk_hr + v * s.H * R, s.H, s.m + t * s.m_step, s.H, 1, s.B, scratch, R, R, nullptr, false);
+    for (ptrdiff_t b = 0; b < s.B; ++b) {
+        if (active(s.lengths, t, b)) advance<Real, W>(s, t, b, j, load<Vec<Real, W>>(scratch + b * R), n);
+        else carry<Real, W>(s, t, b, j, n, true, false);
     }
 }
 
@@ -216,7 +330,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_rz(const ForwardCtx
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
-    const Real* h_in = state(s, s.h, t);
+    const Real* h_in = h_state(s, t);
     recurrent_product<Real, W>(s, h_in, u, 0, 2, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         Real* gates = s.gates + (t * B + b) * GH + j;
@@ -235,7 +349,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
-    const Real* h_in = state(s, s.h, t);
+    const Real* h_in = h_state(s, t);
     const ptrdiff_t tile = 2 * s.NT + u;
     tile_rows<Real, W>(s.pk_hh + tile * H * R, H, s.rh, H, 1, B, gh, R, R, s.pb_hh + tile * R, false);
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -251,15 +365,41 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<
     }
 }
 
+// LSTM with projections, first part of backward step t for output tile v (columns v*R of P): the
+// full dL/dh_t = carried dh + dy_t of the sequences active at t moves to dh_step[t] (0 for the others,
+// whose carried dh stays), for backward_pointwise's dm_t = dh_t W_hr and the final dW_hr = dh^T m.
+template <class Real, int W> FASTRNN_INLINE void backward_gather(const BackwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t v) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    const ptrdiff_t B = s.B, P = s.P, j = v * R;
+    const int n = tile_width(P, v, R);
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        Real* dh_t = s.dh_step + (t * B + b) * P + j;
+        if (!active(s.lengths, t, b)) {
+            store(dh_t, Vr{}, n);
+            continue;
+        }
+        Vr dh = load<Vr>(s.dh + b * P + j, n);
+        if (s.dy) dh += load<Vr>(s.dy + (t * B + b) * P + j, n);
+        store(dh_t, dh, n);
+        store(s.dh + b * P + j, Vr{}, n);
+    }
+}
+
 // Backward, step t, unit tile u, first part: the cell's pointwise backward. Writes dgi/dgh[t] of
 // the tile (zero past a sequence's length) and leaves in dh the part of dL/dh_{t-1} that does not
 // go through W_hh (dh' z for the GRU, 0 otherwise; dh itself when past the length), in dc dc_{t-1}.
+// With projections the LSTM's dL/dm_t = dh_step[t] W_hr comes first (scratch: (B, R)).
 template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const BackwardCtx<Real>& s, ptrdiff_t t,
-                                                             ptrdiff_t u) {
+                                                             ptrdiff_t u, Real* scratch) {
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
+    const bool projected = s.projected();
+    if (projected)
+        tile_rows<Real, W>(s.pkT_hr + u * s.P * R, s.P, s.dh_step + t * B * s.P, s.P, 1, B, scratch, R, R, nullptr,
+                           false);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j, row = (t * B + b) * GH + j;
         Real* dgi = s.dgi + row;
@@ -271,8 +411,13 @@ template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const Backwa
             }
             continue;
         }
-        Vr dh = load<Vr>(s.dh + bj, n);
-        if (s.dy) dh += load<Vr>(s.dy + t * B * H + bj, n);
+        Vr dh;
+        if (projected) {
+            dh = load<Vr>(scratch + b * R);
+        } else {
+            dh = load<Vr>(s.dh + bj, n);
+            if (s.dy) dh += load<Vr>(s.dy + t * B * H + bj, n);
+        }
         const Real* gates = s.gates + row;
         if (s.cell == Cell::lstm) {
             auto d = cells::lstm_backward(dh, load<Vr>(s.dc + bj, n), load<Vr>(gates, n), load<Vr>(gates + H, n),
@@ -283,7 +428,7 @@ template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const Backwa
             store(dgi + 2 * H, d.da_g, n);
             store(dgi + 3 * H, d.da_o, n);
             store(s.dc + bj, d.dc_prev, n);
-            store(s.dh + bj, Vr{}, n);
+            if (!projected) store(s.dh + bj, Vr{}, n);        // (projected: backward_gather cleared it)
         } else if (s.cell == Cell::gru || s.cell == Cell::gru_cho) {
             Vr r = load<Vr>(gates, n);
             auto d = cells::gru_backward_zn(dh, load<Vr>(gates + H, n), load<Vr>(gates + 2 * H, n),
@@ -305,17 +450,17 @@ template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const Backwa
     }
 }
 
-// dh_{t-1} += dgh[t][:, k0:k1] W_hh[k0:k1, tile u] for the sequences active at step t.
+// dh_{t-1} += dgh[t][:, k0:k1] W_hh[k0:k1, tile u] for the sequences active at step t (tile u of P).
 template <class Real, int W> FASTRNN_INLINE void backward_dh(const BackwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t u,
                                                       ptrdiff_t k0, ptrdiff_t k1, Real* scratch) {
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
-    const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
-    const int n = tile_width(H, u, R);
+    const ptrdiff_t B = s.B, P = s.P, GH = s.G * s.H, j = u * R;
+    const int n = tile_width(P, u, R);
     tile_rows<Real, W>(s.pkT_hh + (u * GH + k0) * R, k1 - k0, s.dgh + t * B * GH + k0, GH, 1, B, scratch, R, R,
                     nullptr, false);
     for (ptrdiff_t b = 0; b < B; ++b)
-        if (active(s.lengths, t, b)) store(s.dh + b * H + j, load<Vr>(s.dh + b * H + j, n) + load<Vr>(scratch + b * R), n);
+        if (active(s.lengths, t, b)) store(s.dh + b * P + j, load<Vr>(s.dh + b * P + j, n) + load<Vr>(scratch + b * R), n);
 }
 
 // GRU of Cho et al., second part of step t: drh = da_n W_hn, then da_r and drh * r into dh.
@@ -340,12 +485,14 @@ template <class Real, int W> FASTRNN_INLINE void backward_cho_reset(const Backwa
 // The per-instruction-set entry points: plain functions (so that they can carry a target
 // attribute) that the driver in sequence.h calls through a table chosen once at run time.
 template <class Real> struct Ops {
-    void (*tile_rows)(const Real*, ptrdiff_t, const Real*, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*, ptrdiff_t,
-                      int, const Real*, bool);
+    void (*product)(const Real*, ptrdiff_t, ptrdiff_t, const Real*, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*,
+                    ptrdiff_t, ptrdiff_t, const Real*);
     void (*forward_step)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_rz)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_n)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
-    void (*backward_pointwise)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t);
+    void (*forward_project)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
+    void (*backward_gather)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t);
+    void (*backward_pointwise)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*backward_dh)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*);
     void (*backward_cho_reset)(const BackwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     const char* isa;
@@ -353,10 +500,10 @@ template <class Real> struct Ops {
 };
 
 #define FASTRNN_OPS_FOR(REAL, ATTR, W)                                                                         \
-    ATTR inline void tile_rows_##REAL(const REAL* P, ptrdiff_t K, const REAL* V, ptrdiff_t vb, ptrdiff_t vk,   \
-                                      ptrdiff_t rows, REAL* out, ptrdiff_t ldo, int cols, const REAL* bias,     \
-                                      bool acc) {                                                              \
-        detail::tile_rows<REAL, W>(P, K, V, vb, vk, rows, out, ldo, cols, bias, acc);                             \
+    ATTR inline void product_##REAL(const REAL* P, ptrdiff_t panel_size, ptrdiff_t K, const REAL* V,          \
+                                    ptrdiff_t vb, ptrdiff_t vk, ptrdiff_t rows, REAL* out, ptrdiff_t ldo,        \
+                                    ptrdiff_t cols, const REAL* bias) {                                        \
+        detail::panel_product<REAL, W>(P, panel_size, K, V, vb, vk, rows, out, ldo, cols, bias);                \
     }                                                                                                          \
     ATTR inline void forward_step_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {       \
         detail::forward_step<REAL, W>(s, t, u, w);                                                                \
@@ -367,8 +514,14 @@ template <class Real> struct Ops {
     ATTR inline void forward_cho_n_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {      \
         detail::forward_cho_n<REAL, W>(s, t, u, w);                                                               \
     }                                                                                                          \
-    ATTR inline void backward_pointwise_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u) {         \
-        detail::backward_pointwise<REAL, W>(s, t, u);                                                             \
+    ATTR inline void forward_project_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t v, REAL* w) {    \
+        detail::forward_project<REAL, W>(s, t, v, w);                                                             \
+    }                                                                                                          \
+    ATTR inline void backward_gather_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t v) {            \
+        detail::backward_gather<REAL, W>(s, t, v);                                                                \
+    }                                                                                                          \
+    ATTR inline void backward_pointwise_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {\
+        detail::backward_pointwise<REAL, W>(s, t, u, w);                                                          \
     }                                                                                                          \
     ATTR inline void backward_dh_##REAL(const BackwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, ptrdiff_t k0,    \
                                         ptrdiff_t k1, REAL* w) {                                               \
@@ -384,14 +537,15 @@ template <class Real> struct Ops {
     FASTRNN_OPS_FOR(double, ATTR, W)                                                                            \
     template <class Real> Ops<Real> ops();                                                                   \
     template <> inline Ops<float> ops<float>() {                                                             \
-        return {tile_rows_float, forward_step_float, forward_cho_rz_float,             \
-                forward_cho_n_float, backward_pointwise_float, backward_dh_float, backward_cho_reset_float,   \
+        return {product_float, forward_step_float, forward_cho_rz_float, forward_cho_n_float,                \
+                forward_project_float, backward_gather_float, backward_pointwise_float, backward_dh_float,    \
+                backward_cho_reset_float,                                                                      \
                 NAME, W / 4};                                                                                       \
     }                                                                                                        \
     template <> inline Ops<double> ops<double>() {                                                          \
-        return {tile_rows_double, forward_step_double, forward_cho_rz_double,         \
-                forward_cho_n_double, backward_pointwise_double, backward_dh_double,                          \
-                backward_cho_reset_double, NAME, W / 8};                                                            \
+        return {product_double, forward_step_double, forward_cho_rz_double, forward_cho_n_double,           \
+                forward_project_double, backward_gather_double, backward_pointwise_double, backward_dh_double, \
+                backward_cho_reset_double, NAME, W / 8};                                                       \
     }                                                                                                        \
     }
 
