@@ -7,12 +7,12 @@ the problem's sizes alone, and rebuilt from them for backward, which then reuses
 never recomputed). One layer, one direction, time-major:
 
     name = resolve_backend(form, backend, T, B, H, gpu=False, projections=False, training=True)
-    shapes = saved_shapes(name, form, T, B, H, P)     # [(T + 1, B, H), ...]: no computation
+    shapes = saved_shapes(name, form, T, B, H, P)     # [(T + 1, B, H), ...]: no computation (P: see below)
     y, h_n, c_n, saved = forward(form, name, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, save=True)
     grads = backward(form, name, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, saved, dy, dh_n, dc_n)
 
 x (T, B, I); w_ih (G*H, I); w_hh (G*H, P); h0 (B, P); c0 (B, H) (LSTM, else None); w_hr (P, H) or None
-(P = H); lengths (B,) or None; y (T, B, P); saved: arrays of x's dtype in ``saved_shapes`` order (empty
+(then P = H, and ``saved_shapes`` takes P=None); lengths (B,) or None; y (T, B, P); saved: arrays of x's dtype in ``saved_shapes`` order (empty
 unless ``save``); grads: :class:`~fastrnn.LSTMGrads` for every cell (c0, w_hr None where absent).
 ``form`` names the cell and its option in one string (FORMS). Arrays of any kind the functional API
 takes go in, and results come back as the same kind (torch tensors in, torch tensors out). The lengths
@@ -50,20 +50,23 @@ def resolve_backend(form, backend, T, B, H, *, gpu=False, projections=False, tra
 # ----------------------------------------------------------------------------- the schema, per backend
 
 class _Schema(NamedTuple):
-    layout: Callable      # (cell, variant, T, B, H, P) -> {name: shape}, in carrying order
+    layout: Callable      # (cell, variant, T, B, H, P) -> {name: shape}, in carrying order (P None: no w_hr)
     flatten: Callable     # (seq, saved) -> {name: array}
     record: Callable      # (seq, {name: array}) -> the backend's saved record
 
 
-def _state_and_gates(cell, variant, T, B, H, always_gates):
-    """The fused kernels' records: h (and c) at every step, each step's gate values (and GRU's h W_hn + b_hn)."""
-    layout = {"h": (T + 1, B, H)}
+def _state_and_gates(cell, variant, T, B, H, P, always_gates):
+    """The fused kernels' records: h (and c) at every step, each step's gate values (and GRU's h W_hn + b_hn;
+    with projections, m = o * tanh(c) of every step)."""
+    layout = {"h": (T + 1, B, H if P is None else P)}
     if cell == "lstm":
         layout["c"] = (T + 1, B, H)
     if always_gates or cell != "rnn":
         layout["gates"] = (T, B, SPECS[cell].num_gates * H)
     if cell == "gru" and variant:
         layout["ghn"] = (T, B, H)
+    if P is not None:
+        layout["m"] = (T, B, H)
     return layout
 
 
@@ -85,8 +88,8 @@ def _numba_record(seq, arrays):
     return saved
 
 
-# cpp: the tuple (h, c, gates, ghn) of fastrnn._ext, None where the cell has none
-_CPP_ORDER = ("h", "c", "gates", "ghn")
+# cpp: the tuple (h, c, gates, ghn, m) of fastrnn._ext, None where the cell has none
+_CPP_ORDER = ("h", "c", "gates", "ghn", "m")
 
 # reference: one dict per step; every float entry is stacked over the steps, "active" re-derived
 _REFERENCE_KEYS = {"lstm": ("i", "f", "g", "o", "c", "m", "c_prev"), "gru": ("r", "z", "n"), "rnn": ()}
@@ -95,7 +98,7 @@ _REFERENCE_KEYS = {"lstm": ("i", "f", "g", "o", "c", "m", "c_prev"), "gru": ("r"
 def _reference_layout(cell, variant, T, B, H, P):
     keys = _REFERENCE_KEYS[cell] + (("hn",) if cell == "gru" and variant else ())
     layout = {key: (T, B, H) for key in keys}
-    layout.update(h_prev=(T, B, P), h_new=(T, B, P))
+    layout.update(h_prev=(T, B, H if P is None else P), h_new=(T, B, H if P is None else P))
     return layout
 
 
@@ -131,9 +134,9 @@ def _cuda_record(seq, arrays):
 
 
 _SCHEMAS = {
-    "numba": _Schema(lambda cell, variant, T, B, H, P: _state_and_gates(cell, variant, T, B, H, False),
+    "numba": _Schema(lambda cell, variant, T, B, H, P: _state_and_gates(cell, variant, T, B, H, P, False),
                      lambda seq, saved: {n: saved[_NUMBA_KEYS[n]] for n in _NUMBA_KEYS}, _numba_record),
-    "cpp": _Schema(lambda cell, variant, T, B, H, P: _state_and_gates(cell, variant, T, B, H, True),
+    "cpp": _Schema(lambda cell, variant, T, B, H, P: _state_and_gates(cell, variant, T, B, H, P, True),
                    lambda seq, saved: dict(zip(_CPP_ORDER, saved)),
                    lambda seq, arrays: tuple(arrays.get(n) for n in _CPP_ORDER)),
     "reference": _Schema(_reference_layout,
@@ -152,9 +155,14 @@ def _schema(backend: str) -> _Schema:
 
 
 def saved_shapes(backend, form, T, B, H, P=None) -> list[tuple]:
-    """Shapes of the arrays ``forward(..., save=True)`` returns as its tape, in order."""
+    """Shapes of the arrays ``forward(..., save=True)`` returns as its tape, in order (P: the projection
+    size of an LSTM with w_hr, else None)."""
     cell, variant = cell_form(form)
-    return list(_schema(backend).layout(cell, variant, T, B, H, H if P is None else P).values())
+    return list(_schema(backend).layout(cell, variant, T, B, H, P).values())
+
+
+def _projection_size(seq):
+    return seq.P if seq.w_hr is not None else None
 
 
 # ----------------------------------------------------------------------------- forward and backward
@@ -175,7 +183,8 @@ def forward(form, backend, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None
     if save:
         schema = _schema(name)
         arrays = schema.flatten(seq, record)
-        saved = tuple(arrays[n] for n in schema.layout(seq.cell, seq.variant, seq.T, seq.B, seq.H, seq.P))
+        layout = schema.layout(seq.cell, seq.variant, seq.T, seq.B, seq.H, _projection_size(seq))
+        saved = tuple(arrays[n] for n in layout)
     return tuple(as_kind(a, kind) for a in (y, h_n, c_n)) + (tuple(as_kind(a, kind) for a in saved),)
 
 
@@ -185,7 +194,7 @@ def backward(form, backend, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, sa
     ``saved`` arrays and dL/dy, dL/dh_n, dL/dc_n (each None for zero)."""
     seq, layout, kind, gpu = _args(form, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths)
     schema = _schema(backend)
-    names = list(schema.layout(seq.cell, seq.variant, seq.T, seq.B, seq.H, seq.P))
+    names = list(schema.layout(seq.cell, seq.variant, seq.T, seq.B, seq.H, _projection_size(seq)))
     if len(saved) != len(names):
         raise ValueError(f"saved must hold the {len(names)} arrays forward returned ({', '.join(names)}), "
                          f"got {len(saved)}")

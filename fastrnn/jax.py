@@ -6,7 +6,7 @@
 
 The arguments and results are the functional API's (fastrnn.lstm / gru / rnn): PyTorch's weight layout,
 optional biases and initial states, ``lengths``, ``batch_first``, unbatched (T, I) input, ``w_hr``
-(LSTM projections, reference backend). One layer and one direction per call; compose layers in JAX.
+(LSTM projections: "cpp" or the reference). One layer and one direction per call; compose layers in JAX.
 The forward and the backward each run on the host through ``jax.pure_callback`` (the CPU backends;
 JAX arrays on a GPU are copied to the host by the callback). The forward's tape comes back as
 arrays (fastrnn._flat) and is the custom_vjp's residual, so the backward reuses it and never
@@ -44,7 +44,8 @@ def _outputs(form, name, args, save):
     T, B = x.shape[0], x.shape[1]
     P = w_hh.shape[1]
     H = P if w_hr is None else w_hr.shape[1]
-    saved = tuple(_shape(s, x) for s in _flat.saved_shapes(name, form, T, B, H, P)) if save else ()
+    projection = P if w_hr is not None else None
+    saved = tuple(_shape(s, x) for s in _flat.saved_shapes(name, form, T, B, H, projection)) if save else ()
     return (_shape((T, B, P), x), _shape((B, P), h0), None if c0 is None else _shape((B, H), x), saved)
 
 

@@ -25,7 +25,7 @@ Arrays: CPU tensors reach the kernels as NumPy views (``tensor.numpy()``) and re
 with ``torch.from_numpy``, no copies; CUDA tensors go to the "cuda" backend as CuPy views through
 ``__cuda_array_interface__`` and come back with ``torch.as_tensor`` (written for, not yet run on, a GPU).
 ``backend`` (a keyword, default "auto") picks fastrnn's backend as in the functional API; LSTMs with
-``proj_size`` run on the reference backend (the fast kernels have no projections yet).
+``proj_size`` run on a backend with projections ("cpp", else the reference; "numba" has none).
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def layer_forward(form: str, backend: str, x: Tensor, w_ih: Tensor, w_hh: Tensor
 @layer_forward.register_fake
 def _layer_forward_fake(form, backend, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, save):
     T, B, H, P = _sizes(x, w_hh, w_hr)
-    tape = _flat.saved_shapes(_backend_name(form, backend, x, w_hh, w_hr), form, T, B, H, P) if save else []
+    name = _backend_name(form, backend, x, w_hh, w_hr)
+    tape = _flat.saved_shapes(name, form, T, B, H, P if w_hr is not None else None) if save else []
     c_n = x.new_empty((B, H)) if c0 is not None else x.new_empty(_NOTHING)
     return [x.new_empty((T, B, P)), x.new_empty((B, P)), c_n, *(x.new_empty(shape) for shape in tape)]
 

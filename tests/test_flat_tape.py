@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import _flat
+from fastrnn import _flat, backends
 from rnncases import assert_same_fields, make_problem, run
 
 from conftest import CUDA_SIMULATED
@@ -18,11 +18,12 @@ def flat_run(problem, backend):
     """forward -> saved arrays (copied, as a framework would hold them) -> backward, in run()'s fields."""
     form = FORM_OF[problem.cell, problem.variant]
     a, opts = problem.args, problem.options
-    inputs = (a["x"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], a["h0"], a.get("c0"), None, opts.get("lengths"))
+    w_hr = a.get("w_hr")
+    inputs = (a["x"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], a["h0"], a.get("c0"), w_hr, opts.get("lengths"))
     y, h_n, c_n, saved = _flat.forward(form, backend, *inputs, save=True)
     T, B, _ = a["x"].shape
-    H = a["w_hh"].shape[1]
-    assert [s.shape for s in saved] == _flat.saved_shapes(backend, form, T, B, H)
+    H, P = (a["w_hh"].shape[1], None) if w_hr is None else w_hr.shape[::-1]
+    assert [s.shape for s in saved] == _flat.saved_shapes(backend, form, T, B, H, P)
     assert all(s.dtype == a["x"].dtype for s in saved)
     saved = tuple(np.array(s) for s in saved)
     grads = _flat.backward(form, backend, *inputs, saved, **problem.upstream)
@@ -33,6 +34,12 @@ def flat_run(problem, backend):
         if value is not None or name in ("b_ih", "b_hh"):
             out["d" + name] = value
     return out
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in backends.PROJECTION_BACKENDS])
+def test_flat_tape_with_projections(rng, backend):
+    problem = make_problem(rng, "lstm", None, 5, 3, 4, 6, proj_size=2, lengths=True)
+    assert_same_fields(flat_run(problem, backend), run(problem, backend), 0.0, f"[{backend}] ")
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn import backends
 from rnncases import rel_error
 
 torch = pytest.importorskip("torch")
@@ -135,9 +136,11 @@ def test_converted_model_matches_torch_nn(rng, backend, case, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("kind", ["plain", "packed"])
-def test_lstm_with_projections_matches_torch_nn(rng, kind, dtype):
-    """proj_size runs on the reference backend ("auto" picks it); w_hr's gradient comes back through the op."""
-    check_against_torch(rng, "lstm", dict(num_layers=2, bidirectional=True), kind, True, "auto", dtype, proj_size=2)
+@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b in backends.PROJECTION_BACKENDS])
+def test_lstm_with_projections_matches_torch_nn(rng, backend, kind, dtype):
+    """proj_size on the backends with projections; w_hr's gradient comes back through the op."""
+    check_against_torch(rng, "lstm", dict(num_layers=2, bidirectional=True), kind, True, backend, dtype,
+                        proj_size=2)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
