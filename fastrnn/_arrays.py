@@ -1,33 +1,67 @@
-"""Where arrays live: NumPy on the host, or on a GPU (CuPy, Numba device arrays, PyTorch CUDA tensors).
+"""Where arrays live, and what kind of array the caller gets back.
 
-GPU arrays are recognised by ``__cuda_array_interface__``, taken into CuPy without a copy, and the
-results are handed back as the caller's kind of array (CuPy in, CuPy out; a PyTorch CUDA tensor in,
-tensors out; a Numba device array in, device arrays out). CuPy is imported only when a GPU array
-is seen, so ``import fastrnn`` and every CPU call stay free of it.
+Any array goes into the functional API: NumPy, lists, anything with ``__array__``, ``__dlpack__`` or
+``__cuda_array_interface__``. The kernels see NumPy arrays on the host and CuPy arrays on a GPU, made
+without a copy where the input allows one:
+
+    PyTorch tensors     CPU: ``tensor.detach().numpy()``; CUDA: CuPy view (``__cuda_array_interface__``)
+    JAX arrays          CPU: ``np.asarray`` (a view where JAX allows); GPU: ``cupy.from_dlpack``
+    CuPy, Numba device  CuPy view
+    other ``__dlpack__`` ``np.from_dlpack`` (CPU), ``cupy.from_dlpack`` (GPU)
+    NumPy, ``__array__`` as NumPy takes them
+
+Results come back as the caller's kind of array (the first non-NumPy argument decides): tensors for
+tensors (``torch.from_numpy`` on the CPU: no copy; ``torch.as_tensor`` on the GPU: no copy), JAX arrays
+for JAX arrays (copied in by JAX), Numba device arrays for those, CuPy for CuPy and for other GPU
+exporters, NumPy for everything else (an object with only ``__array__`` or ``__dlpack__`` gives NumPy).
+CuPy, torch and JAX are imported only when their arrays are seen, so ``import fastrnn`` stays free of them.
 """
 from __future__ import annotations
 
+import importlib
 import numbers
 from typing import Any
 
 import numpy as np
 
 HOST = "host"
+_DLPACK_CPU, _DLPACK_GPUS = 1, (2, 3, 13)      # DLPack device types: CPU; CUDA, CUDA host, CUDA managed
+
+
+def _package(value: Any) -> str:
+    return type(value).__module__.split(".")[0]
+
+
+def _dlpack_device_type(value: Any):
+    try:
+        return value.__dlpack_device__()[0]
+    except Exception:           # no DLPack, or an exporter that refuses (e.g. a tensor that needs grad)
+        return None
 
 
 def is_gpu_array(value: Any) -> bool:
-    try:
-        return hasattr(value, "__cuda_array_interface__")
-    except Exception:           # some objects raise other errors for unknown attributes
+    """A GPU array: ``__cuda_array_interface__``, or a DLPack exporter on a CUDA device."""
+    if isinstance(value, (np.ndarray, numbers.Number, list, tuple)) or value is None:
         return False
+    try:
+        if hasattr(value, "__cuda_array_interface__"):
+            return True
+    except Exception:           # some objects raise other errors for unknown attributes (CPU tensors)
+        return False
+    return _dlpack_device_type(value) in _DLPACK_GPUS
 
 
 def array_kind(value: Any) -> str:
-    """"host", or the family of a GPU array: "cupy", "torch", "numba" (other exporters: "cupy")."""
-    if not is_gpu_array(value):
+    """The kind of array results come back as: "torch", "jax", "numba", "cupy" (also other GPU exporters),
+    or "host" (NumPy, lists, scalars, and any other object NumPy converts)."""
+    if value is None or isinstance(value, (np.ndarray, numbers.Number, list, tuple)):
         return HOST
-    package = type(value).__module__.split(".")[0]
-    return {"torch": "torch", "numba": "numba", "numba_cuda": "numba"}.get(package, "cupy")
+    package = _package(value)
+    if package in ("torch", "jax", "jaxlib"):
+        return "jax" if package == "jaxlib" else package
+    if is_gpu_array(value):
+        return {"numba": "numba", "numba_cuda": "numba"}.get(package, "cupy")
+    return HOST
 
 
 def cupy_module():
@@ -40,12 +74,21 @@ def cupy_module():
 
 
 def call_kind(named: dict[str, Any]) -> str:
-    """The kind of array a call works in: the first GPU array's family, else "host"."""
+    """The kind of array a call's results come back as: the first non-host kind among its arguments."""
     for value in named.values():
         kind = array_kind(value)
         if kind != HOST:
             return kind
     return HOST
+
+
+def call_on_gpu(named: dict[str, Any]) -> bool:
+    """Whether a call works on the GPU: any of its arguments is a GPU array."""
+    return any(is_gpu_array(value) for value in named.values())
+
+
+def _plain(value) -> bool:
+    return value is None or isinstance(value, (np.ndarray, list, tuple, numbers.Number))
 
 
 def to_device(named: dict[str, Any]) -> dict[str, Any]:
@@ -57,11 +100,33 @@ def to_device(named: dict[str, Any]) -> dict[str, Any]:
         if value is None or isinstance(value, (list, tuple, numbers.Number)):
             out[name] = value
         elif is_gpu_array(value):
-            out[name] = cupy.asarray(value)
+            if _package(value) == "torch":
+                value = value.detach()      # autograd belongs to fastrnn.torch; the kernels read values
+            has_cai = hasattr(value, "__cuda_array_interface__")
+            out[name] = cupy.asarray(value) if has_cai else cupy.from_dlpack(value)
         else:
             raise TypeError(
                 f"{name} is a host array ({type(value).__name__}) but {gpu_names[0]} is on the GPU; "
                 f"pass all arrays on one device (cupy.asarray({name}) moves it)")
+    return out
+
+
+def to_host(named: dict[str, Any]) -> dict[str, Any]:
+    """Host arrays of other libraries -> NumPy views where possible; NumPy arrays, lists, scalars pass."""
+    out = {}
+    for name, value in named.items():
+        if _plain(value):
+            out[name] = value
+        elif _package(value) == "torch":
+            if value.device.type != "cpu":
+                raise TypeError(f"{name} is a torch tensor on {value.device}; fastrnn takes CPU and CUDA tensors")
+            out[name] = value.detach().numpy()
+        elif hasattr(value, "__array__"):
+            out[name] = np.asarray(value)
+        elif _dlpack_device_type(value) == _DLPACK_CPU:
+            out[name] = np.from_dlpack(value)
+        else:
+            out[name] = value           # validation names it if NumPy cannot take it
     return out
 
 
@@ -83,17 +148,25 @@ def move_arrays(arrays: dict, device: str) -> dict:
 
 def as_kind(arr, kind: str):
     """A result array (NumPy or CuPy) as the caller's kind of array."""
-    if arr is None or kind in (HOST, "cupy"):
+    if arr is None or kind == HOST or (kind == "cupy" and not isinstance(arr, np.ndarray)):
         return arr
     if kind == "torch":
         import torch
+        if isinstance(arr, np.ndarray):
+            return torch.from_numpy(arr)
         return torch.as_tensor(arr, device=f"cuda:{arr.device.id}")
-    from numba import cuda
-    return cuda.as_cuda_array(arr)
+    if kind == "jax":
+        jnp = importlib.import_module("jax.numpy")
+        return jnp.asarray(arr) if isinstance(arr, np.ndarray) else jnp.from_dlpack(arr)
+    if kind == "numba" and not isinstance(arr, np.ndarray):
+        from numba import cuda
+        return cuda.as_cuda_array(arr)
+    return arr
 
 
 def host_array(value: Any):
     """A host (NumPy-convertible) version of a small array such as lengths."""
     if is_gpu_array(value):
-        return cupy_module().asnumpy(cupy_module().asarray(value))
-    return value
+        cupy = cupy_module()
+        return cupy.asnumpy(to_device({"value": value})["value"])
+    return to_host({"value": value})["value"]

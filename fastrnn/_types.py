@@ -97,7 +97,8 @@ class Tape:
     seq: Sequence
     layout: Layout
     saved: Any
-    kind: str = "host"      # the caller's kind of array ("host", "cupy", "torch", "numba")
+    kind: str = "host"      # the caller's kind of array ("host", "cupy", "torch", "jax", "numba")
+    on_gpu: bool = False    # the forward's arrays were on a GPU (backward's must be too)
 
     @property
     def cell(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backends
-from ._arrays import HOST, as_kind, call_kind, cupy_module, module_of, to_device
+from ._arrays import as_kind, call_kind, call_on_gpu, cupy_module, module_of, to_device, to_host
 from ._types import Grads, LSTMGrads, Layout, Tape
 from ._validation import validate_grad_outputs, validate_sequence
 
@@ -30,30 +30,37 @@ def _user_state(arr, layout: Layout):
     return arr[0]
 
 
-def _on_device(named: dict, kind: str):
-    """(arrays, array module): GPU arrays become CuPy views, host arrays stay as they are."""
-    if kind == HOST:
-        return named, np
+def _on_device(named: dict, gpu: bool):
+    """(arrays, array module): GPU arrays become CuPy views, host arrays NumPy arrays (views where possible)."""
+    if not gpu:
+        return to_host(named), np
     return to_device(named), cupy_module()
 
 
-def _run_forward(cell, args, variant, batch_first, lengths, backend, save, w_hr=None):
+def prepare(cell, args, variant, batch_first, lengths, w_hr=None):
+    """Validate a call's arguments: ``(seq, layout, kind, gpu)``; kind is what results come back as."""
     named = {**dict(zip(("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"), args)), "w_hr": w_hr}
-    kind = call_kind(named)
-    named, xp = _on_device(named, kind)
+    kind, gpu = call_kind(named), call_on_gpu(named)
+    named, xp = _on_device(named, gpu)
     w_hr = named.pop("w_hr")
     seq, layout = validate_sequence(cell, *named.values(), batch_first=batch_first, lengths=lengths,
                                     variant=variant, xp=xp, w_hr=w_hr)
-    name, impl = backends.resolve(backend, gpu=kind != HOST, projections=seq.w_hr is not None,
+    return seq, layout, kind, gpu
+
+
+def _run_forward(cell, args, variant, batch_first, lengths, backend, save, w_hr=None):
+    seq, layout, kind, gpu = prepare(cell, args, variant, batch_first, lengths, w_hr)
+    name, impl = backends.resolve(backend, gpu=gpu, projections=seq.w_hr is not None,
                                   shape=(seq.T, seq.B, seq.H), training=save)
     y, h_n, c_n, saved = impl.forward(seq, save)
     y = as_kind(_user_sequence(y, layout), kind)
     h_n, c_n = (as_kind(_user_state(s, layout), kind) for s in (h_n, c_n))
-    tape = Tape(backend=name, seq=seq, layout=layout, saved=saved, kind=kind) if save else None
+    tape = Tape(backend=name, seq=seq, layout=layout, saved=saved, kind=kind, on_gpu=gpu) if save else None
     return y, h_n, c_n, tape
 
 
-def _run_backward(cell, tape, dy, dh_n, dc_n):
+def _run_backward(cell, tape, dy, dh_n, dc_n, all_fields=False):
+    """Gradients from a tape: LSTMGrads for an LSTM (or for any cell with ``all_fields``), else Grads."""
     if not isinstance(tape, Tape):
         raise TypeError(f"tape must be the Tape returned by {cell}_forward, got {type(tape).__name__}")
     if tape.cell != cell:
@@ -61,17 +68,17 @@ def _run_backward(cell, tape, dy, dh_n, dc_n):
                          f"not {cell}_backward")
     seq, layout, kind = tape.seq, tape.layout, tape.kind
     named = {"dy": dy, "dh_n": dh_n, "dc_n": dc_n}
-    if kind == HOST and call_kind(named) != HOST:
+    if not tape.on_gpu and call_on_gpu(named):
         raise TypeError("the forward ran on host arrays; pass dy, dh_n and dc_n as host arrays too")
-    named, xp = _on_device(named, kind)
+    named, xp = _on_device(named, tape.on_gpu)
     dy, dh_n, dc_n = validate_grad_outputs(seq, layout, *named.values(), xp=xp)
-    _, impl = backends.resolve(tape.backend, gpu=kind != HOST)
+    _, impl = backends.resolve(tape.backend, gpu=tape.on_gpu)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = impl.backward(seq, tape.saved, dy, dh_n, dc_n)
     dx = _user_sequence(dx, layout)
     dh0, dc0 = _user_state(dh0, layout), _user_state(dc0, layout)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = (as_kind(g, kind) for g in (
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr))
-    if cell == "lstm":
+    if cell == "lstm" or all_fields:
         return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
     return Grads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 

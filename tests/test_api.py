@@ -119,6 +119,42 @@ def test_array_likes_are_accepted(rng, backend):
         np.testing.assert_array_equal(c2, c)
 
 
+class OnlyArray:
+    """An array-like known to NumPy only through __array__."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return self.a
+
+
+class OnlyDLPack:
+    """An array-like known only through the DLPack protocol (on the CPU)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack__(self, **kwargs):
+        return self.a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+@pytest.mark.parametrize("wrap", [OnlyArray, OnlyDLPack])
+def test_array_protocols_go_in_and_numpy_comes_out(rng, wrap):
+    args = lstm_args(rng)
+    y, (h, c), tape = fastrnn.lstm_forward(**args, backend="reference")
+    wrapped = {name: wrap(value) for name, value in args.items()}
+    y2, (h2, c2), tape2 = fastrnn.lstm_forward(**wrapped, backend="reference")
+    for got, expected in ((y2, y), (h2, h), (c2, c)):
+        assert type(got) is np.ndarray
+        np.testing.assert_array_equal(got, expected)
+    grads = fastrnn.lstm_backward(tape2, wrap(np.ones_like(y)))
+    np.testing.assert_array_equal(grads.w_hh, fastrnn.lstm_backward(tape, np.ones_like(y)).w_hh)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lists_adopt_the_arrays_dtype(rng, backend):
     args = lstm_args(rng, dtype=np.float32)
@@ -199,10 +235,20 @@ def test_all_public_names_exist():
 def test_import_is_light():
     import subprocess
     import sys
-    code = ("import sys, fastrnn; heavy = [m for m in ('torch', 'jax', 'cupy', 'numba.cuda') "
-            "if m in sys.modules]; print(heavy)")
+    code = ("import sys, fastrnn; heavy = [m for m in ('torch', 'jax', 'cupy', 'numba.cuda', 'fastrnn.torch', "
+            "'fastrnn.jax') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_framework_adapter_without_the_framework_names_the_extra(framework):
+    import subprocess
+    import sys
+    code = (f"import sys; sys.modules[{framework!r}] = None\n"     # as if it were not installed
+            f"try:\n    import fastrnn.{framework}\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"pip install fastrnn[{framework}]" in out.stdout
 
 
 # ----------------------------------------------------------------------------- errors
