@@ -139,15 +139,18 @@ FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff
 //     out[b*ldo + c] = sum_k P_tile(c)[k][c % R] V[b][k] (+ bias[c])
 // A register block is kPanelRows rows x 2 tiles (12 accumulators, 2 panel vectors, a broadcast:
 // 15 of AVX2's 16 registers), against the recurrent step's 8 x 1 (9 loads per 8 FMAs there, 8 per
-// 12 here). The rows' values are first copied into a contiguous [k][kPanelRows] strip per reduction
-// chunk: V's rows are strided (a weight gradient's V is dG^T, one row of G*H values apart per k, a page
-// per step of k), and the strips (64 rows x 256: 64 KiB of floats, in L2) are read once per tile pair.
+// 12 here). Rows of V whose values lie in a row (vk = 1: x, dG) are read in place; a V whose rows
+// are strided (a weight gradient's V is dG^T: one row of G*H values apart per k, a page per step of
+// k) is first copied, per reduction chunk, into contiguous [k][kPanelRows] strips (64 rows x 256:
+// 64 KiB of floats, in L2) that every tile pair then reads.
 constexpr int kPanelRows = 6;
-constexpr ptrdiff_t kProductChunk = 256;    // one strip: 6 x 256 values (6 or 12 KiB), in L1
+constexpr ptrdiff_t kProductChunk = 256;
 
+// out rows [0, rows) (+)= the block's kPanelRows rows A[i*a_row + k*a_k] times 2 (NTL) or 1 tiles.
 template <class Real, int W, int NTL>
-FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Real* strip, ptrdiff_t kn, Real* out,
-                                  ptrdiff_t ldo, int rows, int cols_last, const Real* bias, bool accumulate) {
+FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Real* A, ptrdiff_t a_row, ptrdiff_t a_k,
+                                  ptrdiff_t kn, Real* out, ptrdiff_t ldo, int rows, int cols_last, const Real* bias,
+                                  bool accumulate) {
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
     Vr acc[kPanelRows][NTL];
@@ -157,7 +160,7 @@ FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Rea
         Vr p[NTL];
         for (int j = 0; j < NTL; ++j) p[j] = load<Vr>(P + j * panel_size + k * R);
         for (int i = 0; i < kPanelRows; ++i) {
-            const Real a = strip[k * kPanelRows + i];
+            const Real a = A[i * a_row + k * a_k];
             for (int j = 0; j < NTL; ++j) acc[i][j] += p[j] * a;
         }
     }
@@ -179,27 +182,38 @@ FASTRNN_INLINE void panel_product(const Real* panels, ptrdiff_t panel_size, ptrd
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t tiles = (cols + R - 1) / R, blocks = (rows + kPanelRows - 1) / kPanelRows;
     const ptrdiff_t strip_size = kPanelRows * kProductChunk;
+    // rows read in place (vk = 1) except a last block of fewer than kPanelRows rows, which is copied
+    // (zero-padded) like the strided ones
+    const bool in_place = vk == 1;
+    const ptrdiff_t first_copied = in_place ? rows / kPanelRows : 0;
     thread_local std::vector<Real> strips;      // this thread's [block][k][kPanelRows], kept between calls
-    if (static_cast<ptrdiff_t>(strips.size()) < blocks * strip_size) strips.resize(blocks * strip_size);
+    if (static_cast<ptrdiff_t>(strips.size()) < (blocks - first_copied) * strip_size)
+        strips.resize((blocks - first_copied) * strip_size);
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kProductChunk) {
         const ptrdiff_t kn = std::min(kProductChunk, K - k0);
         const bool first = k0 == 0;
-        // all rows' strips at once: a strided V (vk > 1) is then read a whole cache line at a time
-        for (ptrdiff_t k = 0; k < kn; ++k)
-            for (ptrdiff_t b = 0; b < blocks * kPanelRows; ++b)
-                strips[(b / kPanelRows) * strip_size + k * kPanelRows + b % kPanelRows] =
-                    b < rows ? V[b * vb + (k0 + k) * vk] : Real(0);
+        for (ptrdiff_t block = first_copied; block < blocks; ++block) {
+            Real* strip = strips.data() + (block - first_copied) * strip_size;
+            const ptrdiff_t b0 = block * kPanelRows;
+            const int nb = static_cast<int>(std::min<ptrdiff_t>(kPanelRows, rows - b0));
+            for (ptrdiff_t k = 0; k < kn; ++k)
+                for (int i = 0; i < kPanelRows; ++i)
+                    strip[k * kPanelRows + i] = i < nb ? V[(b0 + i) * vb + (k0 + k) * vk] : Real(0);
+        }
         for (ptrdiff_t tile = 0; tile < tiles; tile += 2) {
             const Real* P = panels + tile * panel_size + k0 * R;
             const Real* bt = bias && first ? bias + tile * R : nullptr;
             const bool pair = tile + 1 < tiles;
             const int last = static_cast<int>(std::min<ptrdiff_t>(R, cols - (pair ? tile + 1 : tile) * R));
             for (ptrdiff_t block = 0; block < blocks; ++block) {
-                const int nb = static_cast<int>(std::min<ptrdiff_t>(kPanelRows, rows - block * kPanelRows));
-                Real* o = out + block * kPanelRows * ldo + tile * R;
-                const Real* strip = strips.data() + block * strip_size;
-                if (pair) product_block<Real, W, 2>(P, panel_size, strip, kn, o, ldo, nb, last, bt, !first);
-                else product_block<Real, W, 1>(P, panel_size, strip, kn, o, ldo, nb, last, bt, !first);
+                const ptrdiff_t b0 = block * kPanelRows;
+                const int nb = static_cast<int>(std::min<ptrdiff_t>(kPanelRows, rows - b0));
+                const bool copied = block >= first_copied;
+                const Real* A = copied ? strips.data() + (block - first_copied) * strip_size : V + b0 * vb + k0;
+                const ptrdiff_t a_row = copied ? 1 : vb, a_k = copied ? kPanelRows : 1;
+                Real* o = out + b0 * ldo + tile * R;
+                if (pair) product_block<Real, W, 2>(P, panel_size, A, a_row, a_k, kn, o, ldo, nb, last, bt, !first);
+                else product_block<Real, W, 1>(P, panel_size, A, a_row, a_k, kn, o, ldo, nb, last, bt, !first);
             }
         }
         if (K == 0) break;
