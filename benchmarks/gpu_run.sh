@@ -13,7 +13,7 @@ OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import numpy, numba, numba_cuda, cupy, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 # -v: one line per finished test, so a failure is named even when the time limit cuts pytest off
-timeout "${TEST_S:-240}" python3 -m pytest -v -rf -n "${WORKERS:-16}" -p no:cacheprovider tests/test_cuda.py tests/test_backends.py -k "${TEST_K:-cuda}" > "$OUT/tests.log" 2>&1
+timeout "${TEST_S:-240}" python3 -m pytest -v -rf -n "${WORKERS:-16}" -p no:cacheprovider tests/test_cuda.py tests/test_backends.py tests/test_torch.py -k "${TEST_K:-cuda}" > "$OUT/tests.log" 2>&1
 echo "== tests: $(grep -c ' PASSED ' "$OUT/tests.log") passed, $(grep -c ' SKIPPED ' "$OUT/tests.log") skipped"
 grep -E " (FAILED|ERROR) " "$OUT/tests.log" | head -20
 if [ -f benchmarks/cuda_probe.py ] && [ "${PROBE_S:-150}" != 0 ]; then

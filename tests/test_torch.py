@@ -35,10 +35,10 @@ CASES = {
 }
 
 
-def make_input(rng, model, kind, dtype):
+def make_input(rng, model, kind, dtype, device="cpu"):
     """(a function making the model's input, the leaf tensor the gradient is taken for)."""
     shape = (T, I) if kind == "unbatched" else ((B, T, I) if model.batch_first else (T, B, I))
-    x = torch.tensor(rng.standard_normal(shape), dtype=dtype, requires_grad=True)
+    x = torch.tensor(rng.standard_normal(shape), dtype=dtype, device=device, requires_grad=True)
     if not kind.startswith("packed"):
         return (lambda: x), x
     lengths = torch.tensor([T, T, 1] if kind == "packed-sorted" else [2, T, 1])
@@ -46,12 +46,12 @@ def make_input(rng, model, kind, dtype):
                                          enforce_sorted=kind == "packed-sorted")), x
 
 
-def make_hx(rng, model, kind, dtype):
+def make_hx(rng, model, kind, dtype, device="cpu"):
     D = 2 if model.bidirectional else 1
     batch = () if kind == "unbatched" else (B,)
     h_size = model.proj_size or model.hidden_size
     leaf = lambda size: torch.tensor(rng.standard_normal((model.num_layers * D, *batch, size)), dtype=dtype,  # noqa: E731
-                                     requires_grad=True)
+                                     device=device, requires_grad=True)
     if model.mode == "LSTM":
         return leaf(h_size), leaf(model.hidden_size)
     return leaf(h_size)
@@ -67,7 +67,7 @@ def outputs_and_grads(model, inp, leaf, hx, rng_seed=0):
     finals = finals if isinstance(finals, tuple) else (finals,)
     y_data = y.data if isinstance(y, PackedSequence) else y
     gen = torch.Generator().manual_seed(rng_seed)
-    loss = sum((torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) * o).sum()
+    loss = sum((torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype).to(o.device) * o).sum()
                for o in (y_data, *finals))
     loss.backward()
     out = {"y": y_data, **{f"final{k}": f for k, f in enumerate(finals)}, "dx": leaf.grad}
@@ -80,17 +80,17 @@ def outputs_and_grads(model, inp, leaf, hx, rng_seed=0):
         if state is not None:
             out[f"dhx{k}"] = state.grad
     out.update({f"d{name.removeprefix('_orig_mod.')}": p.grad for name, p in model.named_parameters()})
-    return {k: (None if v is None else v.detach().double().numpy()) for k, v in out.items()}
+    return {k: (None if v is None else v.detach().double().cpu().numpy()) for k, v in out.items()}
 
 
-def run_pair(rng, cell, options, kind, with_hx, backend, dtype, proj_size=0):
+def run_pair(rng, cell, options, kind, with_hx, backend, dtype, proj_size=0, device="cpu"):
     """torch.nn and its converted copy on the same input: (torch results, fastrnn results)."""
     torch.manual_seed(int(rng.integers(1 << 30)))
     extra = dict(proj_size=proj_size) if proj_size else {}
-    reference_model = TORCH_CLASSES[cell](I, H, dtype=dtype, **options, **extra)
+    reference_model = TORCH_CLASSES[cell](I, H, dtype=dtype, device=device, **options, **extra)
     model = ft.convert(copy.deepcopy(reference_model), backend=backend)
-    inp, leaf = make_input(rng, reference_model, kind, dtype)
-    hx = make_hx(rng, reference_model, kind, dtype) if with_hx else None
+    inp, leaf = make_input(rng, reference_model, kind, dtype, device)
+    hx = make_hx(rng, reference_model, kind, dtype, device) if with_hx else None
     hx_copy = None if hx is None else (tuple(h.detach().clone().requires_grad_() for h in hx)
                                        if isinstance(hx, tuple) else hx.detach().clone().requires_grad_())
     expected = outputs_and_grads(reference_model, inp, leaf, hx)
@@ -132,6 +132,18 @@ def check_against_torch(rng, cell, options, kind, with_hx, backend, dtype, proj_
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_converted_model_matches_torch_nn(rng, backend, case, dtype):
     check_against_torch(rng, *CASES[case], backend, dtype)
+
+
+ON_GPU = torch.cuda.is_available() and "cuda" in fastrnn.available_backends()
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", ["lstm", "lstm-2layer-bidir-packed", "gru-bidir-packed-sorted", "rnn-relu-packed"])
+def test_converted_model_on_cuda_matches_torch_nn(rng, case):
+    """CUDA tensors go to the "cuda" backend (CuPy views through __cuda_array_interface__) and come back as
+    tensors; torch.nn on the same GPU (cuDNN, float64) is the anchor."""
+    expected, got = run_pair(rng, *CASES[case], "auto", torch.float64, device="cuda")
+    assert_results_match(expected, got, 1e-9, "[cuda] ")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
