@@ -58,12 +58,16 @@ def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
     Forward: "cpp" won 55 of 67 configs (LSTM T=128 B=8 H=512 46.3 / 65.5, GRU T=512 B=8 H=128 9.8 / 17.4,
     LSTM T=512 B=64 H=512 1670 / 2350); "numba" won every short single sequence with H >= 256, where
     "cpp"'s per-call packing of the weights is much of the call (LSTM T=16 B=1 H=512 3.62 / 1.87, GRU T=16
-    B=1 H=512 2.74 / 1.65). Forward+backward: "cpp" won 36 of 62 (GRU T=128 B=1 H=256 6.12 / 8.79, LSTM
-    T=16 B=64 H=128 10.3 / 15.9); "numba" won at H = 1024 (LSTM T=16 B=8 117 / 95, GRU T=128 B=8 516 / 447,
-    LSTM T=16 B=64 770 / 637). Elsewhere the two were within the machine's noise (~1.2x) of each other.
+    B=1 H=512 2.74 / 1.65). Forward+backward: "numba" had won at H = 1024 until the C++ whole-sequence products
+    were rewritten; re-measured after (same machine, interleaved medians, ms cpp / numba): T=128 "cpp" is ahead
+    in all 24 configs of the grid B = 1, 8, 64 x H = 128..1024 (LSTM B=8 H=1024 450 / 665, GRU B=64 H=512
+    893 / 1220; benchmarks/results/cpu-epyc-2core-cpp-t128-s13.md), and at H = 1024 also for T = 16 (LSTM
+    B=8 150 / 208, B=64 820 / 1055; GRU B=8 115 / 152; GRU B=1 65 / 72, a tie within the noise), so a
+    forward that saves for backward always prefers "cpp". Elsewhere the two were within the machine's noise
+    (~1.2x) of each other.
     """
     if training:
-        return H >= 1024
+        return False
     return T * B <= 16 and H >= 256
 
 

@@ -81,8 +81,9 @@ def test_auto_order_follows_the_measured_shape_rule(monkeypatch):
     assert config.cpu_backend_order((16, 1, 512)) == ("numba", "cpp", "reference")
     assert config.cpu_backend_order((512, 64, 128)) == ("cpp", "numba", "reference")
     assert config.cpu_backend_order(None) == ("cpp", "numba", "reference")
-    assert config.cpu_backend_order((128, 8, 1024), training=True) == ("numba", "cpp", "reference")
-    assert config.cpu_backend_order((16, 8, 128), training=True) == ("cpp", "numba", "reference")
+    # a forward that saves for backward: "cpp" was ahead in forward+backward everywhere it was measured
+    assert config.cpu_backend_order((128, 8, 1024), training=True) == ("cpp", "numba", "reference")
+    assert config.cpu_backend_order((16, 1, 512), training=True) == ("cpp", "numba", "reference")
     monkeypatch.setattr(config, "CPU_ORDER_BY_SHAPE", False)     # FASTRNN_CPU_BACKENDS set: the order is fixed
     assert config.cpu_backend_order((16, 1, 512)) == ("cpp", "numba", "reference")
 
