@@ -27,8 +27,9 @@ from numba import njit, prange
 from ..cells import gru as gru_cell
 from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
+from ._numba_simd import vlanes, vload, vstore
 from ._numba_sync import claim_in_order, finish, wait_all
-from ._numba_tiles import gemm_chunk, gemm_chunks, product
+from ._numba_tiles import gemm_chunk, gemm_chunks, gemm_workspace, product
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
 
@@ -44,10 +45,11 @@ def gemm(A, a_transposed, Bm, C, bias, claims, n_workers):
     slowed each other down tenfold."""
     n_chunks = gemm_chunks(C.shape[0], C.shape[1])
     for w in prange(n_workers):
+        packed_b, packed_a = gemm_workspace(C)
         for i in range(n_chunks):
             c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:
-                gemm_chunk(A, a_transposed, Bm, C, bias, c)
+                gemm_chunk(A, a_transposed, Bm, C, bias, c, packed_b, packed_a)
 
 
 TRANSPOSE_BLOCK = 32
@@ -78,65 +80,103 @@ def _unit_span(chunk, chunk_units, H):
 
 
 # ----------------------------------------------------------------------------- forward pointwise
-# One function per cell and chunk. The branch on a sequence's length is taken per batch row, and
-# the loop over units indexes 1-D views only: LLVM then vectorises it, activations included
-# (multi-dimensional indexing inside the loop kept it scalar, 5x slower).
-# Saved activations go to gates[t % len(gates)]: a single scratch slot when nothing is saved.
+# One function per cell and chunk of units u0..u0+n-1. The cell's math (cells/) runs on vectors of
+# consecutive units (_numba_simd.py: one AVX2 register of float32), then one unit at a time for
+# the rest of the chunk: the same code with scalar loads and stores (_units_* below take the pair
+# as arguments). (Left to LLVM's loop vectoriser, the loops over n units of ~10 arrays stayed
+# scalar: ~20 ns a unit, against ~1 with vectors.) gh holds the chunk's recurrent products
+# gate-major (_numba_tiles.product); saved activations go to gates[t % len(gates)]: a single scratch
+# slot when nothing is saved.
 
 @njit(inline="always", error_model="numpy")
-def _gates3(row, H, u0, n):
-    """Views of gates 0..2 of units u0..u0+n-1 in one gate-major row of length G*H."""
-    return row[u0:u0 + n], row[H + u0:H + u0 + n], row[2 * H + u0:2 * H + u0 + n]
+def _load_vector(arr, i, j):
+    return vload(arr, i, j)
 
 
 @njit(inline="always", error_model="numpy")
-def _gates4(row, H, u0, n):
-    return row[u0:u0 + n], row[H + u0:H + u0 + n], row[2 * H + u0:2 * H + u0 + n], row[3 * H + u0:3 * H + u0 + n]
+def _store_vector(arr, i, j, value):
+    vstore(arr, i, j, value)
+
+
+@njit(inline="always", error_model="numpy")
+def _load_one(arr, i, j):
+    return arr[i, j]
+
+
+@njit(inline="always", error_model="numpy")
+def _store_one(arr, i, j, value):
+    arr[i, j] = value
+
+
+@njit(inline="always", error_model="numpy")
+def _lstm_units(load, store, b, u, k, n, H, x_t, gh, bias, c_in, c_out, h_out, y_t, g_t):
+    h, c, i, f, g, o = lstm_cell.forward(
+        load(x_t, b, u) + load(gh, b, k) + load(bias, 0, u),
+        load(x_t, b, H + u) + load(gh, b, n + k) + load(bias, 0, H + u),
+        load(x_t, b, 2 * H + u) + load(gh, b, 2 * n + k) + load(bias, 0, 2 * H + u),
+        load(x_t, b, 3 * H + u) + load(gh, b, 3 * n + k) + load(bias, 0, 3 * H + u),
+        load(c_in, b, u))
+    store(g_t, b, u, i)
+    store(g_t, b, H + u, f)
+    store(g_t, b, 2 * H + u, g)
+    store(g_t, b, 3 * H + u, o)
+    store(h_out, b, u, h)
+    store(c_out, b, u, c)
+    store(y_t, b, u, h)
 
 
 @njit(cache=True, error_model="numpy")
 def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates):
     H = h_in.shape[1]
-    g_t = gates[t % gates.shape[0]]
-    bi, bf, bg, bo = _gates4(b_hh, H, u0, n)
+    g_t, x_t, y_t = gates[t % gates.shape[0]], xp[t % xp.shape[0]], y[t]
+    bias = b_hh.reshape((1, b_hh.shape[0]))
+    L = vlanes(h_in)
+    n_vec = n - n % L
     for b in range(h_in.shape[0]):
-        hi, ho, ci, co, yb = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], c_in[b, u0:u0 + n], c_out[b, u0:u0 + n], \
-            y[t, b, u0:u0 + n]
-        si, sf, sg, so = _gates4(g_t[b], H, u0, n)
         if t < lengths[b]:
-            xi, xf, xg, xo = _gates4(xp[t % xp.shape[0], b], H, u0, n)
-            r = gh[b]
-            for k in range(n):
-                h, c, si[k], sf[k], sg[k], so[k] = lstm_cell.forward(
-                    xi[k] + r[4 * k] + bi[k], xf[k] + r[4 * k + 1] + bf[k], xg[k] + r[4 * k + 2] + bg[k],
-                    xo[k] + r[4 * k + 3] + bo[k], ci[k])
-                ho[k], co[k], yb[k] = h, c, h
+            for k in range(0, n_vec, L):
+                _lstm_units(_load_vector, _store_vector, b, u0 + k, k, n, H, x_t, gh, bias, c_in, c_out, h_out,
+                            y_t, g_t)
+            for k in range(n_vec, n):
+                _lstm_units(_load_one, _store_one, b, u0 + k, k, n, H, x_t, gh, bias, c_in, c_out, h_out, y_t, g_t)
         else:
-            for k in range(n):
-                ho[k], co[k], yb[k] = hi[k], ci[k], 0
-                si[k] = sf[k] = sg[k] = so[k] = 0
+            for u in range(u0, u0 + n):
+                h_out[b, u], c_out[b, u], y_t[b, u] = h_in[b, u], c_in[b, u], 0
+                g_t[b, u] = g_t[b, H + u] = g_t[b, 2 * H + u] = g_t[b, 3 * H + u] = 0
+
+
+@njit(inline="always", error_model="numpy")
+def _gru_units(load, store, b, u, k, n, H, x_t, gh, bias, h_in, h_out, y_t, g_t, ghn_t):
+    gh_n = load(gh, b, 2 * n + k) + load(bias, 0, 2 * H + u)
+    h, r, z, nn = gru_cell.forward(load(x_t, b, u), load(x_t, b, H + u), load(x_t, b, 2 * H + u),
+                                   load(gh, b, k) + load(bias, 0, u), load(gh, b, n + k) + load(bias, 0, H + u),
+                                   gh_n, load(h_in, b, u))
+    store(g_t, b, u, r)
+    store(g_t, b, H + u, z)
+    store(g_t, b, 2 * H + u, nn)
+    store(ghn_t, b, u, gh_n)
+    store(h_out, b, u, h)
+    store(y_t, b, u, h)
 
 
 @njit(cache=True, error_model="numpy")
 def _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
     H = h_in.shape[1]
-    g_t, ghn_t = gates[t % gates.shape[0]], ghn[t % ghn.shape[0]]
-    br, bz, bn = _gates3(b_hh, H, u0, n)
+    g_t, ghn_t, x_t, y_t = gates[t % gates.shape[0]], ghn[t % ghn.shape[0]], xp[t % xp.shape[0]], y[t]
+    bias = b_hh.reshape((1, b_hh.shape[0]))
+    L = vlanes(h_in)
+    n_vec = n - n % L
     for b in range(h_in.shape[0]):
-        hi, ho, yb, sn_h = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], y[t, b, u0:u0 + n], ghn_t[b, u0:u0 + n]
-        sr, sz, sn = _gates3(g_t[b], H, u0, n)
         if t < lengths[b]:
-            xr, xz, xn = _gates3(xp[t % xp.shape[0], b], H, u0, n)
-            r = gh[b]
-            for k in range(n):
-                gh_n = r[3 * k + 2] + bn[k]
-                h, sr[k], sz[k], sn[k] = gru_cell.forward(xr[k], xz[k], xn[k], r[3 * k] + br[k],
-                                                          r[3 * k + 1] + bz[k], gh_n, hi[k])
-                ho[k], yb[k], sn_h[k] = h, h, gh_n
+            for k in range(0, n_vec, L):
+                _gru_units(_load_vector, _store_vector, b, u0 + k, k, n, H, x_t, gh, bias, h_in, h_out, y_t, g_t,
+                           ghn_t)
+            for k in range(n_vec, n):
+                _gru_units(_load_one, _store_one, b, u0 + k, k, n, H, x_t, gh, bias, h_in, h_out, y_t, g_t, ghn_t)
         else:
-            for k in range(n):
-                ho[k], yb[k] = hi[k], 0
-                sr[k] = sz[k] = sn[k] = sn_h[k] = 0
+            for u in range(u0, u0 + n):
+                h_out[b, u], y_t[b, u] = h_in[b, u], 0
+                g_t[b, u] = g_t[b, H + u] = g_t[b, 2 * H + u] = ghn_t[b, u] = 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -161,7 +201,7 @@ def _input_projection(t, u0, n, x, w_ih, b_ih, G, H, gx, xp):
     for b in range(x.shape[1]):
         for k in range(n):
             for g in range(G):
-                xp[0, b, g * H + u0 + k] = gx[b, G * k + g] + b_ih[g * H + u0 + k]
+                xp[0, b, g * H + u0 + k] = gx[b, g * n + k] + b_ih[g * H + u0 + k]
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
@@ -205,45 +245,74 @@ def forward(kind, x, w_ih, b_ih, fused, xp, w_hh, b_hh, h_states, c_states, leng
 # ----------------------------------------------------------------------------- backward pointwise
 # dh_carry holds dL/dh_t of the chunk's units before dy_t; dy has T slots, or one of zeros.
 
+@njit(inline="always", error_model="numpy")
+def _lstm_units_backward(load, store, b, u, k, H, dh_carry, dy_t, dc, g_t, c_prev, c_t, dg_t):
+    da_i, da_f, da_g, da_o, dc_prev = lstm_cell.backward(
+        load(dh_carry, b, k) + load(dy_t, b, u), load(dc, b, u), load(g_t, b, u), load(g_t, b, H + u),
+        load(g_t, b, 2 * H + u), load(g_t, b, 3 * H + u), load(c_prev, b, u), load(c_t, b, u))
+    store(dg_t, b, u, da_i)
+    store(dg_t, b, H + u, da_f)
+    store(dg_t, b, 2 * H + u, da_g)
+    store(dg_t, b, 3 * H + u, da_o)
+    store(dc, b, u, dc_prev)
+
+
 @njit(cache=True, error_model="numpy")
 def _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dg, dh_direct, dc):
     H = dh_direct.shape[1]
-    dy_t = dy[t % dy.shape[0]]
+    dy_t, g_t, dg_t, c_prev, c_t = dy[t % dy.shape[0]], gates[t], dg[t], c_states[t], c_states[t + 1]
+    L = vlanes(dc)
+    n_vec = n - n % L
     for b in range(dh_direct.shape[0]):
-        carry, direct, dcb = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dc[b, u0:u0 + n]
-        di, df, dg_, do = _gates4(dg[t, b], H, u0, n)
         if t < lengths[b]:
-            i, f, g, o = _gates4(gates[t, b], H, u0, n)
-            dyb, c_prev, c = dy_t[b, u0:u0 + n], c_states[t, b, u0:u0 + n], c_states[t + 1, b, u0:u0 + n]
-            for k in range(n):
-                di[k], df[k], dg_[k], do[k], dcb[k] = lstm_cell.backward(
-                    carry[k] + dyb[k], dcb[k], i[k], f[k], g[k], o[k], c_prev[k], c[k])
-                direct[k] = 0
+            for k in range(0, n_vec, L):
+                _lstm_units_backward(_load_vector, _store_vector, b, u0 + k, k, H, dh_carry, dy_t, dc, g_t, c_prev,
+                                     c_t, dg_t)
+            for k in range(n_vec, n):
+                _lstm_units_backward(_load_one, _store_one, b, u0 + k, k, H, dh_carry, dy_t, dc, g_t, c_prev, c_t,
+                                     dg_t)
+            dh_direct[b, u0:u0 + n] = 0
         else:
             for k in range(n):
-                di[k] = df[k] = dg_[k] = do[k] = 0
-                direct[k] = carry[k]
+                u = u0 + k
+                dg_t[b, u] = dg_t[b, H + u] = dg_t[b, 2 * H + u] = dg_t[b, 3 * H + u] = 0
+                dh_direct[b, u] = dh_carry[b, k]
+
+
+@njit(inline="always", error_model="numpy")
+def _gru_units_backward(load, store, b, u, k, H, dh_carry, dy_t, g_t, ghn_t, h_prev, dgi_t, dgh_t, dh_direct):
+    da_r, da_z, da_n, dgh_n, dh_dir = gru_cell.backward(
+        load(dh_carry, b, k) + load(dy_t, b, u), load(g_t, b, u), load(g_t, b, H + u), load(g_t, b, 2 * H + u),
+        load(ghn_t, b, u), load(h_prev, b, u))
+    store(dgi_t, b, u, da_r)
+    store(dgi_t, b, H + u, da_z)
+    store(dgi_t, b, 2 * H + u, da_n)
+    store(dgh_t, b, u, da_r)
+    store(dgh_t, b, H + u, da_z)
+    store(dgh_t, b, 2 * H + u, dgh_n)
+    store(dh_direct, b, u, dh_dir)
 
 
 @njit(cache=True, error_model="numpy")
 def _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct):
     H = dh_direct.shape[1]
-    dy_t = dy[t % dy.shape[0]]
+    dy_t, g_t, ghn_t, h_prev, dgi_t, dgh_t = dy[t % dy.shape[0]], gates[t], ghn[t], h_states[t], dgi[t], dgh[t]
+    L = vlanes(dh_direct)
+    n_vec = n - n % L
     for b in range(dh_direct.shape[0]):
-        carry, direct = dh_carry[b, :n], dh_direct[b, u0:u0 + n]
-        xr, xz, xn = _gates3(dgi[t, b], H, u0, n)
-        hr, hz, hn = _gates3(dgh[t, b], H, u0, n)
         if t < lengths[b]:
-            r, z, nn = _gates3(gates[t, b], H, u0, n)
-            dyb, gh_n, h_prev = dy_t[b, u0:u0 + n], ghn[t, b, u0:u0 + n], h_states[t, b, u0:u0 + n]
-            for k in range(n):
-                da_r, da_z, da_n, hn[k], direct[k] = gru_cell.backward(
-                    carry[k] + dyb[k], r[k], z[k], nn[k], gh_n[k], h_prev[k])
-                xr[k], xz[k], xn[k], hr[k], hz[k] = da_r, da_z, da_n, da_r, da_z
+            for k in range(0, n_vec, L):
+                _gru_units_backward(_load_vector, _store_vector, b, u0 + k, k, H, dh_carry, dy_t, g_t, ghn_t, h_prev,
+                                    dgi_t, dgh_t, dh_direct)
+            for k in range(n_vec, n):
+                _gru_units_backward(_load_one, _store_one, b, u0 + k, k, H, dh_carry, dy_t, g_t, ghn_t, h_prev,
+                                    dgi_t, dgh_t, dh_direct)
         else:
             for k in range(n):
-                xr[k] = xz[k] = xn[k] = hr[k] = hz[k] = hn[k] = 0
-                direct[k] = carry[k]
+                u = u0 + k
+                dgi_t[b, u] = dgi_t[b, H + u] = dgi_t[b, 2 * H + u] = 0
+                dgh_t[b, u] = dgh_t[b, H + u] = dgh_t[b, 2 * H + u] = 0
+                dh_direct[b, u] = dh_carry[b, k]
 
 
 @njit(cache=True, error_model="numpy")
@@ -335,8 +404,8 @@ def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, chunk_units
                     for b in range(B):
                         for uu in range(n):
                             u = u0 + uu
-                            r, z = gru_cell.gates_rz(xp[t, b, u] + gh[b, 2 * uu] + b_hh[u],
-                                                     xp[t, b, H + u] + gh[b, 2 * uu + 1] + b_hh[H + u])
+                            r, z = gru_cell.gates_rz(xp[t, b, u] + gh[b, uu] + b_hh[u],
+                                                     xp[t, b, H + u] + gh[b, n + uu] + b_hh[H + u])
                             g[b, u], g[b, H + u] = r, z
                             rh[b, u] = r * h_in[b, u]
                 else:               # n from (r h) W_hn^T, then h'

@@ -3,13 +3,15 @@
 Numba has no SIMD type, and LLVM will not turn a tile of scalar accumulators into vector
 registers (its SLP vectoriser spilled a 4x16 tile to the stack). These intrinsics emit LLVM
 vector IR directly: ``vload``/``vstore_add`` move ``lanes`` consecutive elements of a row,
-``vsplat`` broadcasts a scalar, ``vfma`` is a*b + c with contraction allowed (one FMA on AVX2,
+``vstore`` writes one, ``vsplat`` broadcasts a scalar, ``vfma`` is a*b + c with contraction allowed (one FMA on AVX2,
 and plain vector code on any other target). A vector holds 32 bytes: 8 float32 or 4 float64.
 """
+import operator
+
 import llvmlite.ir as llvm_ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 VECTOR_BYTES = 32
 
@@ -93,6 +95,19 @@ def vstore_add(typingctx, arr, i, j, value):
 
 
 @intrinsic
+def vstore(typingctx, arr, i, j, value):
+    """arr[i, j:j+lanes] = value."""
+    if not (_is_float_matrix(arr) and isinstance(value, Vector) and value.dtype == arr.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _row_pointer(context, builder, arr, args[0], args[1], args[2])
+        builder.store(args[3], builder.bitcast(ptr, args[3].type.as_pointer()), align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(arr, types.intp, types.intp, value), codegen
+
+
+@intrinsic
 def vsplat(typingctx, x):
     """A vector with every lane equal to the scalar x."""
     if not isinstance(x, types.Float):
@@ -118,3 +133,172 @@ def vfma(typingctx, a, b, c):
         product = builder.fmul(args[0], args[1], flags=["contract"])
         return builder.fadd(product, args[2], flags=["contract"])
     return c(a, b, c), codegen
+
+
+# ----------------------------------------------------------------------------- arithmetic
+# +, -, *, / between two vectors or a vector and a scalar (broadcast), unary -, abs(), and the
+# helpers below: with them the cells' pointwise math (cells/), written for one unit, compiles
+# unchanged for a vector of units.
+
+def _vector_of(*operands):
+    """The Vector type of the operands when the others are scalars or the same Vector, else None."""
+    vector = next((t for t in operands if isinstance(t, Vector)), None)
+    if vector is None:
+        return None
+    for t in operands:
+        if (isinstance(t, Vector) and t != vector) or not isinstance(t, (Vector, types.Float, types.Integer)):
+            return None
+    return vector
+
+
+def _as_vector(context, builder, value, value_type, vector):
+    if isinstance(value_type, Vector):
+        return value
+    scalar = context.cast(builder, value, value_type, vector.dtype)
+    vector_type = context.get_value_type(vector)
+    undef = llvm_ir.Constant(vector_type, llvm_ir.Undefined)
+    first = builder.insert_element(undef, scalar, llvm_ir.Constant(llvm_ir.IntType(32), 0))
+    mask = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), vector.lanes), [0] * vector.lanes)
+    return builder.shuffle_vector(first, undef, mask)
+
+
+def _named_intrinsic(name, typer):
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
+
+
+def _binary(instruction):
+    def typer(typingctx, a, b):
+        vector = _vector_of(a, b)
+        if vector is None:
+            return None
+
+        def codegen(context, builder, signature, args):
+            x = _as_vector(context, builder, args[0], a, vector)
+            y = _as_vector(context, builder, args[1], b, vector)
+            return getattr(builder, instruction)(x, y)
+        return vector(a, b), codegen
+    return _named_intrinsic(f"vector_{instruction}", typer)
+
+
+def _overload_binary(python_operator, instruction):
+    op = _binary(instruction)
+
+    @overload(python_operator)
+    def _vector_operator(a, b):
+        if _vector_of(a, b) is not None:
+            return lambda a, b: op(a, b)
+
+
+for _operator, _instruction in ((operator.add, "fadd"), (operator.sub, "fsub"), (operator.mul, "fmul"),
+                                (operator.truediv, "fdiv")):
+    _overload_binary(_operator, _instruction)
+
+
+@intrinsic
+def _vector_neg(typingctx, a):
+    if not isinstance(a, Vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fsub(_as_vector(context, builder, context.get_constant(a.dtype, -0.0), a.dtype, a), args[0])
+    return a(a), codegen
+
+
+@overload(operator.neg)
+def _vector_neg_operator(a):
+    if isinstance(a, Vector):
+        return lambda a: _vector_neg(a)
+
+
+def _unary_llvm(name):
+    def typer(typingctx, a):
+        if not isinstance(a, Vector):
+            return None
+
+        def codegen(context, builder, signature, args):
+            vector_type = args[0].type
+            suffix = f"v{vector_type.count}f{a.dtype.bitwidth}"      # llvmlite names no vector overloads
+            fn = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(vector_type, [vector_type]),
+                                                f"llvm.{name}.{suffix}")
+            return builder.call(fn, [args[0]])
+        return a(a), codegen
+    return _named_intrinsic(f"vector_{name}", typer)
+
+
+vabs = _unary_llvm("fabs")
+vfloor = _unary_llvm("floor")
+
+
+@overload(abs)
+def _vector_abs(a):
+    if isinstance(a, Vector):
+        return lambda a: vabs(a)
+
+
+def _select(predicate):
+    """x where a <predicate> b, else y (lane by lane); an ordered comparison, so a NaN lane takes y,
+    as Python's ``x if a < b else y`` does."""
+    def typer(typingctx, a, b, x, y):
+        vector = _vector_of(a, b, x, y)
+        if vector is None:
+            return None
+
+        def codegen(context, builder, signature, args):
+            left, right, on_true, on_false = (_as_vector(context, builder, v, t, vector)
+                                              for v, t in zip(args, (a, b, x, y)))
+            return builder.select(builder.fcmp_ordered(predicate, left, right), on_true, on_false)
+        return vector(a, b, x, y), codegen
+    names = {"<": "lt", ">=": "ge", "==": "eq", ">": "gt", "<=": "le"}
+    return _named_intrinsic(f"vector_select_{names[predicate]}", typer)
+
+
+vselect_lt, vselect_ge, vselect_eq, vselect_gt, vselect_le = (_select(p) for p in ("<", ">=", "==", ">", "<="))
+
+
+@intrinsic
+def vpow2(typingctx, n):
+    """2^n for float32 lanes holding integers in [-126, 127] (the exponent field set directly)."""
+    if not (isinstance(n, Vector) and n.dtype.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ints = llvm_ir.VectorType(llvm_ir.IntType(32), n.lanes)
+        as_int = builder.fptosi(args[0], ints)
+        biased = builder.add(as_int, llvm_ir.Constant(ints, [127] * n.lanes))
+        bits = builder.shl(biased, llvm_ir.Constant(ints, [23] * n.lanes))
+        return builder.bitcast(bits, args[0].type)
+    return n(n), codegen
+
+
+@intrinsic
+def vextract(typingctx, v, i):
+    """Lane i of v."""
+    if not (isinstance(v, Vector) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.extract_element(args[0], args[1])
+    return v.dtype(v, i), codegen
+
+
+@intrinsic
+def vinsert(typingctx, v, i, x):
+    """v with lane i set to x."""
+    if not (isinstance(v, Vector) and isinstance(i, types.Integer) and isinstance(x, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.insert_element(args[0], context.cast(builder, args[2], x, v.dtype), args[1])
+    return v(v, i, x), codegen
+
+
+@intrinsic
+def vwidth(typingctx, v):
+    """Lanes of the vector (a compile-time constant)."""
+    if not isinstance(v, Vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return llvm_ir.Constant(llvm_ir.IntType(64), v.lanes)
+    return types.intp(v), codegen

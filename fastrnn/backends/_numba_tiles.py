@@ -1,12 +1,13 @@
 """Register-tiled products for the CPU kernels: the recurrent product and whole-sequence GEMMs.
 
-    product:  out[b, j] = sum_k W[row(j), k] * X[b, k]      row(j) = (j % G) * H + u0 + j // G
+    product:  out[b, col(j)] = sum_k W[row(j), k] * X[b, k]   row(j) = (j % G) * H + u0 + j // G,
+                                                               col(j) = (j % G) * n + j // G
     gemm:     C = A B or A^T B                              (whole-sequence GEMMs, vector intrinsics)
 
 ``row`` walks the G gate rows of hidden units u0, u0+1, ... in PyTorch's gate-major
-layout, so the forward reads ``w_hh`` as given (no packing) and a chunk's result holds
-all gates of its units together; with G = 1 it is a plain row range (the backward's
-transposed weights). The tile is 4 weight rows x 3 batch rows: 12 accumulators that
+layout, so the forward reads ``w_hh`` as given (no packing); a chunk's result holds each
+gate's n units side by side (for the pointwise code's vector loads); with G = 1 it is a plain
+row range (the backward's transposed weights). The tile is 4 weight rows x 3 batch rows: 12 accumulators that
 fit AVX2's 16 vector registers (a 4x4 tile spills). Each accumulator is a dot product
 over k, which LLVM vectorises with ``reassoc``; the 4 rows stay in L1 while the batch
 streams past them. 1-row and 1-batch variants handle the edges.
@@ -14,13 +15,13 @@ streams past them. 1-row and 1-batch variants handle the edges.
 import numpy as np
 from numba import njit
 
-from ._numba_simd import vfma, vlanes, vload, vsplat, vstore_add, vzero
+from ._numba_simd import vfma, vlanes, vload, vsplat, vstore, vstore_add, vzero
 
 FASTMATH = {"reassoc", "contract"}   # no nnan/ninf: NaN in must stay NaN out
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_4x3(W, r0, r1, r2, r3, X, b, K, out, j):
+def tile_4x3(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3):
     zero = W.dtype.type(0)
     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
     # an unsigned loop index: Numba then emits no negative-index wraparound (which kept the
@@ -40,13 +41,13 @@ def tile_4x3(W, r0, r1, r2, r3, X, b, K, out, j):
         s30 += w3 * x0
         s31 += w3 * x1
         s32 += w3 * x2
-    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s00, s10, s20, s30
-    out[b + 1, j], out[b + 1, j + 1], out[b + 1, j + 2], out[b + 1, j + 3] = s01, s11, s21, s31
-    out[b + 2, j], out[b + 2, j + 1], out[b + 2, j + 2], out[b + 2, j + 3] = s02, s12, s22, s32
+    out[b, c0], out[b, c1], out[b, c2], out[b, c3] = s00, s10, s20, s30
+    out[b + 1, c0], out[b + 1, c1], out[b + 1, c2], out[b + 1, c3] = s01, s11, s21, s31
+    out[b + 2, c0], out[b + 2, c1], out[b + 2, c2], out[b + 2, c3] = s02, s12, s22, s32
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_4x1(W, r0, r1, r2, r3, X, b, K, out, j):
+def tile_4x1(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3):
     zero = W.dtype.type(0)
     s0 = s1 = s2 = s3 = zero
     for k in range(np.uint64(K)):
@@ -55,15 +56,15 @@ def tile_4x1(W, r0, r1, r2, r3, X, b, K, out, j):
         s1 += W[r1, k] * x
         s2 += W[r2, k] * x
         s3 += W[r3, k] * x
-    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s0, s1, s2, s3
+    out[b, c0], out[b, c1], out[b, c2], out[b, c3] = s0, s1, s2, s3
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_1x1(W, r, X, b, K, out, j):
+def tile_1x1(W, r, X, b, K, out, c):
     s = W.dtype.type(0)
     for k in range(np.uint64(K)):
         s += W[r, k] * X[b, k]
-    out[b, j] = s
+    out[b, c] = s
 
 
 @njit(cache=True, error_model="numpy")
@@ -72,34 +73,47 @@ def gate_row(j, G, H, u0):
 
 
 @njit(cache=True, error_model="numpy")
+def gate_column(j, G, n_units):
+    """Where row j's result goes in the gate-major output: gate j % G's block of n_units columns."""
+    return (j % G) * n_units + j // G
+
+
+@njit(cache=True, error_model="numpy")
 def product(W, G, H, u0, n_rows, X, B, out):
-    """out[b, j] = W[gate_row(j), :] . X[b, :] for j < n_rows, b < B."""
+    """out[b, g*n + u] = W[g*H + u0 + u, :] . X[b, :] for the n = n_rows / G units, b < B (gate-major:
+    each gate's units side by side, for the pointwise code's vector loads)."""
     K = X.shape[1]
+    n = n_rows // G
     j = 0
     while j + 4 <= n_rows:
         r0, r1 = gate_row(j, G, H, u0), gate_row(j + 1, G, H, u0)
         r2, r3 = gate_row(j + 2, G, H, u0), gate_row(j + 3, G, H, u0)
+        c0, c1 = gate_column(j, G, n), gate_column(j + 1, G, n)
+        c2, c3 = gate_column(j + 2, G, n), gate_column(j + 3, G, n)
         b = 0
         while b + 3 <= B:
-            tile_4x3(W, r0, r1, r2, r3, X, b, K, out, j)
+            tile_4x3(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3)
             b += 3
         while b < B:
-            tile_4x1(W, r0, r1, r2, r3, X, b, K, out, j)
+            tile_4x1(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3)
             b += 1
         j += 4
     while j < n_rows:
-        r = gate_row(j, G, H, u0)
+        r, c = gate_row(j, G, H, u0), gate_column(j, G, n)
         for b in range(B):
-            tile_1x1(W, r, X, b, K, out, j)
+            tile_1x1(W, r, X, b, K, out, c)
         j += 1
 
 
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
 # C = op(A) B with op(A) = A (NN) or A^T (TN), every operand row-major as the kernels store it:
 # an outer-product micro-kernel (6 rows of C x 2 vectors of columns: 12 vector accumulators, the
-# classic AVX2 shape) broadcasts elements of A and loads rows of B, so neither operand is ever
-# transposed or packed. A chunk is GEMM_M x GEMM_N of C, walked in k blocks of GEMM_K so that
-# B's block stays in L2.
+# classic AVX2 shape) broadcasts elements of A and loads 2 vectors of a row of B. A chunk is
+# GEMM_M x GEMM_N of C, walked in k blocks of GEMM_K. B's block is first copied into contiguous
+# panels of 2 vectors' width (GEMM_K x 2L each, 32 KiB for float32: L1), then read by every 6-row
+# block of the chunk: read in place, a panel's rows lie a row of B apart, and at N = 512 or 2048
+# float32 columns (2 or 8 KiB) they all fall into the same few L1 sets and every load missed L1
+# (the input projection of an H = 512 LSTM ran at 67 GFLOP/s on 2 threads; packed: see the README).
 GEMM_M, GEMM_N, GEMM_K = 240, 128, 256
 
 
@@ -119,14 +133,15 @@ def _store_panel(C, m, n, L, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c
     vstore_add(C, m + 5, n + L, c51)
 
 
-# The NN and TN micro-kernels differ only in how they index A; they are two functions because a
-# branch on the layout inside the k loop halved their speed.
+# Bp is one packed panel of B: row k - k0 holds B[k, n:n+2L]. The NN and TN micro-kernels differ only
+# in how they read A (NN: 6 rows in place; TN: Ap, op(A)[m:m+6, k] packed as row k - k0); they are
+# two functions because a branch on the layout inside the k loop halved their speed.
 @njit(cache=True, error_model="numpy")
-def _panel6_nn(A, Bm, C, m, n, k0, k1):
+def _panel6_nn(A, Bp, C, m, n, k0, k1):
     L = vlanes(C)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
     for k in range(k0, k1):
-        b0, b1 = vload(Bm, k, n), vload(Bm, k, n + L)
+        b0, b1 = vload(Bp, k - k0, 0), vload(Bp, k - k0, L)
         a = vsplat(A[m, k])
         c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
         a = vsplat(A[m + 1, k])
@@ -143,87 +158,85 @@ def _panel6_nn(A, Bm, C, m, n, k0, k1):
 
 
 @njit(cache=True, error_model="numpy")
-def _panel6_tn(Ap, Bm, C, m, n, k0, k1):
-    """C[m:m+6, n:n+2L] += Ap[k - k0, 0:6] Bm[k, n:n+2L] summed over k: Ap holds A[k0:k1, m:m+6], packed."""
+def _panel6_tn(Ap, Bp, C, m, n, kn):
     L = vlanes(C)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
-    for k in range(k0, k1):
-        b0, b1 = vload(Bm, k, n), vload(Bm, k, n + L)
-        a = vsplat(Ap[k - k0, 0])
+    for k in range(kn):
+        b0, b1 = vload(Bp, k, 0), vload(Bp, k, L)
+        a = vsplat(Ap[k, 0])
         c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
-        a = vsplat(Ap[k - k0, 1])
+        a = vsplat(Ap[k, 1])
         c10, c11 = vfma(a, b0, c10), vfma(a, b1, c11)
-        a = vsplat(Ap[k - k0, 2])
+        a = vsplat(Ap[k, 2])
         c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
-        a = vsplat(Ap[k - k0, 3])
+        a = vsplat(Ap[k, 3])
         c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
-        a = vsplat(Ap[k - k0, 4])
+        a = vsplat(Ap[k, 4])
         c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
-        a = vsplat(Ap[k - k0, 5])
+        a = vsplat(Ap[k, 5])
         c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
     _store_panel(C, m, n, L, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
 
 @njit(cache=True, error_model="numpy")
-def _panel1_nn(A, Bm, C, m, n, k0, k1):
+def _panel1(A, a_t, Bp, C, m, n, k0, k1):
     L = vlanes(C)
     c0 = c1 = vzero(C)
     for k in range(k0, k1):
-        a = vsplat(A[m, k])
-        c0, c1 = vfma(a, vload(Bm, k, n), c0), vfma(a, vload(Bm, k, n + L), c1)
+        a = vsplat(A[k, m] if a_t else A[m, k])
+        c0, c1 = vfma(a, vload(Bp, k - k0, 0), c0), vfma(a, vload(Bp, k - k0, L), c1)
     vstore_add(C, m, n, c0)
     vstore_add(C, m, n + L, c1)
 
 
 @njit(cache=True, error_model="numpy")
-def _panel1_tn(A, Bm, C, m, n, k0, k1):
-    L = vlanes(C)
-    c0 = c1 = vzero(C)
-    for k in range(k0, k1):
-        a = vsplat(A[k, m])
-        c0, c1 = vfma(a, vload(Bm, k, n), c0), vfma(a, vload(Bm, k, n + L), c1)
-    vstore_add(C, m, n, c0)
-    vstore_add(C, m, n + L, c1)
+def gemm_workspace(C):
+    """One worker's buffers for gemm_chunk: B's packed panels and A^T's packed 6-column blocks (TN)."""
+    W = 2 * vlanes(C)
+    return np.empty((GEMM_N // W, GEMM_K, W), C.dtype), np.empty((GEMM_M // 6, GEMM_K, 6), C.dtype)
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_chunk(A, a_t, Bm, C, bias, chunk):
-    """The chunk-th GEMM_M x GEMM_N block of C = op(A) Bm (+ bias on every row if not empty)."""
+def gemm_chunk(A, a_t, Bm, C, bias, chunk, packed_b, packed_a):
+    """The chunk-th GEMM_M x GEMM_N block of C = op(A) Bm (+ bias on every row if not empty);
+    packed_b, packed_a: this worker's gemm_workspace.
+
+    Per k block: B's panels are packed (and A^T's 6-column blocks), then each panel (in L1) meets
+    every 6-row block of the chunk (in L2) in turn."""
     M, N = C.shape
     K = Bm.shape[0]
-    W = 2 * vlanes(C)                       # columns per micro-kernel
+    L = vlanes(C)
+    W = 2 * L                               # columns per micro-kernel
     n_blocks = (N + GEMM_N - 1) // GEMM_N
     m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * GEMM_N
     m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + GEMM_N)
-    n_vec = n0 + (n1 - n0) // W * W         # columns [n_vec, n1) take the scalar path
+    n_panels, m_blocks = (n1 - n0) // W, (m1 - m0) // 6
+    n_vec, m_vec = n0 + n_panels * W, m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edge paths
     for m in range(m0, m1):
         for n in range(n0, n1):
             C[m, n] = bias[n] if bias.shape[0] > 0 else 0
-    # A^T's 6 rows are 6 columns of A: gathered once per k block into a contiguous panel, instead of
-    # striding through A's rows again for every column panel (TN ran at half the NN speed)
-    packed = np.empty((GEMM_K, 6), C.dtype) if a_t else np.empty((1, 6), C.dtype)
     for k0 in range(0, K, GEMM_K):
         k1 = min(K, k0 + GEMM_K)
-        # 6 rows of A (in L1) meet every column panel of the chunk's B block (in L2) in turn
-        m = m0
-        while m + 6 <= m1:
-            if a_t:
+        for p in range(n_panels):
+            panel, n = packed_b[p], n0 + p * W
+            for k in range(k0, k1):
+                vstore(panel, k - k0, 0, vload(Bm, k, n))
+                vstore(panel, k - k0, L, vload(Bm, k, n + L))
+        if a_t:
+            for mb in range(m_blocks):
+                block, m = packed_a[mb], m0 + 6 * mb
                 for k in range(k0, k1):
                     for i in range(6):
-                        packed[k - k0, i] = A[k, m + i]
-            for n in range(n0, n_vec, W):
+                        block[k - k0, i] = A[k, m + i]
+        for p in range(n_panels):
+            n = n0 + p * W
+            for mb in range(m_blocks):
                 if a_t:
-                    _panel6_tn(packed, Bm, C, m, n, k0, k1)
+                    _panel6_tn(packed_a[mb], packed_b[p], C, m0 + 6 * mb, n, k1 - k0)
                 else:
-                    _panel6_nn(A, Bm, C, m, n, k0, k1)
-            m += 6
-        while m < m1:
-            for n in range(n0, n_vec, W):
-                if a_t:
-                    _panel1_tn(A, Bm, C, m, n, k0, k1)
-                else:
-                    _panel1_nn(A, Bm, C, m, n, k0, k1)
-            m += 1
+                    _panel6_nn(A, packed_b[p], C, m0 + 6 * mb, n, k0, k1)
+            for m in range(m_vec, m1):
+                _panel1(A, a_t, packed_b[p], C, m, n, k0, k1)
         for m in range(m0, m1):
             for n in range(n_vec, n1):
                 s = C.dtype.type(0)

@@ -17,6 +17,9 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from ..backends._numba_simd import (Vector, vextract, vfloor, vinsert, vpow2, vselect_eq, vselect_ge, vselect_lt,
+                                    vwidth)
+
 F = np.float32
 # float32 constants keep float32 arithmetic in float32 (a Python float would promote it to float64)
 ZERO, HALF, ONE, TWO = F(0), F(0.5), F(1), F(2)
@@ -41,23 +44,75 @@ def _float32_from_bits(typingctx, bits):
     return types.float32(bits), codegen
 
 
+# Branch-free building blocks, for a scalar or (in the CPU kernels) a Vector of units: the float32
+# functions below are written once with them and compile for both. select_*(a, b, x, y) is
+# ``x if a <op> b else y`` (lane by lane; a NaN comparison takes y, as in Python).
+def select_lt(a, b, x, y):
+    return x if a < b else y
+
+
+def select_ge(a, b, x, y):
+    return x if a >= b else y
+
+
+def select_eq(a, b, x, y):
+    return x if a == b else y
+
+
+def floor(x):
+    return np.floor(x)
+
+
+def pow2(n):
+    """2^n, float32, for an integral n in [-126, 127]."""
+    raise NotImplementedError("pow2 is for Numba-compiled code")
+
+
+def _any_vector(*args):
+    return any(isinstance(a, Vector) for a in args)
+
+
+for _select, _vector_select in ((select_lt, vselect_lt), (select_ge, vselect_ge), (select_eq, vselect_eq)):
+    def _register(python_select=_select, vector_select=_vector_select):
+        @overload(python_select, target="cpu")
+        def _select_overload(a, b, x, y):
+            if _any_vector(a, b, x, y):
+                return lambda a, b, x, y: vector_select(a, b, x, y)
+            return python_select
+    _register()
+
+
+@overload(floor, target="cpu")
+def _floor_overload(x):
+    if isinstance(x, Vector):
+        return lambda x: vfloor(x)
+    return lambda x: np.floor(x)
+
+
+@overload(pow2, target="cpu")
+def _pow2_overload(n):
+    if isinstance(n, Vector):
+        return lambda n: vpow2(n)
+    return lambda n: _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
 @njit(cache=True, error_model="numpy")
 def _exp_nonpositive_f32(x):
     """e^x for x <= 0 (clamped at -87), float32, vectorisable."""
-    x = _EXP_LO if x < _EXP_LO else x          # written so that NaN passes through
-    n = np.floor(x * _LOG2E + HALF)
+    x = select_lt(x, _EXP_LO, _EXP_LO, x)      # written so that NaN passes through
+    n = floor(x * _LOG2E + HALF)
     r = x - n * _LN2_HI - n * _LN2_LO
     c2, c3, c4, c5, c6, c7 = _EXP_POLY
     p = ONE + r * (ONE + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
-    n = n if n == n else ZERO                  # NaN: any finite scale keeps p's NaN
-    return p * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    n = select_eq(n, n, n, ZERO)               # NaN: any finite scale keeps p's NaN
+    return p * pow2(n)
 
 
 @njit(cache=True, error_model="numpy")
 def _sigmoid_f32(a):
     e = _exp_nonpositive_f32(-abs(a))
     s = ONE / (ONE + e)
-    return s if a >= ZERO else e * s
+    return select_ge(a, ZERO, s, e * s)
 
 
 @njit(cache=True, error_model="numpy")
@@ -68,8 +123,8 @@ def _tanh_f32(a):
     small = a + a * a2 * (c3 + a2 * (c5 + a2 * (c7 + a2 * (c9 + a2 * (c11 + a2 * c13)))))
     e = _exp_nonpositive_f32(-TWO * ax)
     large = (ONE - e) / (ONE + e)
-    large = large if a >= ZERO else -large
-    return small if ax < _TANH_SMALL else large
+    large = select_ge(a, ZERO, large, -large)
+    return select_lt(ax, _TANH_SMALL, small, large)
 
 
 @njit(cache=True, error_model="numpy")
@@ -81,6 +136,23 @@ def _sigmoid_f64(a):
 @njit(cache=True, error_model="numpy")
 def _tanh_f64(a):
     return math.tanh(a)
+
+
+# float64 vectors: libm lane by lane (the exact path the float64 checks rely on)
+@njit(cache=True, error_model="numpy")
+def _sigmoid_f64_lanes(a):
+    out = a
+    for i in range(vwidth(a)):
+        out = vinsert(out, i, _sigmoid_f64(vextract(a, i)))
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _tanh_f64_lanes(a):
+    out = a
+    for i in range(vwidth(a)):
+        out = vinsert(out, i, _tanh_f64(vextract(a, i)))
+    return out
 
 
 def sigmoid(a):
@@ -99,11 +171,15 @@ def _is_float32(a):
 
 @overload(sigmoid, target="cpu")
 def _sigmoid_overload(a):
+    if isinstance(a, Vector):
+        return (lambda a: _sigmoid_f32(a)) if _is_float32(a.dtype) else (lambda a: _sigmoid_f64_lanes(a))
     if isinstance(a, types.Float):
         return (lambda a: _sigmoid_f32(a)) if _is_float32(a) else (lambda a: _sigmoid_f64(a))
 
 
 @overload(tanh, target="cpu")
 def _tanh_overload(a):
+    if isinstance(a, Vector):
+        return (lambda a: _tanh_f32(a)) if _is_float32(a.dtype) else (lambda a: _tanh_f64_lanes(a))
     if isinstance(a, types.Float):
         return (lambda a: _tanh_f32(a)) if _is_float32(a) else (lambda a: _tanh_f64(a))
