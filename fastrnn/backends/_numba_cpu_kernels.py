@@ -29,7 +29,7 @@ from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
 from ._numba_simd import vlanes, vload, vstore
 from ._numba_sync import claim_in_order, finish, wait_all
-from ._numba_tiles import gemm_chunk, gemm_chunks, gemm_workspace, product
+from ._numba_tiles import gemm_chunk, gemm_chunks, gemm_workspace, pack_columns, pack_rows, panel_product, product
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
 
@@ -109,12 +109,12 @@ def _store_one(arr, i, j, value):
 
 
 @njit(inline="always", error_model="numpy")
-def _lstm_units(load, store, b, u, k, n, H, x_t, gh, bias, c_in, c_out, h_out, y_t, g_t):
+def _lstm_units(load, store, b, u, k, gs, H, x_t, gh, bias, c_in, c_out, h_out, y_t, g_t):
     h, c, i, f, g, o = lstm_cell.forward(
         load(x_t, b, u) + load(gh, b, k) + load(bias, 0, u),
-        load(x_t, b, H + u) + load(gh, b, n + k) + load(bias, 0, H + u),
-        load(x_t, b, 2 * H + u) + load(gh, b, 2 * n + k) + load(bias, 0, 2 * H + u),
-        load(x_t, b, 3 * H + u) + load(gh, b, 3 * n + k) + load(bias, 0, 3 * H + u),
+        load(x_t, b, H + u) + load(gh, b, gs + k) + load(bias, 0, H + u),
+        load(x_t, b, 2 * H + u) + load(gh, b, 2 * gs + k) + load(bias, 0, 2 * H + u),
+        load(x_t, b, 3 * H + u) + load(gh, b, 3 * gs + k) + load(bias, 0, 3 * H + u),
         load(c_in, b, u))
     store(g_t, b, u, i)
     store(g_t, b, H + u, f)
@@ -126,7 +126,7 @@ def _lstm_units(load, store, b, u, k, n, H, x_t, gh, bias, c_in, c_out, h_out, y
 
 
 @njit(cache=True, error_model="numpy")
-def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates):
+def _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates):
     H = h_in.shape[1]
     g_t, x_t, y_t = gates[t % gates.shape[0]], xp[t % xp.shape[0]], y[t]
     bias = b_hh.reshape((1, b_hh.shape[0]))
@@ -135,10 +135,10 @@ def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, ga
     for b in range(h_in.shape[0]):
         if t < lengths[b]:
             for k in range(0, n_vec, L):
-                _lstm_units(_load_vector, _store_vector, b, u0 + k, k, n, H, x_t, gh, bias, c_in, c_out, h_out,
+                _lstm_units(_load_vector, _store_vector, b, u0 + k, k, gs, H, x_t, gh, bias, c_in, c_out, h_out,
                             y_t, g_t)
             for k in range(n_vec, n):
-                _lstm_units(_load_one, _store_one, b, u0 + k, k, n, H, x_t, gh, bias, c_in, c_out, h_out, y_t, g_t)
+                _lstm_units(_load_one, _store_one, b, u0 + k, k, gs, H, x_t, gh, bias, c_in, c_out, h_out, y_t, g_t)
         else:
             for u in range(u0, u0 + n):
                 h_out[b, u], c_out[b, u], y_t[b, u] = h_in[b, u], c_in[b, u], 0
@@ -146,10 +146,10 @@ def _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, ga
 
 
 @njit(inline="always", error_model="numpy")
-def _gru_units(load, store, b, u, k, n, H, x_t, gh, bias, h_in, h_out, y_t, g_t, ghn_t):
-    gh_n = load(gh, b, 2 * n + k) + load(bias, 0, 2 * H + u)
+def _gru_units(load, store, b, u, k, gs, H, x_t, gh, bias, h_in, h_out, y_t, g_t, ghn_t):
+    gh_n = load(gh, b, 2 * gs + k) + load(bias, 0, 2 * H + u)
     h, r, z, nn = gru_cell.forward(load(x_t, b, u), load(x_t, b, H + u), load(x_t, b, 2 * H + u),
-                                   load(gh, b, k) + load(bias, 0, u), load(gh, b, n + k) + load(bias, 0, H + u),
+                                   load(gh, b, k) + load(bias, 0, u), load(gh, b, gs + k) + load(bias, 0, H + u),
                                    gh_n, load(h_in, b, u))
     store(g_t, b, u, r)
     store(g_t, b, H + u, z)
@@ -160,7 +160,7 @@ def _gru_units(load, store, b, u, k, n, H, x_t, gh, bias, h_in, h_out, y_t, g_t,
 
 
 @njit(cache=True, error_model="numpy")
-def _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
+def _gru_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
     H = h_in.shape[1]
     g_t, ghn_t, x_t, y_t = gates[t % gates.shape[0]], ghn[t % ghn.shape[0]], xp[t % xp.shape[0]], y[t]
     bias = b_hh.reshape((1, b_hh.shape[0]))
@@ -169,10 +169,10 @@ def _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
     for b in range(h_in.shape[0]):
         if t < lengths[b]:
             for k in range(0, n_vec, L):
-                _gru_units(_load_vector, _store_vector, b, u0 + k, k, n, H, x_t, gh, bias, h_in, h_out, y_t, g_t,
+                _gru_units(_load_vector, _store_vector, b, u0 + k, k, gs, H, x_t, gh, bias, h_in, h_out, y_t, g_t,
                            ghn_t)
             for k in range(n_vec, n):
-                _gru_units(_load_one, _store_one, b, u0 + k, k, n, H, x_t, gh, bias, h_in, h_out, y_t, g_t, ghn_t)
+                _gru_units(_load_one, _store_one, b, u0 + k, k, gs, H, x_t, gh, bias, h_in, h_out, y_t, g_t, ghn_t)
         else:
             for u in range(u0, u0 + n):
                 h_out[b, u], y_t[b, u] = h_in[b, u], 0
@@ -204,42 +204,59 @@ def _input_projection(t, u0, n, x, w_ih, b_ih, G, H, gx, xp):
                 xp[0, b, g * H + u0 + k] = gx[b, g * n + k] + b_ih[g * H + u0 + k]
 
 
+@njit(cache=True, error_model="numpy")
+def _tile_span(u0, n, L):
+    """(first unit tile, number of tiles) of the units u0..u0+n-1 (u0 a multiple of L)."""
+    return u0 // L, (n + L - 1) // L
+
+
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward(kind, x, w_ih, b_ih, fused, xp, w_hh, b_hh, h_states, c_states, lengths, y, gates, ghn, chunk_units,
-            claims, done, n_workers):
+def forward(kind, x, w_ih, b_ih, fused, xp, w_hh, panels, b_hh, h_states, c_states, lengths, y, gates, ghn,
+            chunk_units, claims, done, n_workers):
     """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0].
 
-    ``fused``: xp is one scratch step that each chunk fills with its own x_t W_ih^T + b_ih before its
-    recurrent product (small problems: no separate GEMM, transpose or launch); otherwise xp holds
-    the whole sequence's input projection, computed before.
+    ``panels`` (G*NT, H, L) receives W_hh packed by unit tiles of L (phase 0: each chunk packs
+    its own); phase t + 1 is step t. ``fused``: xp is one scratch step that each chunk fills with
+    its own x_t W_ih^T + b_ih before its recurrent product (small problems: no separate GEMM,
+    transpose or launch); otherwise xp holds the whole sequence's input projection, computed before.
     """
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[1]
     G = w_hh.shape[0] // H
     S = h_states.shape[0]
+    L = panels.shape[2]
+    NT = panels.shape[0] // G
     n_chunks = (H + chunk_units - 1) // chunk_units
+    gs = (chunk_units + L - 1) // L * L          # gh columns per gate: whole tiles
     for w in prange(n_workers):
-        gh = np.empty((B, chunk_units * G), xp.dtype)
+        gh = np.empty((B, G * gs), xp.dtype)
         gx = np.empty((B, chunk_units * G), xp.dtype) if fused else gh
-        for t in range(T):
-            h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
+        for p in range(T + 1):
+            t = p - 1
+            h_in, h_out = h_states[max(t, 0) % S], h_states[(t + 1) % S]
             for i in range(n_chunks):
-                c = claim_in_order(claims, t, n_chunks, w, n_workers, i)
+                c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
                 if c < 0:
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
+                t0, n_tiles = _tile_span(u0, n, L)
+                if p == 0:
+                    for g in range(G):
+                        pack_rows(w_hh, G, H, panels, g * NT + t0, g * NT + t0 + n_tiles)
+                    finish(done, p)
+                    continue
                 if fused:
                     _input_projection(t, u0, n, x, w_ih, b_ih, G, H, gx, xp)
-                product(w_hh, G, H, u0, n * G, h_in, B, gh)
+                panel_product(panels, G, NT, t0, n_tiles, h_in, B, gh, gs)
                 if kind == LSTM:
-                    _lstm_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
+                    _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
                                 lengths, y, gates)
                 elif kind == GRU:
-                    _gru_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn)
+                    _gru_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn)
                 else:
                     _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, kind == RNN_RELU)
-                finish(done, t)
-            wait_all(done, t, n_chunks)
+                finish(done, p)
+            wait_all(done, p, n_chunks)
 
 
 # ----------------------------------------------------------------------------- backward pointwise
@@ -332,37 +349,47 @@ def _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dg, dh_direct
 
 
 @njit(cache=True, error_model="numpy")
-def _incoming_dh(last_step, w_t, dg_next, dh_n, dh_direct, u0, n, out):
+def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out):
     """out[:, :n] = dL/dh_t of units u0..u0+n-1 before dy_t: dh_n at the last step, else
-    dg_{t+1} W (the recurrent part, w_t = W^T) plus the direct part carried from step t+1."""
+    dg_{t+1} W (the recurrent part; panels: W's columns packed by unit tiles) plus the direct part
+    carried from step t+1."""
     B = dh_n.shape[0]
     if last_step:
         out[:, :n] = dh_n[:, u0:u0 + n]
         return
-    product(w_t, 1, dh_n.shape[1], u0, n, dg_next, B, out)
+    t0, n_tiles = _tile_span(u0, n, panels.shape[2])
+    panel_product(panels, 1, panels.shape[0], t0, n_tiles, dg_next, B, out, 0)
     for b in range(B):
         for uu in range(n):
             out[b, uu] += dh_direct[b, u0 + uu]
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def backward(kind, w_hh_t, dy, dh_n, lengths, gates, h_states, c_states, ghn,
+def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, ghn,
              dgi, dgh, dh_direct, dc, dh0, chunk_units, claims, done, n_workers):
     """Reverse loop of LSTM, GRU (linear before reset) and RNN. ``dc`` enters holding dc_n and
-    leaves holding dc0; ``dh0`` receives dL/dh0. Phase p handles step T-1-p; phase T forms dh0."""
+    leaves holding dc0; ``dh0`` receives dL/dh0. Phase 0 packs W_hh's columns into ``panels``
+    (NT, G*H, L), each chunk its own unit tiles; phase p + 1 handles step T-1-p; phase T + 1 forms dh0."""
     T = h_states.shape[0] - 1
     B, H = dh_n.shape
+    L = panels.shape[2]
     n_chunks = (H + chunk_units - 1) // chunk_units
     for w in prange(n_workers):
-        dh_carry = np.empty((B, chunk_units), dh_n.dtype)
-        for p in range(T + 1):
+        dh_carry = np.empty((B, (chunk_units + L - 1) // L * L), dh_n.dtype)
+        for phase in range(T + 2):
+            p = phase - 1
             t = T - 1 - p
             for i in range(n_chunks):
-                c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
+                c = claim_in_order(claims, phase, n_chunks, w, n_workers, i)
                 if c < 0:
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
-                _incoming_dh(p == 0, w_hh_t, dgh[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, dh_carry)
+                if phase == 0:
+                    t0, n_tiles = _tile_span(u0, n, L)
+                    pack_columns(w_hh, panels, t0, t0 + n_tiles)
+                    finish(done, phase)
+                    continue
+                _incoming_dh(p == 0, panels, dgh[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, dh_carry)
                 if p == T:
                     dh0[:, u0:u0 + n] = dh_carry[:, :n]
                 elif kind == LSTM:
@@ -374,8 +401,8 @@ def backward(kind, w_hh_t, dy, dh_n, lengths, gates, h_states, c_states, ghn,
                 else:
                     _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dgi, dh_direct,
                                         kind == RNN_RELU)
-                finish(done, p)
-            wait_all(done, p, n_chunks)
+                finish(done, phase)
+            wait_all(done, phase, n_chunks)
 
 
 # ----------------------------------------------------------------------------- GRU of Cho et al.
@@ -427,15 +454,17 @@ def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, chunk_units
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def backward_gru_cho(w_rz_t, w_n_t, dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0,
+def backward_gru_cho(panels_rz, panels_n, dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0,
                      chunk_units, claims, done, n_workers):
-    """w_rz_t (H, 2H) = W_h{r,z}^T, w_n_t (H, H) = W_hn^T; dg_rz (T, B, 2H) and da_n (T, B, H) receive
-    the pre-activation gradients (for gate n the h-side one equals the x-side one)."""
+    """panels_rz, panels_n: the columns of W_h{r,z} (2H, H) and W_hn (H, H) packed by unit tiles
+    (pack_columns); dg_rz (T, B, 2H) and da_n (T, B, H) receive the pre-activation gradients (for
+    gate n the h-side one equals the x-side one)."""
     T = h_states.shape[0] - 1
     B, H = dh_n.shape
+    L = panels_n.shape[2]
     n_chunks = (H + chunk_units - 1) // chunk_units
     for w in prange(n_workers):
-        acc = np.empty((B, chunk_units), dh_n.dtype)
+        acc = np.empty((B, (chunk_units + L - 1) // L * L), dh_n.dtype)
         for p in range(2 * T + 1):
             t = T - 1 - p // 2
             for i in range(n_chunks):
@@ -444,7 +473,7 @@ def backward_gru_cho(w_rz_t, w_n_t, dy, dh_n, lengths, gates, h_states, dg_rz, d
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
                 if p % 2 == 0:      # dh_t, then da_z, da_n and the direct part of dh_{t-1}
-                    _incoming_dh(p == 0, w_rz_t, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc)
+                    _incoming_dh(p == 0, panels_rz, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc)
                     if p == 2 * T:
                         dh0[:, u0:u0 + n] = acc[:, :n]
                     else:
@@ -462,7 +491,8 @@ def backward_gru_cho(w_rz_t, w_n_t, dy, dh_n, lengths, gates, h_states, dg_rz, d
                                     dg_rz[t, b, u] = dg_rz[t, b, H + u] = da_n[t, b, u] = 0
                                     dh_direct[b, u] = acc[b, uu]
                 else:               # d(r h) = da_n W_hn, then da_r and the rest of dh_{t-1}
-                    product(w_n_t, 1, H, u0, n, da_n[t], B, acc)
+                    t0, n_tiles = _tile_span(u0, n, L)
+                    panel_product(panels_n, 1, panels_n.shape[0], t0, n_tiles, da_n[t], B, acc, 0)
                     for b in range(B):
                         if t < lengths[b]:
                             for uu in range(n):

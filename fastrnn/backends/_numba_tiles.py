@@ -105,6 +105,150 @@ def product(W, G, H, u0, n_rows, X, B, out):
         j += 1
 
 
+# ----------------------------------------------------------------------------- packed step products
+# The recurrent product of a step in outer-product form, as the C++ kernels do it: the weights of
+# L consecutive units (one vector) are packed once per call into a panel P[k, 0:L], and
+#     out[b, col:col+L] = sum_k P[k, :] * X[b, k]
+# runs on vector accumulators (no horizontal sums): 4 rows of X x 2 panels is 8 accumulators, 6
+# loads per 8 FMAs. Forward panels hold W_hh's rows (pack_rows: gate g, unit tile u at g*NT + u);
+# backward ones hold W_hh's columns for dh = dG W_hh (pack_columns).
+
+@njit(cache=True, error_model="numpy")
+def pack_rows(W, G, H, panels, first, last):
+    """panels[p, k, l] = W[g*H + u*L + l, k] (0 past H) for panels p = g*NT + u in [first, last)."""
+    L = panels.shape[2]
+    NT = panels.shape[0] // G
+    K = W.shape[1]
+    for p in range(first, last):
+        g, u = p // NT, p % NT
+        panel = panels[p]
+        n = min(L, H - u * L)
+        row = g * H + u * L
+        for k in range(K):                  # L rows read side by side, the panel written in order
+            for l in range(n):
+                panel[k, l] = W[row + l, k]
+            for l in range(n, L):
+                panel[k, l] = 0
+
+
+@njit(cache=True, error_model="numpy")
+def pack_columns(W, panels, first, last):
+    """panels[u, j, l] = W[j, u*L + l] (0 past W's columns) for u in [first, last)."""
+    L = panels.shape[2]
+    N = W.shape[1]
+    for u in range(first, last):
+        panel = panels[u]
+        n = min(L, N - u * L)
+        for j in range(W.shape[0]):
+            if n == L:
+                vstore(panel, j, 0, vload(W, j, u * L))
+            else:
+                for l in range(L):
+                    panel[j, l] = W[j, u * L + l] if l < n else 0
+
+
+@njit(cache=True, error_model="numpy")
+def _rows4_panels2(P0, P1, X, b, out, c0, c1):
+    acc00 = acc01 = acc10 = acc11 = acc20 = acc21 = acc30 = acc31 = vzero(out)
+    for k in range(X.shape[1]):
+        p0, p1 = vload(P0, k, 0), vload(P1, k, 0)
+        x = vsplat(X[b, k])
+        acc00, acc01 = vfma(p0, x, acc00), vfma(p1, x, acc01)
+        x = vsplat(X[b + 1, k])
+        acc10, acc11 = vfma(p0, x, acc10), vfma(p1, x, acc11)
+        x = vsplat(X[b + 2, k])
+        acc20, acc21 = vfma(p0, x, acc20), vfma(p1, x, acc21)
+        x = vsplat(X[b + 3, k])
+        acc30, acc31 = vfma(p0, x, acc30), vfma(p1, x, acc31)
+    vstore(out, b, c0, acc00)
+    vstore(out, b, c1, acc01)
+    vstore(out, b + 1, c0, acc10)
+    vstore(out, b + 1, c1, acc11)
+    vstore(out, b + 2, c0, acc20)
+    vstore(out, b + 2, c1, acc21)
+    vstore(out, b + 3, c0, acc30)
+    vstore(out, b + 3, c1, acc31)
+
+
+@njit(cache=True, error_model="numpy")
+def _rows4_panel1(P0, X, b, out, c0):
+    # two partial sums per row over even and odd k: 8 independent FMA chains
+    acc0 = acc1 = acc2 = acc3 = acc4 = acc5 = acc6 = acc7 = vzero(out)
+    K = X.shape[1]
+    k = 0
+    while k + 2 <= K:
+        p, q = vload(P0, k, 0), vload(P0, k + 1, 0)
+        acc0, acc1 = vfma(p, vsplat(X[b, k]), acc0), vfma(q, vsplat(X[b, k + 1]), acc1)
+        acc2, acc3 = vfma(p, vsplat(X[b + 1, k]), acc2), vfma(q, vsplat(X[b + 1, k + 1]), acc3)
+        acc4, acc5 = vfma(p, vsplat(X[b + 2, k]), acc4), vfma(q, vsplat(X[b + 2, k + 1]), acc5)
+        acc6, acc7 = vfma(p, vsplat(X[b + 3, k]), acc6), vfma(q, vsplat(X[b + 3, k + 1]), acc7)
+        k += 2
+    if k < K:
+        p = vload(P0, k, 0)
+        acc0, acc2 = vfma(p, vsplat(X[b, k]), acc0), vfma(p, vsplat(X[b + 1, k]), acc2)
+        acc4, acc6 = vfma(p, vsplat(X[b + 2, k]), acc4), vfma(p, vsplat(X[b + 3, k]), acc6)
+    vstore(out, b, c0, acc0 + acc1)
+    vstore(out, b + 1, c0, acc2 + acc3)
+    vstore(out, b + 2, c0, acc4 + acc5)
+    vstore(out, b + 3, c0, acc6 + acc7)
+
+
+@njit(cache=True, error_model="numpy")
+def _row1_panel1(P0, X, b, out, c0):
+    # four partial sums over k mod 4: a single row would otherwise wait on one FMA chain
+    acc0 = acc1 = acc2 = acc3 = vzero(out)
+    K = X.shape[1]
+    k = 0
+    while k + 4 <= K:
+        acc0 = vfma(vload(P0, k, 0), vsplat(X[b, k]), acc0)
+        acc1 = vfma(vload(P0, k + 1, 0), vsplat(X[b, k + 1]), acc1)
+        acc2 = vfma(vload(P0, k + 2, 0), vsplat(X[b, k + 2]), acc2)
+        acc3 = vfma(vload(P0, k + 3, 0), vsplat(X[b, k + 3]), acc3)
+        k += 4
+    while k < K:
+        acc0 = vfma(vload(P0, k, 0), vsplat(X[b, k]), acc0)
+        k += 1
+    vstore(out, b, c0, (acc0 + acc1) + (acc2 + acc3))
+
+
+@njit(cache=True, error_model="numpy")
+def _panel_rows(P0, X, B, out, c0):
+    b = 0
+    while b + 4 <= B:
+        _rows4_panel1(P0, X, b, out, c0)
+        b += 4
+    while b < B:
+        _row1_panel1(P0, X, b, out, c0)
+        b += 1
+
+
+@njit(cache=True, error_model="numpy")
+def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs):
+    """out[b, g*gs + i*L : +L] = X[b, :] panels[g*NT + t0 + i] for g < G, i < n_tiles, b < B: the
+    G gates' products of unit tiles t0..t0+n_tiles-1, gate-major with gs columns per gate."""
+    L = panels.shape[2]
+    count = G * n_tiles
+    q = 0
+    while q < count:
+        g0, i0 = q // n_tiles, q % n_tiles
+        P0, c0 = panels[g0 * NT + t0 + i0], g0 * gs + i0 * L
+        if q + 1 < count:
+            g1, i1 = (q + 1) // n_tiles, (q + 1) % n_tiles
+            P1, c1 = panels[g1 * NT + t0 + i1], g1 * gs + i1 * L
+            b = 0
+            while b + 4 <= B:
+                _rows4_panels2(P0, P1, X, b, out, c0, c1)
+                b += 4
+            while b < B:
+                _row1_panel1(P0, X, b, out, c0)
+                _row1_panel1(P1, X, b, out, c1)
+                b += 1
+            q += 2
+        else:
+            _panel_rows(P0, X, B, out, c0)
+            q += 1
+
+
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
 # C = op(A) B with op(A) = A (NN) or A^T (TN), every operand row-major as the kernels store it:
 # an outer-product micro-kernel (6 rows of C x 2 vectors of columns: 12 vector accumulators, the

@@ -26,21 +26,39 @@ import numpy as np
 
 from .. import config
 from . import _numba_cpu_kernels as kernels
+from ._numba_simd import VECTOR_BYTES
 
 _KIND = {("lstm", None): kernels.LSTM, ("gru", True): kernels.GRU,
          ("rnn", "tanh"): kernels.RNN_TANH, ("rnn", "relu"): kernels.RNN_RELU}
 _launch_lock = threading.Lock()
 
 
-def _plan(B, H, G):
+def _lanes(dtype):
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def _plan(B, H, G, dtype):
     """(workers, units per chunk) for one call: one worker for small steps, else all threads."""
     threads = _threads()
     if threads <= 1 or B * G * H * H < config.PARALLEL_MIN_MACS:
         return 1, H
     chunks = threads * config.CHUNKS_PER_THREAD
-    units = max(4, -(-H // chunks))
-    units = -(-units // 4) * 4          # whole 4-row tiles for any G
+    lanes = _lanes(dtype)
+    units = -(-H // chunks)
+    units = -(-units // lanes) * lanes      # whole vector tiles of units (the packed panels' width)
     return threads, units
+
+
+def _panels(count, K, dtype):
+    """Room for ``count`` packed weight panels of K rows (_numba_tiles.pack_rows / pack_columns)."""
+    return np.empty((count, K, _lanes(dtype)), dtype)
+
+
+def _packed_columns(w):
+    """w's columns packed by unit tiles (for dh = dG w), on the calling thread."""
+    panels = _panels(-(-w.shape[1] // _lanes(w.dtype)), w.shape[0], w.dtype)
+    kernels.pack_columns(_writeable(w), panels, 0, panels.shape[0])
+    return panels
 
 
 def _gemm(A, Bm, bias=None, a_transposed=False):
@@ -131,7 +149,7 @@ def forward(seq, save):
     h_states = np.empty((S, B, H), dtype)
     h_states[0] = seq.h0
     y = np.empty((T, B, H), dtype)
-    workers, units = _plan(B, H, G)
+    workers, units = _plan(B, H, G, dtype)
     c_states = ghn = None
     if cho:
         gates = np.empty((T if save else 1, B, G * H), dtype)
@@ -146,10 +164,11 @@ def forward(seq, save):
         slots = T if save else 1
         gates = np.empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _dummy(dtype)
         ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
-        claims, done = _counters(T, H, units)
+        claims, done = _counters(T + 1, H, units)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
+        panels = _panels(G * -(-H // _lanes(dtype)), H, dtype)
         _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
-                b_ih, fused, xp, w_hh, b_hh, h_states,
+                b_ih, fused, xp, w_hh, panels, b_hh, h_states,
                 c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims, done)
     h_n = h_states[T % S].copy()
     c_n = None if c_states is None else c_states[T % S].copy()
@@ -165,13 +184,13 @@ def backward(seq, saved, dy, dh_n, dc_n):
     h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
     dh_direct = np.zeros((B, H), dtype)
     dh0 = np.empty((B, H), dtype)
-    workers, units = _plan(B, H, G)
+    workers, units = _plan(B, H, G, dtype)
     dc0 = None
     if seq.cell == "gru" and not seq.variant:       # Cho et al.: two phases per step
         dg_rz = np.empty((T, B, 2 * H), dtype)
         da_n = np.empty((T, B, H), dtype)
         claims, done = _counters(2 * T + 1, H, units)
-        _launch(kernels.backward_gru_cho, workers, _transposed(seq.w_hh[:2 * H]), _transposed(seq.w_hh[2 * H:]),
+        _launch(kernels.backward_gru_cho, workers, _packed_columns(seq.w_hh[:2 * H]), _packed_columns(seq.w_hh[2 * H:]),
                 dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0, units, claims, done)
         h_prev = h_states[:T].reshape(T * B, H)
         r_h_prev = gates[:, :, :H].reshape(T * B, H) * h_prev
@@ -183,8 +202,9 @@ def backward(seq, saved, dy, dh_n, dc_n):
         dgh = np.empty((T, B, G * H), dtype) if seq.cell == "gru" else dgi
         c_states = saved["c_states"]
         dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
-        claims, done = _counters(T + 1, H, units)
-        _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _transposed(seq.w_hh), dy, dh_n,
+        claims, done = _counters(T + 2, H, units)
+        _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.w_hh),
+                _panels(-(-H // _lanes(dtype)), G * H, dtype), dy, dh_n,
                 lengths, gates, h_states, c_states if c_states is not None else _dummy(dtype),
                 saved["ghn"], dgi, dgh, dh_direct, dc, dh0, units, claims, done)
         # (the h-side gradients differ from the x-side ones only for the GRU's gate n)
