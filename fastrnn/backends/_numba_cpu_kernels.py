@@ -8,17 +8,22 @@ Backward, for each step t from T-1 down to 0, carrying dh (and dc):
     dgi_t, dgh_t, dh_direct_t, dc_{t-1} = cell pointwise backward(dh_t, saved activations)
 then dW_ih, dW_hh, biases and dx are whole-sequence GEMMs (numba_cpu.py).
 
-Shapes: xp (T, B, G*H); w_hh (G*H, H), gate-major as in PyTorch; w_hh_t (H, G*H) its transpose;
+Shapes: xp (T, B, G*H); w_hh (G*H, H), gate-major as in PyTorch; panels (count, K, L): W_hh packed
+by tiles of L units (L = one vector: 8 float32, 4 float64), its rows (forward, K = H) or its
+columns (backward, K = G*H);
 h_states, c_states (S, B, H) where S = T + 1 when saving for backward (entry t = state entering
 step t) and S = 2 otherwise (ping-pong); gates (T, B, G*H) the saved activations; dgi, dgh (T, B, G*H)
 gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).
 
 Work split: hidden units are cut into chunks; the workers of one parallel region claim chunks
 step by step (see _numba_sync.py): one region per call instead of a fork/join per step.
-Versions: v1 (this): PyTorch-layout weights read in place (no packing), recurrent products on 4x3
-register tiles in reduction form (about 50-60% of AVX2 peak), vectorised float32 activations
-(cells/_scalar.py), whole-sequence GEMMs on a 6x16 outer-product micro-kernel written with vector
-intrinsics (_numba_simd.py), all in Numba (no second thread pool).
+Versions: v1: PyTorch-layout weights read in place, recurrent products on 4x3 register tiles in
+reduction form (35-64 GFLOP/s one thread), pointwise loops left to LLVM's vectoriser (~20 ns a
+unit). v2 (this): W_hh packed per call into panels, recurrent products in outer-product form on
+4 rows x 2 panels of vector accumulators (80-95 GFLOP/s one thread at B >= 8, ~98 peak), the
+cells' math on vectors of units (_numba_simd.py), whole-sequence GEMMs on a 6x16 outer-product
+micro-kernel over packed panels; all in Numba (no second thread pool). The GRU of Cho et al.'s
+forward still reads W_hh in place (v1 tiles).
 Check: pytest tests/test_backends.py; time: fastrnn bench (see the README).
 """
 import numpy as np
@@ -37,8 +42,9 @@ LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GR
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def gemm(A, a_transposed, Bm, C, bias, claims, n_workers):
-    """C = A Bm, or A^T Bm, (+ bias on every row unless it is empty), blocks shared out among workers.
+def gemm(A, a_transposed, Bm, b_transposed, C, bias, claims, n_workers):
+    """C = op(A) op(Bm) (op: transposed where asked) (+ bias on every row unless it is empty), blocks
+    shared out among workers.
 
     The GEMMs of a sequence (input projection; dx, dW_ih, dW_hh) run here rather than in
     NumPy's BLAS: two thread pools (OpenBLAS's and Numba's OpenMP) spinning on two cores
@@ -49,27 +55,7 @@ def gemm(A, a_transposed, Bm, C, bias, claims, n_workers):
         for i in range(n_chunks):
             c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:
-                gemm_chunk(A, a_transposed, Bm, C, bias, c, packed_b, packed_a)
-
-
-TRANSPOSE_BLOCK = 32
-
-
-@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def transpose(A, out, n_workers):
-    """out = A^T in 32x32 blocks (NumPy's strided copy of a transpose misses the cache on
-    every element of one side; a block keeps both sides' lines in L1)."""
-    M, N = A.shape
-    m_blocks = (M + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
-    for w in prange(n_workers):
-        for mb in range(w, m_blocks, n_workers):
-            m0 = mb * TRANSPOSE_BLOCK
-            m1 = min(M, m0 + TRANSPOSE_BLOCK)
-            for n0 in range(0, N, TRANSPOSE_BLOCK):
-                # unsigned indices: no negative-index wraparound in the innermost loops
-                for n in range(np.uint64(n0), np.uint64(min(N, n0 + TRANSPOSE_BLOCK))):
-                    for m in range(np.uint64(m0), np.uint64(m1)):
-                        out[n, m] = A[m, n]
+                gemm_chunk(A, a_transposed, Bm, b_transposed, C, bias, c, packed_b, packed_a)
 
 
 @njit(inline="always", error_model="numpy")

@@ -341,14 +341,15 @@ def gemm_workspace(C):
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_chunk(A, a_t, Bm, C, bias, chunk, packed_b, packed_a):
-    """The chunk-th GEMM_M x GEMM_N block of C = op(A) Bm (+ bias on every row if not empty);
-    packed_b, packed_a: this worker's gemm_workspace.
+def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, packed_b, packed_a):
+    """The chunk-th GEMM_M x GEMM_N block of C = op(A) op(Bm) (+ bias on every row if not empty);
+    op(X) = X^T where a_t / b_t; packed_b, packed_a: this worker's gemm_workspace.
 
     Per k block: B's panels are packed (and A^T's 6-column blocks), then each panel (in L1) meets
-    every 6-row block of the chunk (in L2) in turn."""
+    every 6-row block of the chunk (in L2) in turn. (B^T is read while packing: the input
+    projection x W_ih^T needs no transposed copy of W_ih.)"""
     M, N = C.shape
-    K = Bm.shape[0]
+    K = Bm.shape[1] if b_t else Bm.shape[0]
     L = vlanes(C)
     W = 2 * L                               # columns per micro-kernel
     n_blocks = (N + GEMM_N - 1) // GEMM_N
@@ -363,9 +364,14 @@ def gemm_chunk(A, a_t, Bm, C, bias, chunk, packed_b, packed_a):
         k1 = min(K, k0 + GEMM_K)
         for p in range(n_panels):
             panel, n = packed_b[p], n0 + p * W
-            for k in range(k0, k1):
-                vstore(panel, k - k0, 0, vload(Bm, k, n))
-                vstore(panel, k - k0, L, vload(Bm, k, n + L))
+            if b_t:
+                for j in range(W):
+                    for k in range(k0, k1):
+                        panel[k - k0, j] = Bm[n + j, k]
+            else:
+                for k in range(k0, k1):
+                    vstore(panel, k - k0, 0, vload(Bm, k, n))
+                    vstore(panel, k - k0, L, vload(Bm, k, n + L))
         if a_t:
             for mb in range(m_blocks):
                 block, m = packed_a[mb], m0 + 6 * mb
@@ -385,7 +391,7 @@ def gemm_chunk(A, a_t, Bm, C, bias, chunk, packed_b, packed_a):
             for n in range(n_vec, n1):
                 s = C.dtype.type(0)
                 for k in range(k0, k1):
-                    s += (A[k, m] if a_t else A[m, k]) * Bm[k, n]
+                    s += (A[k, m] if a_t else A[m, k]) * (Bm[n, k] if b_t else Bm[k, n])
                 C[m, n] += s
 
 

@@ -3,19 +3,19 @@
     forward:  xp = x W_ih^T + b_ih                     one GEMM over all T*B rows
               kernel: every step's recurrent product and cell pointwise, one parallel region
               (few rows, FASTRNN_FUSE_INPUT_ROWS: the kernel does each step's input
-              product too, so a call is one launch with no transpose)
+              product too, so a call is one launch)
     backward: kernel: the reverse loop, carrying dh (and dc), reusing the saved activations
               dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs
               (the kernel reads dG_i^T in place); biases: column sums of dG
 No library call is made per step, and no BLAS call at all: NumPy's OpenBLAS threads and Numba's
 OpenMP threads, alternating on two cores, spun against each other and slowed both tenfold.
 
-The forward reads w_hh in PyTorch's layout as given (its tiles gather the gate rows of a chunk
-of hidden units), so no per-call packing is needed; the forward's GEMM and the backward's
-reverse loop read transposed copies of w_ih and w_hh made once per call (one pass over the
-weights, against T passes in the loop; nothing is cached, so weights updated in place between
-calls are always seen). Kernels are compiled on
-first use and cached on disk (see _numba_cpu_kernels.py for the equations and the work split).
+The recurrent kernels pack W_hh once per call (its rows forward, its columns backward) into
+panels of one vector of units, in their first phase, each worker the panels of its own chunks
+(one pass over the weights, against T passes in the loop; nothing is cached, so weights updated in
+place between calls are always seen); the GEMMs pack their operands block by block (x W_ih^T
+reads W_ih as given). Kernels are compiled on first use and cached on disk (see
+_numba_cpu_kernels.py for the equations and the work split).
 """
 from __future__ import annotations
 
@@ -61,12 +61,14 @@ def _packed_columns(w):
     return panels
 
 
-def _gemm(A, Bm, bias=None, a_transposed=False):
-    """A Bm (or A^T Bm) + bias, all row-major, with the vectorised kernel on all threads."""
-    M, N, K = (A.shape[1] if a_transposed else A.shape[0]), Bm.shape[1], Bm.shape[0]
+def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False):
+    """op(A) op(Bm) + bias (op: the transpose where asked), all row-major, with the vectorised kernel
+    on all threads."""
+    M = A.shape[1] if a_transposed else A.shape[0]
+    N, K = (Bm.shape[0], Bm.shape[1]) if b_transposed else (Bm.shape[1], Bm.shape[0])
     C = np.empty((M, N), A.dtype)
     workers = 1 if M * N * K < config.PARALLEL_MIN_GEMM_MACS else _threads()
-    _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), C,
+    _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
             _writeable(bias) if bias is not None else np.empty(0, A.dtype),
             np.zeros(kernels.gemm_chunks(M, N), np.int64))
     return C
@@ -74,15 +76,6 @@ def _gemm(A, Bm, bias=None, a_transposed=False):
 
 def _threads():
     return config.THREADS or numba.get_num_threads()
-
-
-def _transposed(a):
-    """A contiguous copy of the 2-D array's transpose."""
-    if a.size < config.PARALLEL_MIN_MACS:
-        return np.ascontiguousarray(a.T)     # small: a kernel launch would cost more than the copy
-    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
-    _launch(kernels.transpose, 1 if a.size < config.PARALLEL_MIN_GEMM_MACS else _threads(), _writeable(a), out)
-    return out
 
 
 def _counters(phases, H, units):
@@ -142,7 +135,7 @@ def forward(seq, save):
     if fused:
         xp = np.empty((1, B, G * H), dtype)
     else:
-        xp = _gemm(seq.x.reshape(T * B, I), _transposed(seq.w_ih), seq.b_ih).reshape(T, B, G * H)
+        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True).reshape(T, B, G * H)
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
     S = T + 1 if save else 2
