@@ -34,28 +34,38 @@ from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
 from ._numba_simd import vlanes, vload, vstore
 from ._numba_sync import claim_in_order, finish, wait_all
-from ._numba_tiles import gemm_chunk, gemm_chunks, gemm_workspace, pack_columns, pack_rows, panel_product, product
+from ._numba_tiles import (GEMM_K, GEMM_M, gemm_chunk, gemm_chunks, pack_columns, pack_gemm_panels, pack_rows,
+                            panel_product, product)
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
 
 
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
 
-@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def gemm(A, a_transposed, Bm, b_transposed, C, bias, claims, n_workers):
-    """C = op(A) op(Bm) (op: transposed where asked) (+ bias on every row unless it is empty), blocks
-    shared out among workers.
+PANELS_PER_ITEM = 4       # GEMM panels packed per claimed item
 
-    The GEMMs of a sequence (input projection; dx, dW_ih, dW_hh) run here rather than in
-    NumPy's BLAS: two thread pools (OpenBLAS's and Numba's OpenMP) spinning on two cores
-    slowed each other down tenfold."""
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, pack_claims, chunk_claims, done, n_workers):
+    """C = op(A) op(Bm) (op: transposed where asked) (+ bias on every row unless it is empty).
+    First op(Bm) is packed into ``panels`` (_numba_tiles.pack_gemm_panels) by items of
+    PANELS_PER_ITEM panels, then C's blocks are computed; workers claim both kinds of items."""
     n_chunks = gemm_chunks(C.shape[0], C.shape[1])
+    n_panels = panels.shape[0]
+    n_items = (n_panels + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
     for w in prange(n_workers):
-        packed_b, packed_a = gemm_workspace(C)
-        for i in range(n_chunks):
-            c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
+        packed_a = np.empty((GEMM_M // 6, GEMM_K, 6), C.dtype)
+        for i in range(n_items):
+            c = claim_in_order(pack_claims, 0, n_items, w, n_workers, i)
             if c >= 0:
-                gemm_chunk(A, a_transposed, Bm, b_transposed, C, bias, c, packed_b, packed_a)
+                pack_gemm_panels(Bm, b_transposed, panels, c * PANELS_PER_ITEM,
+                                 min(n_panels, (c + 1) * PANELS_PER_ITEM))
+                finish(done, 0)
+        wait_all(done, 0, n_items)
+        for i in range(n_chunks):
+            c = claim_in_order(chunk_claims, 0, n_chunks, w, n_workers, i)
+            if c >= 0:
+                gemm_chunk(A, a_transposed, Bm, b_transposed, C, bias, c, panels, packed_a)
 
 
 @njit(inline="always", error_model="numpy")

@@ -250,15 +250,33 @@ def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs):
 
 
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
-# C = op(A) B with op(A) = A (NN) or A^T (TN), every operand row-major as the kernels store it:
-# an outer-product micro-kernel (6 rows of C x 2 vectors of columns: 12 vector accumulators, the
-# classic AVX2 shape) broadcasts elements of A and loads 2 vectors of a row of B. A chunk is
-# GEMM_M x GEMM_N of C, walked in k blocks of GEMM_K. B's block is first copied into contiguous
-# panels of 2 vectors' width (GEMM_K x 2L each, 32 KiB for float32: L1), then read by every 6-row
-# block of the chunk: read in place, a panel's rows lie a row of B apart, and at N = 512 or 2048
-# float32 columns (2 or 8 KiB) they all fall into the same few L1 sets and every load missed L1
-# (the input projection of an H = 512 LSTM ran at 67 GFLOP/s on 2 threads; packed: see the README).
+# C = op(A) op(B), op(X) = X or X^T, every operand row-major as the kernels store it: an
+# outer-product micro-kernel (6 rows of C x 2 vectors of columns: 12 vector accumulators, the
+# classic AVX2 shape) broadcasts elements of op(A) and loads 2 vectors of a row of op(B). op(B) is
+# first packed, once per call, into contiguous panels of 2 vectors' width (pack_gemm_panels: K x 2L
+# each), which every row block then reads with unit stride: read in place, a panel's rows lie a
+# row of B apart, and at N = 512 or 2048 float32 columns (2 or 8 KiB) they all fell into the same
+# few L1 sets (the input projection of an H = 512 LSTM ran at 67 GFLOP/s on 2 threads); packed
+# per chunk instead of once, the copies of B^T cost a quarter of the time. A chunk is GEMM_M x
+# GEMM_N of C, walked in k blocks of GEMM_K so that a panel's block (16 KiB) stays in L1.
 GEMM_M, GEMM_N, GEMM_K = 240, 128, 256
+
+
+@njit(cache=True, error_model="numpy")
+def pack_gemm_panels(Bm, b_t, panels, first, last):
+    """panels[p, k, :] = op(Bm)[k, p*2L : (p+1)*2L] for p in [first, last)."""
+    L = panels.shape[2] // 2
+    K = panels.shape[1]
+    for p in range(first, last):
+        panel, n = panels[p], p * 2 * L
+        if b_t:
+            for j in range(2 * L):              # rows of Bm read in order, the panel by columns
+                for k in range(K):
+                    panel[k, j] = Bm[n + j, k]
+        else:
+            for k in range(K):
+                vstore(panel, k, 0, vload(Bm, k, n))
+                vstore(panel, k, L, vload(Bm, k, n + L))
 
 
 @njit(inline="always", error_model="numpy")
@@ -277,15 +295,15 @@ def _store_panel(C, m, n, L, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c
     vstore_add(C, m + 5, n + L, c51)
 
 
-# Bp is one packed panel of B: row k - k0 holds B[k, n:n+2L]. The NN and TN micro-kernels differ only
-# in how they read A (NN: 6 rows in place; TN: Ap, op(A)[m:m+6, k] packed as row k - k0); they are
-# two functions because a branch on the layout inside the k loop halved their speed.
+# Bp is one packed panel: row k holds op(B)[k, n:n+2L]. The NN and TN micro-kernels differ only in
+# how they read A (NN: 6 rows in place; TN: Ap, op(A)[m:m+6, k] packed as row k - k0); they are two
+# functions because a branch on the layout inside the k loop halved their speed.
 @njit(cache=True, error_model="numpy")
 def _panel6_nn(A, Bp, C, m, n, k0, k1):
     L = vlanes(C)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
     for k in range(k0, k1):
-        b0, b1 = vload(Bp, k - k0, 0), vload(Bp, k - k0, L)
+        b0, b1 = vload(Bp, k, 0), vload(Bp, k, L)
         a = vsplat(A[m, k])
         c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
         a = vsplat(A[m + 1, k])
@@ -302,22 +320,22 @@ def _panel6_nn(A, Bp, C, m, n, k0, k1):
 
 
 @njit(cache=True, error_model="numpy")
-def _panel6_tn(Ap, Bp, C, m, n, kn):
+def _panel6_tn(Ap, Bp, C, m, n, k0, k1):
     L = vlanes(C)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
-    for k in range(kn):
+    for k in range(k0, k1):
         b0, b1 = vload(Bp, k, 0), vload(Bp, k, L)
-        a = vsplat(Ap[k, 0])
+        a = vsplat(Ap[k - k0, 0])
         c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
-        a = vsplat(Ap[k, 1])
+        a = vsplat(Ap[k - k0, 1])
         c10, c11 = vfma(a, b0, c10), vfma(a, b1, c11)
-        a = vsplat(Ap[k, 2])
+        a = vsplat(Ap[k - k0, 2])
         c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
-        a = vsplat(Ap[k, 3])
+        a = vsplat(Ap[k - k0, 3])
         c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
-        a = vsplat(Ap[k, 4])
+        a = vsplat(Ap[k - k0, 4])
         c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
-        a = vsplat(Ap[k, 5])
+        a = vsplat(Ap[k - k0, 5])
         c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
     _store_panel(C, m, n, L, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
@@ -328,65 +346,50 @@ def _panel1(A, a_t, Bp, C, m, n, k0, k1):
     c0 = c1 = vzero(C)
     for k in range(k0, k1):
         a = vsplat(A[k, m] if a_t else A[m, k])
-        c0, c1 = vfma(a, vload(Bp, k - k0, 0), c0), vfma(a, vload(Bp, k - k0, L), c1)
+        c0, c1 = vfma(a, vload(Bp, k, 0), c0), vfma(a, vload(Bp, k, L), c1)
     vstore_add(C, m, n, c0)
     vstore_add(C, m, n + L, c1)
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_workspace(C):
-    """One worker's buffers for gemm_chunk: B's packed panels and A^T's packed 6-column blocks (TN)."""
-    W = 2 * vlanes(C)
-    return np.empty((GEMM_N // W, GEMM_K, W), C.dtype), np.empty((GEMM_M // 6, GEMM_K, 6), C.dtype)
-
-
-@njit(cache=True, error_model="numpy")
-def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, packed_b, packed_a):
+def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a):
     """The chunk-th GEMM_M x GEMM_N block of C = op(A) op(Bm) (+ bias on every row if not empty);
-    op(X) = X^T where a_t / b_t; packed_b, packed_a: this worker's gemm_workspace.
+    op(X) = X^T where a_t / b_t; panels: op(Bm) packed (pack_gemm_panels); packed_a: this worker's
+    (GEMM_M // 6, GEMM_K, 6) buffer for A^T's 6-column blocks.
 
-    Per k block: B's panels are packed (and A^T's 6-column blocks), then each panel (in L1) meets
-    every 6-row block of the chunk (in L2) in turn. (B^T is read while packing: the input
-    projection x W_ih^T needs no transposed copy of W_ih.)"""
+    Per k block: A^T's blocks are packed (TN), then each panel's block (in L1) meets every 6-row
+    block of the chunk (in L2) in turn."""
     M, N = C.shape
-    K = Bm.shape[1] if b_t else Bm.shape[0]
-    L = vlanes(C)
-    W = 2 * L                               # columns per micro-kernel
+    K = panels.shape[1] if panels.shape[0] > 0 else (Bm.shape[1] if b_t else Bm.shape[0])
+    W = 2 * vlanes(C)                       # columns per micro-kernel
     n_blocks = (N + GEMM_N - 1) // GEMM_N
     m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * GEMM_N
     m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + GEMM_N)
-    n_panels, m_blocks = (n1 - n0) // W, (m1 - m0) // 6
-    n_vec, m_vec = n0 + n_panels * W, m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edge paths
+    p0, p1 = n0 // W, min(panels.shape[0], n1 // W)
+    m_blocks = (m1 - m0) // 6
+    n_vec, m_vec = max(n0, p1 * W), m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edge paths
     for m in range(m0, m1):
-        for n in range(n0, n1):
-            C[m, n] = bias[n] if bias.shape[0] > 0 else 0
+        if bias.shape[0] > 0:
+            C[m, n0:n1] = bias[n0:n1]
+        else:
+            C[m, n0:n1] = 0
     for k0 in range(0, K, GEMM_K):
         k1 = min(K, k0 + GEMM_K)
-        for p in range(n_panels):
-            panel, n = packed_b[p], n0 + p * W
-            if b_t:
-                for j in range(W):
-                    for k in range(k0, k1):
-                        panel[k - k0, j] = Bm[n + j, k]
-            else:
-                for k in range(k0, k1):
-                    vstore(panel, k - k0, 0, vload(Bm, k, n))
-                    vstore(panel, k - k0, L, vload(Bm, k, n + L))
         if a_t:
             for mb in range(m_blocks):
                 block, m = packed_a[mb], m0 + 6 * mb
                 for k in range(k0, k1):
                     for i in range(6):
                         block[k - k0, i] = A[k, m + i]
-        for p in range(n_panels):
-            n = n0 + p * W
+        for p in range(p0, p1):
+            n = p * W
             for mb in range(m_blocks):
                 if a_t:
-                    _panel6_tn(packed_a[mb], packed_b[p], C, m0 + 6 * mb, n, k1 - k0)
+                    _panel6_tn(packed_a[mb], panels[p], C, m0 + 6 * mb, n, k0, k1)
                 else:
-                    _panel6_nn(A, packed_b[p], C, m0 + 6 * mb, n, k0, k1)
+                    _panel6_nn(A, panels[p], C, m0 + 6 * mb, n, k0, k1)
             for m in range(m_vec, m1):
-                _panel1(A, a_t, packed_b[p], C, m, n, k0, k1)
+                _panel1(A, a_t, panels[p], C, m, n, k0, k1)
         for m in range(m0, m1):
             for n in range(n_vec, n1):
                 s = C.dtype.type(0)

@@ -68,9 +68,12 @@ def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False):
     N, K = (Bm.shape[0], Bm.shape[1]) if b_transposed else (Bm.shape[1], Bm.shape[0])
     C = np.empty((M, N), A.dtype)
     workers = 1 if M * N * K < config.PARALLEL_MIN_GEMM_MACS else _threads()
+    panels = np.empty((N // (2 * _lanes(A.dtype)), K, 2 * _lanes(A.dtype)), A.dtype)
+    pack_items = -(-panels.shape[0] // kernels.PANELS_PER_ITEM)
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
-            _writeable(bias) if bias is not None else np.empty(0, A.dtype),
-            np.zeros(kernels.gemm_chunks(M, N), np.int64))
+            _writeable(bias) if bias is not None else np.empty(0, A.dtype), panels,
+            np.zeros(max(pack_items, 1), np.int64), np.zeros(kernels.gemm_chunks(M, N), np.int64),
+            np.zeros(1, np.int64))
     return C
 
 
