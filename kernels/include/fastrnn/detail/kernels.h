@@ -225,15 +225,59 @@ FASTRNN_INLINE bool active(const std::int64_t* lengths, ptrdiff_t t, ptrdiff_t b
 // Units in tile u (R wide) of H: R, or fewer in the last tile.
 FASTRNN_INLINE int tile_width(ptrdiff_t H, ptrdiff_t u, int R) { return static_cast<int>(std::min<ptrdiff_t>(R, H - u * R)); }
 
-// gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1).
+// Two panels (two gates of one unit tile) times NR rows of V (read in place, rows vb apart):
+//     out_j[b*R + r] = bias_j[r] + sum_k P_j[k*R + r] V[b*vb + k]        j = 0, 1
+// 2*NR accumulators; with NR = 4, 6 loads per 8 FMAs against tile_block's 9 per 8 (measured one
+// thread, LSTM step products: B = 64 80 -> 96 GFLOP/s, B = 8 H = 128 53 -> 84 in the Numba twin).
+template <class Real, int W, int NR>
+FASTRNN_INLINE void pair_block(const Real* P0, const Real* P1, ptrdiff_t K, const Real* V, ptrdiff_t vb, Real* out0,
+                               Real* out1, const Real* bias0, const Real* bias1) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    Vr acc0[NR], acc1[NR];
+    for (int i = 0; i < NR; ++i) acc0[i] = acc1[i] = Vr{};
+    for (ptrdiff_t k = 0; k < K; ++k) {
+        const Vr p0 = load<Vr>(P0 + k * R), p1 = load<Vr>(P1 + k * R);
+        for (int i = 0; i < NR; ++i) {
+            const Real a = V[i * vb + k];
+            acc0[i] += p0 * a;
+            acc1[i] += p1 * a;
+        }
+    }
+    for (int i = 0; i < NR; ++i) {
+        store(out0 + i * R, acc0[i] + load<Vr>(bias0), R);
+        store(out1 + i * R, acc1[i] + load<Vr>(bias1), R);
+    }
+}
+
+// gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1): gates in pairs on
+// blocks of 4 rows, the other rows and an odd gate by tile_rows (whose few-row blocks keep
+// several sums per row in flight).
 template <class Real, int W>
 FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_in, ptrdiff_t u, ptrdiff_t g0,
                                       ptrdiff_t g1, Real* gh) {
     constexpr int R = W / static_cast<int>(sizeof(Real));
-    for (ptrdiff_t g = g0; g < g1; ++g) {
+    const ptrdiff_t B = s.B, P = s.P;
+    const Real* pk = s.pk_hh;
+    const Real* pb = s.pb_hh;
+    const ptrdiff_t paired_rows = B / 4 * 4;
+    ptrdiff_t g = g0;
+    for (; paired_rows > 0 && g + 2 <= g1; g += 2) {
+        const ptrdiff_t t0 = g * s.NT + u, t1 = (g + 1) * s.NT + u;
+        Real* out0 = gh + g * B * R;
+        Real* out1 = gh + (g + 1) * B * R;
+        for (ptrdiff_t b = 0; b < paired_rows; b += 4)
+            pair_block<Real, W, 4>(pk + t0 * P * R, pk + t1 * P * R, P, h_in + b * P, P, out0 + b * R, out1 + b * R,
+                                   pb + t0 * R, pb + t1 * R);
+        for (ptrdiff_t j = 0; j < 2 && paired_rows < B; ++j) {
+            const ptrdiff_t tile = j == 0 ? t0 : t1;
+            tile_rows<Real, W>(pk + tile * P * R, P, h_in + paired_rows * P, P, 1, B - paired_rows,
+                               (j == 0 ? out0 : out1) + paired_rows * R, R, R, pb + tile * R, false);
+        }
+    }
+    for (; g < g1; ++g) {
         const ptrdiff_t tile = g * s.NT + u;
-        tile_rows<Real, W>(s.pk_hh + tile * s.P * R, s.P, h_in, s.P, 1, s.B, gh + g * s.B * R, R, R,
-                        s.pb_hh + tile * R, false);
+        tile_rows<Real, W>(pk + tile * P * R, P, h_in, P, 1, B, gh + g * B * R, R, R, pb + tile * R, false);
     }
 }
 
