@@ -34,7 +34,7 @@ from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
 from ._numba_simd import vlanes, vload, vstore
 from ._numba_sync import claim_in_order, finish, wait_all
-from ._numba_tiles import (GEMM_K, GEMM_M, gemm_chunk, gemm_chunks, pack_columns, pack_gemm_panels, pack_rows,
+from ._numba_tiles import (gemm_a_buffer, gemm_chunk, gemm_chunks, pack_columns, pack_gemm_panels, pack_rows,
                             panel_product, product)
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
@@ -54,7 +54,7 @@ def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, pack_claims, chunk_
     n_panels = panels.shape[0]
     n_items = (n_panels + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
     for w in prange(n_workers):
-        packed_a = np.empty((GEMM_M // 6, GEMM_K, 6), C.dtype)
+        packed_a = gemm_a_buffer(C)
         for i in range(n_items):
             c = claim_in_order(pack_claims, 0, n_items, w, n_workers, i)
             if c >= 0:

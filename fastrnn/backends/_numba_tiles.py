@@ -352,10 +352,18 @@ def _panel1(A, a_t, Bp, C, m, n, k0, k1):
 
 
 @njit(cache=True, error_model="numpy")
+def gemm_a_buffer(C):
+    """One worker's buffer for gemm_chunk's packed blocks of A^T. (Allocated here, not by the caller:
+    Numba's disk cache does not see a change to another module's constants, so a caller compiled
+    with an older GEMM_M would keep a buffer too small for this module's blocks.)"""
+    return np.empty((GEMM_M // 6, GEMM_K, 6), C.dtype)
+
+
+@njit(cache=True, error_model="numpy")
 def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a):
     """The chunk-th GEMM_M x GEMM_N block of C = op(A) op(Bm) (+ bias on every row if not empty);
     op(X) = X^T where a_t / b_t; panels: op(Bm) packed (pack_gemm_panels); packed_a: this worker's
-    (GEMM_M // 6, GEMM_K, 6) buffer for A^T's 6-column blocks.
+    gemm_a_buffer.
 
     Per k block: A^T's blocks are packed (TN), then each panel's block (in L1) meets every 6-row
     block of the chunk (in L2) in turn."""
