@@ -3,7 +3,8 @@
 FASTRNN_CPU_BACKENDS      comma-separated order in which "auto" tries backends for NumPy (CPU)
                           arrays; the first available one wins. Default "cpp,numba,reference", with
                           "numba" moved ahead of "cpp" for the shapes where it measured faster
-                          (prefer_numba below); setting the variable fixes the order for every shape.
+                          (prefer_numba below: training at H >= 256 or B >= 64); setting the
+                          variable fixes the order for every shape.
 FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numba's thread count,
                           itself NUMBA_NUM_THREADS or the number of cores).
 FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
@@ -53,22 +54,19 @@ def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
     """Whether "numba" beat "cpp" at this shape (float32, 2 threads, I = H; ``training``: a forward that
     saves for backward, judged by forward+backward).
 
-    Measured with `fastrnn bench --backends cpp,numba --cells lstm,gru --mode fwd,fwdbwd --seq-lens 16,128,512
-    --hidden 128,256,512,1024 --batch 1,8,64` on the 2-core AMD EPYC, 2026-11-27 (ms, cpp / numba).
-    Forward: "cpp" won 55 of 67 configs (LSTM T=128 B=8 H=512 46.3 / 65.5, GRU T=512 B=8 H=128 9.8 / 17.4,
-    LSTM T=512 B=64 H=512 1670 / 2350); "numba" won every short single sequence with H >= 256, where
-    "cpp"'s per-call packing of the weights is much of the call (LSTM T=16 B=1 H=512 3.62 / 1.87, GRU T=16
-    B=1 H=512 2.74 / 1.65). Forward+backward: "numba" had won at H = 1024 until the C++ whole-sequence products
-    were rewritten; re-measured after (same machine, interleaved medians, ms cpp / numba): T=128 "cpp" is ahead
-    in all 24 configs of the grid B = 1, 8, 64 x H = 128..1024 (LSTM B=8 H=1024 450 / 665, GRU B=64 H=512
-    893 / 1220; benchmarks/results/cpu-epyc-2core-cpp-t128-s13.md), and at H = 1024 also for T = 16 (LSTM
-    B=8 150 / 208, B=64 820 / 1055; GRU B=8 115 / 152; GRU B=1 65 / 72, a tie within the noise), so a
-    forward that saves for backward always prefers "cpp". Elsewhere the two were within the machine's noise
-    (~1.2x) of each other.
+    Measured after both backends' step products went to outer-product register blocks (2026-11-27,
+    the 2-core AMD EPYC, interleaved medians: `fastrnn bench --backends cpp,numba --cells lstm,gru
+    --mode fwd,fwdbwd --seq-lens 16,128 --hidden 128,256,512,1024 --batch 1,8,64`;
+    benchmarks/results/cpu-epyc-2core-t128-s14.md). Forward alone: "cpp" is ahead at H <= 256
+    (T=16: 1.2-1.5x) and for short single sequences at H = 1024 (T=16 B=1: LSTM 12.9 / 26.7 ms, where
+    numba's per-call packing of 32 MiB of weights dominates); elsewhere the two are within 7%, so
+    inference always prefers "cpp". Forward+backward: "numba" is ahead from H = 256 up or at B = 64
+    (T=128 B=8: GRU H=512 85 / 107 ms, LSTM B=64 H=1024 3.70 / 4.53 s; T=16 B=64 H=256 LSTM 32 / 42;
+    elsewhere within ~10%), and "cpp" below (T=16 B=1 H=128 LSTM 0.47 / 0.91 ms, B=8 1.50 / 1.84).
     """
     if training:
-        return False
-    return T * B <= 16 and H >= 256
+        return H >= 256 or B >= 64
+    return False
 
 
 def cpu_backend_order(shape=None, training: bool = False) -> tuple[str, ...]:
