@@ -23,7 +23,7 @@ unit). v2 (this): W_hh packed per call into panels, recurrent products in outer-
 4 rows x 2 panels of vector accumulators (80-95 GFLOP/s one thread at B >= 8, ~98 peak), the
 cells' math on vectors of units (_numba_simd.py), whole-sequence GEMMs on a 6x16 outer-product
 micro-kernel over packed panels; all in Numba (no second thread pool). The GRU of Cho et al.'s
-forward still reads W_hh in place (v1 tiles).
+forward packs W_hh like the others.
 Check: pytest tests/test_backends.py; time: fastrnn bench (see the README).
 """
 import numpy as np
@@ -35,7 +35,7 @@ from ..cells import rnn as rnn_cell
 from ._numba_simd import vlanes, vload, vstore
 from ._numba_sync import claim_in_order, finish, wait_all
 from ._numba_tiles import (gemm_a_buffer, gemm_chunk, gemm_chunks, pack_columns, pack_gemm_panels, pack_rows,
-                            panel_product, product)
+                            panel_product)
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
 
@@ -191,13 +191,15 @@ def _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, relu):
 
 
 @njit(cache=True, error_model="numpy")
-def _input_projection(t, u0, n, x, w_ih, b_ih, G, H, gx, xp):
-    """xp[0, b, g*H + u] = x_t W_ih^T + b_ih for the chunk's units (the fused forward's input product)."""
-    product(w_ih, G, H, u0, n * G, x[t], x.shape[1], gx)
+def _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp):
+    """xp[0, b, g*H + u] = x_t W_ih^T + b_ih for the chunk's units (the fused forward's input product;
+    panels_ih: W_ih's rows packed like W_hh's)."""
+    t0, n_tiles = _tile_span(u0, n, panels_ih.shape[2])
+    panel_product(panels_ih, G, panels_ih.shape[0] // G, t0, n_tiles, x[t], x.shape[1], gx, gs)
     for b in range(x.shape[1]):
-        for k in range(n):
-            for g in range(G):
-                xp[0, b, g * H + u0 + k] = gx[b, g * n + k] + b_ih[g * H + u0 + k]
+        for g in range(G):
+            for k in range(n):
+                xp[0, b, g * H + u0 + k] = gx[b, g * gs + k] + b_ih[g * H + u0 + k]
 
 
 @njit(cache=True, error_model="numpy")
@@ -207,14 +209,15 @@ def _tile_span(u0, n, L):
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward(kind, x, w_ih, b_ih, fused, xp, w_hh, panels, b_hh, h_states, c_states, lengths, y, gates, ghn,
-            chunk_units, claims, done, n_workers):
+def forward(kind, x, w_ih, panels_ih, b_ih, fused, xp, w_hh, panels, b_hh, h_states, c_states, lengths, y, gates,
+            ghn, chunk_units, claims, done, n_workers):
     """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0].
 
     ``panels`` (G*NT, H, L) receives W_hh packed by unit tiles of L (phase 0: each chunk packs
     its own); phase t + 1 is step t. ``fused``: xp is one scratch step that each chunk fills with
-    its own x_t W_ih^T + b_ih before its recurrent product (small problems: no separate GEMM,
-    transpose or launch); otherwise xp holds the whole sequence's input projection, computed before.
+    its own x_t W_ih^T + b_ih before its recurrent product (small problems: no separate GEMM or
+    launch; W_ih is packed into ``panels_ih`` (G*NT, I, L) in phase 0 too); otherwise xp holds the
+    whole sequence's input projection, computed before.
     """
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[1]
@@ -226,7 +229,7 @@ def forward(kind, x, w_ih, b_ih, fused, xp, w_hh, panels, b_hh, h_states, c_stat
     gs = (chunk_units + L - 1) // L * L          # gh columns per gate: whole tiles
     for w in prange(n_workers):
         gh = np.empty((B, G * gs), xp.dtype)
-        gx = np.empty((B, chunk_units * G), xp.dtype) if fused else gh
+        gx = np.empty((B, G * gs), xp.dtype) if fused else gh
         for p in range(T + 1):
             t = p - 1
             h_in, h_out = h_states[max(t, 0) % S], h_states[(t + 1) % S]
@@ -239,10 +242,12 @@ def forward(kind, x, w_ih, b_ih, fused, xp, w_hh, panels, b_hh, h_states, c_stat
                 if p == 0:
                     for g in range(G):
                         pack_rows(w_hh, G, H, panels, g * NT + t0, g * NT + t0 + n_tiles)
+                        if fused:
+                            pack_rows(w_ih, G, H, panels_ih, g * NT + t0, g * NT + t0 + n_tiles)
                     finish(done, p)
                     continue
                 if fused:
-                    _input_projection(t, u0, n, x, w_ih, b_ih, G, H, gx, xp)
+                    _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp)
                 panel_product(panels, G, NT, t0, n_tiles, h_in, B, gh, gs)
                 if kind == LSTM:
                     _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
@@ -406,33 +411,42 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
 # so each step has two phases (two syncs): r, z and r*h; then n and h'.
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, chunk_units, claims, done, n_workers):
-    """``gates`` holds r, z, n of each step: (T, B, 3H) when saving, (1, B, 3H) otherwise."""
+def forward_gru_cho(xp, w_hh, panels, b_hh, h_states, lengths, y, gates, rh, chunk_units, claims, done, n_workers):
+    """``gates`` holds r, z, n of each step: (T, B, 3H) when saving, (1, B, 3H) otherwise. Phase 0
+    packs W_hh into ``panels`` (3*NT, H, L) as forward does; phases 2t + 1 and 2t + 2 are step t."""
     T, B = xp.shape[0], xp.shape[1]
     H = w_hh.shape[1]
     S, SG = h_states.shape[0], gates.shape[0]
+    L = panels.shape[2]
+    NT = panels.shape[0] // 3
     n_chunks = (H + chunk_units - 1) // chunk_units
+    gs = (chunk_units + L - 1) // L * L
     for w in prange(n_workers):
-        gh = np.empty((B, chunk_units * 2), xp.dtype)
-        for p in range(2 * T):
-            t = p // 2
+        gh = np.empty((B, 2 * gs), xp.dtype)
+        for phase in range(2 * T + 1):
+            p = phase - 1
+            t = max(p, 0) // 2
             h_in, h_out, g = h_states[t % S], h_states[(t + 1) % S], gates[t % SG]
             for i in range(n_chunks):
-                c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
+                c = claim_in_order(claims, phase, n_chunks, w, n_workers, i)
                 if c < 0:
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
-                if p % 2 == 0:      # r, z and r*h
-                    product(w_hh, 2, H, u0, 2 * n, h_in, B, gh)
+                t0, n_tiles = _tile_span(u0, n, L)
+                if phase == 0:
+                    for gate in range(3):
+                        pack_rows(w_hh, 3, H, panels, gate * NT + t0, gate * NT + t0 + n_tiles)
+                elif p % 2 == 0:    # r, z and r*h
+                    panel_product(panels, 2, NT, t0, n_tiles, h_in, B, gh, gs)
                     for b in range(B):
                         for uu in range(n):
                             u = u0 + uu
                             r, z = gru_cell.gates_rz(xp[t, b, u] + gh[b, uu] + b_hh[u],
-                                                     xp[t, b, H + u] + gh[b, n + uu] + b_hh[H + u])
+                                                     xp[t, b, H + u] + gh[b, gs + uu] + b_hh[H + u])
                             g[b, u], g[b, H + u] = r, z
                             rh[b, u] = r * h_in[b, u]
                 else:               # n from (r h) W_hn^T, then h'
-                    product(w_hh, 1, H, 2 * H + u0, n, rh, B, gh)
+                    panel_product(panels[2 * NT:], 1, NT, t0, n_tiles, rh, B, gh, gs)
                     for b in range(B):
                         active = t < lengths[b]
                         for uu in range(n):
@@ -445,8 +459,8 @@ def forward_gru_cho(xp, w_hh, b_hh, h_states, lengths, y, gates, rh, chunk_units
                             else:
                                 g[b, u] = g[b, H + u] = g[b, 2 * H + u] = 0
                                 h_out[b, u], y[t, b, u] = h_in[b, u], 0
-                finish(done, p)
-            wait_all(done, p, n_chunks)
+                finish(done, phase)
+            wait_all(done, phase, n_chunks)
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")

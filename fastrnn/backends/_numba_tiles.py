@@ -1,109 +1,17 @@
-"""Register-tiled products for the CPU kernels: the recurrent product and whole-sequence GEMMs.
+"""Register-blocked products for the CPU kernels (Numba), all in outer-product form on vector
+accumulators (_numba_simd.py), with one operand packed into panels of vector width:
 
-    product:  out[b, col(j)] = sum_k W[row(j), k] * X[b, k]   row(j) = (j % G) * H + u0 + j // G,
-                                                               col(j) = (j % G) * n + j // G
-    gemm:     C = A B or A^T B                              (whole-sequence GEMMs, vector intrinsics)
+    panel_product:  out[b, g*gs + i*L : +L] = X[b, :] P[g*NT + t0 + i]     the recurrent step (P: W_hh's
+                    rows packed by unit tiles, pack_rows; or its columns, pack_columns, for dh = dG W_hh)
+    gemm_chunk:     C = op(A) op(B), op(B) packed into 2-vector panels       whole-sequence GEMMs
 
-``row`` walks the G gate rows of hidden units u0, u0+1, ... in PyTorch's gate-major
-layout, so the forward reads ``w_hh`` as given (no packing); a chunk's result holds each
-gate's n units side by side (for the pointwise code's vector loads); with G = 1 it is a plain
-row range (the backward's transposed weights). The tile is 4 weight rows x 3 batch rows: 12 accumulators that
-fit AVX2's 16 vector registers (a 4x4 tile spills). Each accumulator is a dot product
-over k, which LLVM vectorises with ``reassoc``; the 4 rows stay in L1 while the batch
-streams past them. 1-row and 1-batch variants handle the edges.
+A step's result holds each gate's units side by side (gs columns per gate), for the pointwise code's
+vector loads.
 """
 import numpy as np
 from numba import njit
 
 from ._numba_simd import vfma, vlanes, vload, vsplat, vstore, vstore_add, vzero
-
-FASTMATH = {"reassoc", "contract"}   # no nnan/ninf: NaN in must stay NaN out
-
-
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_4x3(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3):
-    zero = W.dtype.type(0)
-    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
-    # an unsigned loop index: Numba then emits no negative-index wraparound (which kept the
-    # loop scalar when it started at a variable)
-    for k in range(np.uint64(K)):
-        w0, w1, w2, w3 = W[r0, k], W[r1, k], W[r2, k], W[r3, k]
-        x0, x1, x2 = X[b, k], X[b + 1, k], X[b + 2, k]
-        s00 += w0 * x0
-        s01 += w0 * x1
-        s02 += w0 * x2
-        s10 += w1 * x0
-        s11 += w1 * x1
-        s12 += w1 * x2
-        s20 += w2 * x0
-        s21 += w2 * x1
-        s22 += w2 * x2
-        s30 += w3 * x0
-        s31 += w3 * x1
-        s32 += w3 * x2
-    out[b, c0], out[b, c1], out[b, c2], out[b, c3] = s00, s10, s20, s30
-    out[b + 1, c0], out[b + 1, c1], out[b + 1, c2], out[b + 1, c3] = s01, s11, s21, s31
-    out[b + 2, c0], out[b + 2, c1], out[b + 2, c2], out[b + 2, c3] = s02, s12, s22, s32
-
-
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_4x1(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3):
-    zero = W.dtype.type(0)
-    s0 = s1 = s2 = s3 = zero
-    for k in range(np.uint64(K)):
-        x = X[b, k]
-        s0 += W[r0, k] * x
-        s1 += W[r1, k] * x
-        s2 += W[r2, k] * x
-        s3 += W[r3, k] * x
-    out[b, c0], out[b, c1], out[b, c2], out[b, c3] = s0, s1, s2, s3
-
-
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def tile_1x1(W, r, X, b, K, out, c):
-    s = W.dtype.type(0)
-    for k in range(np.uint64(K)):
-        s += W[r, k] * X[b, k]
-    out[b, c] = s
-
-
-@njit(cache=True, error_model="numpy")
-def gate_row(j, G, H, u0):
-    return (j % G) * H + u0 + j // G
-
-
-@njit(cache=True, error_model="numpy")
-def gate_column(j, G, n_units):
-    """Where row j's result goes in the gate-major output: gate j % G's block of n_units columns."""
-    return (j % G) * n_units + j // G
-
-
-@njit(cache=True, error_model="numpy")
-def product(W, G, H, u0, n_rows, X, B, out):
-    """out[b, g*n + u] = W[g*H + u0 + u, :] . X[b, :] for the n = n_rows / G units, b < B (gate-major:
-    each gate's units side by side, for the pointwise code's vector loads)."""
-    K = X.shape[1]
-    n = n_rows // G
-    j = 0
-    while j + 4 <= n_rows:
-        r0, r1 = gate_row(j, G, H, u0), gate_row(j + 1, G, H, u0)
-        r2, r3 = gate_row(j + 2, G, H, u0), gate_row(j + 3, G, H, u0)
-        c0, c1 = gate_column(j, G, n), gate_column(j + 1, G, n)
-        c2, c3 = gate_column(j + 2, G, n), gate_column(j + 3, G, n)
-        b = 0
-        while b + 3 <= B:
-            tile_4x3(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3)
-            b += 3
-        while b < B:
-            tile_4x1(W, r0, r1, r2, r3, X, b, K, out, c0, c1, c2, c3)
-            b += 1
-        j += 4
-    while j < n_rows:
-        r, c = gate_row(j, G, H, u0), gate_column(j, G, n)
-        for b in range(B):
-            tile_1x1(W, r, X, b, K, out, c)
-        j += 1
-
 
 # ----------------------------------------------------------------------------- packed step products
 # The recurrent product of a step in outer-product form, as the C++ kernels do it: the weights of

@@ -147,11 +147,12 @@ def forward(seq, save):
     y = np.empty((T, B, H), dtype)
     workers, units = _plan(B, H, G, dtype)
     c_states = ghn = None
+    tiles = -(-H // _lanes(dtype))
     if cho:
         gates = np.empty((T if save else 1, B, G * H), dtype)
-        claims, done = _counters(2 * T, H, units)
-        _launch(kernels.forward_gru_cho, workers, xp, w_hh, b_hh, h_states, lengths, y, gates,
-                np.empty((B, H), dtype), units, claims, done)
+        claims, done = _counters(2 * T + 1, H, units)
+        _launch(kernels.forward_gru_cho, workers, xp, w_hh, _panels(G * tiles, H, dtype), b_hh, h_states, lengths, y,
+                gates, np.empty((B, H), dtype), units, claims, done)
     else:
         if seq.cell == "lstm":
             c_states = np.empty((S, B, H), dtype)
@@ -162,9 +163,9 @@ def forward(seq, save):
         ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
         claims, done = _counters(T + 1, H, units)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
-        panels = _panels(G * -(-H // _lanes(dtype)), H, dtype)
+        panels_ih = _panels(G * tiles if fused else 0, I, dtype)
         _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
-                b_ih, fused, xp, w_hh, panels, b_hh, h_states,
+                panels_ih, b_ih, fused, xp, w_hh, _panels(G * tiles, H, dtype), b_hh, h_states,
                 c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims, done)
     h_n = h_states[T % S].copy()
     c_n = None if c_states is None else c_states[T % S].copy()
