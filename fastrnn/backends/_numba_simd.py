@@ -2,9 +2,11 @@
 
 Numba has no SIMD type, and LLVM will not turn a tile of scalar accumulators into vector
 registers (its SLP vectoriser spilled a 4x16 tile to the stack). These intrinsics emit LLVM
-vector IR directly: ``vload``/``vstore_add`` move ``lanes`` consecutive elements of a row,
-``vstore`` writes one, ``vsplat`` broadcasts a scalar, ``vfma`` is a*b + c with contraction allowed (one FMA on AVX2,
-and plain vector code on any other target). A vector holds 32 bytes: 8 float32 or 4 float64.
+vector IR directly: ``vload``/``vstore``/``vstore_add`` move ``lanes`` consecutive elements of
+a row, ``vsplat`` broadcasts a scalar, ``vfma`` is a*b + c with contraction allowed (one FMA on
+AVX2, and plain vector code on any other target). A vector holds 32 bytes: 8 float32 or 4 float64.
+Vectors also take Python's arithmetic operators, abs() and the selects below, so scalar code (the
+cells' math) compiles for them unchanged.
 """
 import operator
 
@@ -39,6 +41,18 @@ def _row_pointer(context, builder, arr_type, arr, i, j):
 
 def _is_float_matrix(arr):
     return isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(arr.dtype, types.Float)
+
+
+def _as_vector(context, builder, value, value_type, vector):
+    """value as a vector: itself, or the scalar (cast to the vector's dtype) in every lane."""
+    if isinstance(value_type, Vector):
+        return value
+    scalar = context.cast(builder, value, value_type, vector.dtype)
+    vector_type = context.get_value_type(vector)
+    undef = llvm_ir.Constant(vector_type, llvm_ir.Undefined)
+    first = builder.insert_element(undef, scalar, llvm_ir.Constant(llvm_ir.IntType(32), 0))
+    mask = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), vector.lanes), [0] * vector.lanes)
+    return builder.shuffle_vector(first, undef, mask)
 
 
 @intrinsic
@@ -115,11 +129,7 @@ def vsplat(typingctx, x):
     vector = Vector(x)
 
     def codegen(context, builder, signature, args):
-        vector_type = context.get_value_type(vector)
-        undef = llvm_ir.Constant(vector_type, llvm_ir.Undefined)
-        first = builder.insert_element(undef, args[0], llvm_ir.Constant(llvm_ir.IntType(32), 0))
-        mask = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), vector.lanes), [0] * vector.lanes)
-        return builder.shuffle_vector(first, undef, mask)
+        return _as_vector(context, builder, args[0], x, vector)
     return vector(x), codegen
 
 
@@ -149,17 +159,6 @@ def _vector_of(*operands):
         if (isinstance(t, Vector) and t != vector) or not isinstance(t, (Vector, types.Float, types.Integer)):
             return None
     return vector
-
-
-def _as_vector(context, builder, value, value_type, vector):
-    if isinstance(value_type, Vector):
-        return value
-    scalar = context.cast(builder, value, value_type, vector.dtype)
-    vector_type = context.get_value_type(vector)
-    undef = llvm_ir.Constant(vector_type, llvm_ir.Undefined)
-    first = builder.insert_element(undef, scalar, llvm_ir.Constant(llvm_ir.IntType(32), 0))
-    mask = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), vector.lanes), [0] * vector.lanes)
-    return builder.shuffle_vector(first, undef, mask)
 
 
 def _named_intrinsic(name, typer):
