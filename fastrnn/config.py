@@ -9,14 +9,14 @@ FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numb
                           itself NUMBA_NUM_THREADS or the number of cores).
 FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
                           on one thread: below it a sync per step costs more than the split saves.
-FASTRNN_PARALLEL_MIN_GEMM_MACS  a whole-sequence GEMM (or transpose, counting elements) smaller than
+FASTRNN_PARALLEL_MIN_GEMM_MACS  a whole-sequence GEMM smaller than
                           this runs on one thread: waking the other threads of the pool costs
                           about 40 us here, the time of ~2M multiply-adds. Default 2097152.
 FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step (more: better balance when a core
                           is busy elsewhere; fewer: less claiming). Default 2.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
                           kernel when the input projection has at most this many rows (T*B; default 64):
-                          one launch instead of a transpose, a GEMM and the kernel (measured here: T=16,
+                          one launch instead of a GEMM and the kernel (measured here: T=16,
                           B=1, H=512 LSTM 1.6 ms against 4.7 ms); with more rows one GEMM over all steps
                           is as fast or faster (T=128, B=1, H=256: 3.4 ms against 3.8 ms).
 FASTRNN_CUDA_BATCH_GROUPS the "cuda" backend's batch groups: blocks that take batch tiles of the same

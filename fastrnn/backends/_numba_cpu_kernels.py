@@ -1,7 +1,7 @@
 r"""Persistent fused sequence kernels for the CPU (Numba): one parallel region per call.
 
 Forward, for each step t (x-projection xp = x W_ih^T + b_ih precomputed for all steps by one GEMM):
-    gh = h_{t-1} W_hh^T + b_hh            (register-tiled, by chunks of hidden units)
+    gh = h_{t-1} W_hh^T + b_hh            (packed panels, by chunks of hidden units; _numba_tiles.py)
     h_t, c_t = cell pointwise(xp_t, gh, h_{t-1}, c_{t-1})      (cells/: lstm, gru, rnn)
 Backward, for each step t from T-1 down to 0, carrying dh (and dc):
     dh_t = dgh_{t+1} W_hh + dh_direct_{t+1} + dy_t
@@ -22,9 +22,8 @@ reduction form (35-64 GFLOP/s one thread), pointwise loops left to LLVM's vector
 unit). v2 (this): W_hh packed per call into panels, recurrent products in outer-product form on
 4 rows x 2 panels of vector accumulators (80-95 GFLOP/s one thread at B >= 8, ~98 peak), the
 cells' math on vectors of units (_numba_simd.py), whole-sequence GEMMs on a 6x16 outer-product
-micro-kernel over packed panels; all in Numba (no second thread pool). The GRU of Cho et al.'s
-forward packs W_hh like the others.
-Check: pytest tests/test_backends.py; time: fastrnn bench (see the README).
+micro-kernel over packed panels; all in Numba (no second thread pool).
+Check: pytest tests/test_backends.py tests/test_numba_simd.py; time: fastrnn bench (see the README).
 """
 import numpy as np
 from numba import njit, prange
