@@ -51,6 +51,27 @@ def test_flat_tape_gives_the_functional_backward(rng, backend, cell, variant, bi
     assert_same_fields(flat_run(problem, backend), run(problem, backend), 0.0, f"[{backend}] ")
 
 
+@pytest.mark.parametrize("cell,variant", list(FORM_OF), ids=list(FORM_OF.values()))
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cuda"])
+def test_flat_tape_holds_no_uninitialised_values(rng, backend, cell, variant):
+    """The saved arrays are outputs (fastrnn.torch's op returns them): past a sequence's length they must
+    hold values too, not whatever the memory held before. Freed blocks of NaN, then of zeros, are offered
+    to the allocator before two identical forwards."""
+    problem = make_problem(rng, cell, variant, 5, 3, 4, 6, lengths=True)
+    form = FORM_OF[cell, variant]
+    a, opts = problem.args, problem.options
+    inputs = (a["x"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], a["h0"], a.get("c0"), None, opts.get("lengths"))
+    tapes = []
+    for fill in (np.nan, 0.0):
+        for shape in _flat.saved_shapes(backend, form, 5, 3, 6):
+            junk = np.full(shape, fill)
+            del junk
+        tapes.append(_flat.forward(form, backend, *inputs, save=True)[3])
+    for first, second in zip(*tapes):
+        assert np.isfinite(first).all()
+        np.testing.assert_array_equal(first, second)
+
+
 def test_flat_backward_refuses_a_wrong_tape(rng):
     problem = make_problem(rng, "lstm", None, 3, 2, 2, 2)
     a = problem.args

@@ -332,6 +332,8 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
         if (!active(s.lengths, t, b)) {
             carry<Real, W>(s, t, b, j, n, !projected);
             if (projected) store(s.m + t * s.m_step + bj, Vr{}, n);   // (backward's dW_hr sums over every row)
+            // the tape is an output (fastrnn.torch returns it from its op): no uninitialised values in it
+            if (s.ghn) store(s.ghn + (t * B + b) * H + j, Vr{}, n);
             continue;
         }
         Vr h_new;
