@@ -6,15 +6,16 @@
               product too, so a call is one launch)
     backward: kernel: the reverse loop, carrying dh (and dc), reusing the saved activations
               dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs
-              (the kernel reads dG_i^T in place); biases: column sums of dG
+              (op(B) packed once per call into vector panels, dG^T's columns block by block);
+              biases: column sums of dG
 No library call is made per step, and no BLAS call at all: NumPy's OpenBLAS threads and Numba's
 OpenMP threads, alternating on two cores, spun against each other and slowed both tenfold.
 
 The recurrent kernels pack W_hh once per call (its rows forward, its columns backward) into
 panels of one vector of units, in their first phase, each worker the panels of its own chunks
 (one pass over the weights, against T passes in the loop; nothing is cached, so weights updated in
-place between calls are always seen); the GEMMs pack their operands block by block (x W_ih^T
-reads W_ih as given). Kernels are compiled on first use and cached on disk (see
+place between calls are always seen); the GEMMs pack op(B) once per call (x W_ih^T reads W_ih's
+rows straight into the panels). Kernels are compiled on first use and cached on disk (see
 _numba_cpu_kernels.py for the equations and the work split).
 """
 from __future__ import annotations
