@@ -79,6 +79,16 @@ def vzero(typingctx, arr):
     return vector(arr), codegen
 
 
+def _vector_pointer(context, builder, arr_type, args, vector_ir_type):
+    """(pointer to arr[i, j:j+lanes] as a vector, the element alignment) for args = (arr, i, j, ...)."""
+    ptr = _row_pointer(context, builder, arr_type, args[0], args[1], args[2])
+    return builder.bitcast(ptr, vector_ir_type.as_pointer()), arr_type.dtype.bitwidth // 8
+
+
+def _is_row_store(arr, value):
+    return _is_float_matrix(arr) and isinstance(value, Vector) and value.dtype == arr.dtype
+
+
 @intrinsic
 def vload(typingctx, arr, i, j):
     """arr[i, j:j+lanes] (the caller keeps j + lanes <= arr.shape[1])."""
@@ -87,22 +97,19 @@ def vload(typingctx, arr, i, j):
     vector = Vector(arr.dtype)
 
     def codegen(context, builder, signature, args):
-        ptr = _row_pointer(context, builder, arr, args[0], args[1], args[2])
-        return builder.load(builder.bitcast(ptr, context.get_value_type(vector).as_pointer()),
-                            align=arr.dtype.bitwidth // 8)
+        vptr, align = _vector_pointer(context, builder, arr, args, context.get_value_type(vector))
+        return builder.load(vptr, align=align)
     return vector(arr, types.intp, types.intp), codegen
 
 
 @intrinsic
 def vstore_add(typingctx, arr, i, j, value):
     """arr[i, j:j+lanes] += value."""
-    if not (_is_float_matrix(arr) and isinstance(value, Vector) and value.dtype == arr.dtype):
+    if not _is_row_store(arr, value):
         return None
 
     def codegen(context, builder, signature, args):
-        ptr = _row_pointer(context, builder, arr, args[0], args[1], args[2])
-        vptr = builder.bitcast(ptr, args[3].type.as_pointer())
-        align = arr.dtype.bitwidth // 8
+        vptr, align = _vector_pointer(context, builder, arr, args, args[3].type)
         builder.store(builder.fadd(builder.load(vptr, align=align), args[3]), vptr, align=align)
         return context.get_dummy_value()
     return types.none(arr, types.intp, types.intp, value), codegen
@@ -111,12 +118,12 @@ def vstore_add(typingctx, arr, i, j, value):
 @intrinsic
 def vstore(typingctx, arr, i, j, value):
     """arr[i, j:j+lanes] = value."""
-    if not (_is_float_matrix(arr) and isinstance(value, Vector) and value.dtype == arr.dtype):
+    if not _is_row_store(arr, value):
         return None
 
     def codegen(context, builder, signature, args):
-        ptr = _row_pointer(context, builder, arr, args[0], args[1], args[2])
-        builder.store(args[3], builder.bitcast(ptr, args[3].type.as_pointer()), align=arr.dtype.bitwidth // 8)
+        vptr, align = _vector_pointer(context, builder, arr, args, args[3].type)
+        builder.store(args[3], vptr, align=align)
         return context.get_dummy_value()
     return types.none(arr, types.intp, types.intp, value), codegen
 
