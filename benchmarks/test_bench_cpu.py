@@ -28,7 +28,9 @@ def pytest_generate_tests(metafunc):
     for cell in anchors.GATES:
         for mode in anchors.MODES:
             for T, B, H in ((T, B, H) for H in grid["hidden"] for B in grid["batch"] for T in grid["seq_lens"]):
-                for impl in (anchors.fastrnn_name(BACKEND), *anchors.ANCHORS):
+                # (fwd also on a pack_weights snapshot: weights packed once)
+                ours = [anchors.fastrnn_name(BACKEND, packed) for packed in ((False, True) if mode == "fwd" else (False,))]
+                for impl in (*ours, *anchors.ANCHORS):
                     if impl in anchors.ANCHORS and not anchors.applies(impl, mode, "cpu"):
                         continue
                     missing = anchors.anchor_missing(impl, "cpu") if impl in anchors.ANCHORS else None

@@ -4,9 +4,12 @@
     y, (h_n, c_n), tape = fastrnn.lstm_forward(x, w_ih, w_hh, b_ih, b_hh)
     grads = fastrnn.lstm_backward(tape, dy)                              # grads.x, grads.w_hh, ...
     layer = fastrnn.LSTM(I, H, num_layers=2, bidirectional=True)         # torch.nn-style layers
+    weights = fastrnn.pack_weights("lstm", w_ih, w_hh, b_ih, b_hh)       # frozen, packed once
+    y, (h_n, c_n) = fastrnn.lstm(x, weights, h0=h, c0=c)                 # for many short calls
 
 Weights use PyTorch's layout and gate order; see the README.
 """
+from ._packed import PackedWeights, pack_weights
 from ._types import Grads, LSTMGrads, Tape
 from .api import (gru, gru_backward, gru_forward, lstm, lstm_backward, lstm_forward, rnn,
                   rnn_backward, rnn_forward)
@@ -19,6 +22,6 @@ __all__ = [
     "lstm", "lstm_forward", "lstm_backward",
     "gru", "gru_forward", "gru_backward",
     "rnn", "rnn_forward", "rnn_backward",
-    "LSTM", "GRU", "RNN",
+    "LSTM", "GRU", "RNN", "pack_weights", "PackedWeights",
     "available_backends", "Grads", "LSTMGrads", "Tape", "__version__",
 ]

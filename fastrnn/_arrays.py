@@ -170,3 +170,17 @@ def host_array(value: Any):
         cupy = cupy_module()
         return cupy.asnumpy(to_device({"value": value})["value"])
     return to_host({"value": value})["value"]
+
+
+def aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
+    """np.empty whose data starts on an ``alignment``-byte boundary (a cache line). NumPy's large
+    arrays start 16 bytes past one (malloc's header), so every other 32-byte vector load of a packed
+    panel would straddle two cache lines."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    if count == 0:
+        return np.empty(shape, dtype)
+    raw = np.empty(count * dtype.itemsize + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+

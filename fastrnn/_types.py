@@ -57,6 +57,7 @@ class Sequence:
     lengths: Optional[np.ndarray]
     variant: Any
     w_hr: Optional[np.ndarray] = None
+    packed: Any = None      # the PackedWeights whose own arrays these weights are (fastrnn.pack_weights)
 
     @property
     def T(self) -> int:

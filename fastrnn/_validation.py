@@ -59,6 +59,10 @@ def as_float_arrays(named: dict[str, Any], dtype: Optional[np.dtype] = None, xp=
         if value is None:
             arrays[name] = None
             continue
+        if type(value) is np.ndarray and value.dtype in SUPPORTED_DTYPES:     # the common case, quickly
+            arrays[name] = value
+            typed_dtypes[name] = value.dtype
+            continue
         arr = _to_array(name, value, xp)
         typed = _has_own_dtype(value)
         _check_float_kind(name, arr, typed)
@@ -115,8 +119,10 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray:
 
 
 def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
-                      batch_first, lengths, variant, xp=np, w_hr=None) -> tuple[Sequence, Layout]:
-    """Check one call's arguments and bring them to the internal time-major form (arrays of ``xp``)."""
+                      batch_first, lengths, variant, xp=np, w_hr=None, packed=None) -> tuple[Sequence, Layout]:
+    """Check one call's arguments and bring them to the internal time-major form (arrays of ``xp``).
+    ``packed``: the PackedWeights the weights came from; kept in the Sequence if they are still its
+    own arrays (not converted, e.g. moved to a GPU)."""
     spec = SPECS[cell]
     G = spec.num_gates
     batch_first = _check_bool("batch_first", batch_first)
@@ -179,9 +185,11 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
         arr = arrays.get(name)
         return None if arr is None else xp.ascontiguousarray(arr)
 
-    seq = Sequence(cell=cell, x=xp.ascontiguousarray(x), w_ih=contiguous("w_ih"), w_hh=contiguous("w_hh"),
-                   b_ih=contiguous("b_ih"), b_hh=contiguous("b_hh"), h0=states["h0"],
-                   c0=states.get("c0"), lengths=lengths, variant=variant, w_hr=contiguous("w_hr"))
+    weights = {name: contiguous(name) for name in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")}
+    if packed is not None and not packed.holds(weights):
+        packed = None
+    seq = Sequence(cell=cell, x=xp.ascontiguousarray(x), h0=states["h0"], c0=states.get("c0"), lengths=lengths,
+                   variant=variant, packed=packed, **weights)
     return seq, layout
 
 

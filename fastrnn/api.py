@@ -3,13 +3,16 @@
 Shapes (time-major by default): x (T, B, I) or (B, T, I) with batch_first, or (T, I)
 unbatched; w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,); h0, c0 (B, H) or (H,).
 G = 4 for LSTM (gates i, f, g, o), 3 for GRU (r, z, n), 1 for RNN.
+In place of w_ih, a PackedWeights (fastrnn.pack_weights) brings all the weights, packed once for
+every call (then w_hh, b_ih, b_hh and w_hr stay out): see _packed.py.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import backends
-from ._arrays import as_kind, call_kind, call_on_gpu, cupy_module, module_of, to_device, to_host
+from ._arrays import HOST, as_kind, call_kind, call_on_gpu, cupy_module, module_of, to_device, to_host
+from ._packed import PackedWeights
 from ._types import Grads, LSTMGrads, Layout, Tape
 from ._validation import validate_grad_outputs, validate_sequence
 
@@ -37,14 +40,34 @@ def _on_device(named: dict, gpu: bool):
     return to_device(named), cupy_module()
 
 
+def _unpack(cell, args, w_hr):
+    """(args, w_hr, packed): a PackedWeights in w_ih's place gives its snapshot's arrays."""
+    packed = args[1]
+    if not isinstance(packed, PackedWeights):
+        if args[2] is None:
+            raise TypeError(f"{cell}() needs w_hh (or a PackedWeights from fastrnn.pack_weights as w_ih)")
+        return args, w_hr, None
+    if args[2] is not None or args[3] is not None or args[4] is not None or w_hr is not None:
+        given = [name for name, value in zip(("w_hh", "b_ih", "b_hh", "w_hr"), (*args[2:5], w_hr)) if value is not None]
+        raise TypeError(f"w_ih is a PackedWeights, which holds all the weights; do not pass {', '.join(given)} too")
+    if packed.cell != cell:
+        raise ValueError(f"these PackedWeights are for {packed.cell}, not {cell}")
+    w_ih, w_hh, b_ih, b_hh, w_hr = packed.arrays()
+    return (args[0], w_ih, w_hh, b_ih, b_hh) + tuple(args[5:]), w_hr, packed
+
+
 def prepare(cell, args, variant, batch_first, lengths, w_hr=None):
     """Validate a call's arguments: ``(seq, layout, kind, gpu)``; kind is what results come back as."""
+    args, w_hr, packed = _unpack(cell, args, w_hr)
     named = {**dict(zip(("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"), args)), "w_hr": w_hr}
-    kind, gpu = call_kind(named), call_on_gpu(named)
-    named, xp = _on_device(named, gpu)
+    if all(value is None or type(value) is np.ndarray for value in named.values()):
+        kind, gpu, xp = HOST, False, np         # plain NumPy (the common case): nothing to convert
+    else:
+        kind, gpu = call_kind(named), call_on_gpu(named)
+        named, xp = _on_device(named, gpu)
     w_hr = named.pop("w_hr")
     seq, layout = validate_sequence(cell, *named.values(), batch_first=batch_first, lengths=lengths,
-                                    variant=variant, xp=xp, w_hr=w_hr)
+                                    variant=variant, xp=xp, w_hr=w_hr, packed=packed)
     return seq, layout, kind, gpu
 
 
@@ -85,7 +108,7 @@ def _run_backward(cell, tape, dy, dh_n, dc_n, all_fields=False):
 
 # ----------------------------------------------------------------------------- LSTM
 
-def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
+def lstm_forward(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, c0=None, *,
                  batch_first=False, lengths=None, backend="auto", w_hr=None):
     """LSTM over a sequence, keeping what backward needs.
 
@@ -96,7 +119,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
     return y, (h_n, c_n), tape
 
 
-def lstm(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
+def lstm(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, c0=None, *,
          batch_first=False, lengths=None, backend="auto", w_hr=None):
     """LSTM over a sequence (inference: nothing is saved). Returns ``(y, (h_n, c_n))``.
 
@@ -121,7 +144,7 @@ def lstm_backward(tape, dy, dh_n=None, dc_n=None) -> LSTMGrads:
 
 # ----------------------------------------------------------------------------- GRU
 
-def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, linear_before_reset=True,
+def gru_forward(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, *, linear_before_reset=True,
                 batch_first=False, lengths=None, backend="auto"):
     """GRU over a sequence, keeping what backward needs. Returns ``(y, h_n, tape)``."""
     y, h_n, _, tape = _run_forward("gru", (x, w_ih, w_hh, b_ih, b_hh, h0, None), linear_before_reset,
@@ -129,7 +152,7 @@ def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, linear_before_r
     return y, h_n, tape
 
 
-def gru(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, linear_before_reset=True,
+def gru(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, *, linear_before_reset=True,
         batch_first=False, lengths=None, backend="auto"):
     """GRU over a sequence. Returns ``(y, h_n)``.
 
@@ -150,7 +173,7 @@ def gru_backward(tape, dy, dh_n=None) -> Grads:
 
 # ----------------------------------------------------------------------------- RNN
 
-def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, nonlinearity="tanh",
+def rnn_forward(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, *, nonlinearity="tanh",
                 batch_first=False, lengths=None, backend="auto"):
     """Elman RNN over a sequence, keeping what backward needs. Returns ``(y, h_n, tape)``."""
     y, h_n, _, tape = _run_forward("rnn", (x, w_ih, w_hh, b_ih, b_hh, h0, None), nonlinearity,
@@ -158,7 +181,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, nonlinearity="t
     return y, h_n, tape
 
 
-def rnn(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, nonlinearity="tanh",
+def rnn(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, *, nonlinearity="tanh",
         batch_first=False, lengths=None, backend="auto"):
     """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h W_hh^T + b_hh), act tanh or relu. Returns ``(y, h_n)``."""
     y, h_n, _, _ = _run_forward("rnn", (x, w_ih, w_hh, b_ih, b_hh, h0, None), nonlinearity,

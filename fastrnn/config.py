@@ -19,6 +19,11 @@ FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input produ
                           one launch instead of a GEMM and the kernel (measured here: T=16,
                           B=1, H=512 LSTM 1.6 ms against 4.7 ms); with more rows one GEMM over all steps
                           is as fast or faster (T=128, B=1, H=256: 3.4 ms against 3.8 ms).
+FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and when those fused products' re-reads of W_ih ((T - 1) passes
+                          over it), per sequence of the batch, stay under this many bytes (default 12 MiB;
+                          measured with packed weights, numba ms fused / one GEMM: LSTM T=16 B=1 H=256
+                          (15 MiB) 0.68 / 0.50, T=2 B=1 H=1024 (16 MiB) 2.6 / 2.0, T=4 B=1 H=512 (12 MiB)
+                          0.49 / 0.54, T=8 B=8 H=512 (3.5 MiB) 1.8 / 2.0).
 FASTRNN_CUDA_BATCH_GROUPS the "cuda" backend's batch groups: blocks that take batch tiles of the same
                           hidden units in parallel. 0 (default): as many as the GPU holds at once;
                           1: one block per unit group walks all tiles; N: at most N.
@@ -84,3 +89,4 @@ PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21
 CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))
 CUDA_BATCH_GROUPS: int = _env_int("FASTRNN_CUDA_BATCH_GROUPS", 0)
 FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 64)
+FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 12 << 20)

@@ -83,6 +83,19 @@ def test_compare_two_runs(tiny_run, tmp_path, capsys):
     assert "onnxruntime" in capsys.readouterr().out
 
 
+def test_packed_weights_run(tmp_path):
+    """--packed-weights: each backend's forward also on a pack_weights snapshot, checked like the rest."""
+    assert cli.main([*TINY, "--mode", "fwd", "--packed-weights", "--out-dir", str(tmp_path), "--name", "pk"]) == 0
+    with open(tmp_path / "pk.json") as f:
+        run = json.load(f)
+    assert run["settings"]["packed_weights"] is True
+    for record in run["results"]:
+        for name in ("fastrnn[numba]", "fastrnn[numba+packed]"):
+            assert record["competitors"][name]["median_ms"] > 0
+            assert max(record["errors"][name].values()) < anchors.TOLERANCE["float32"]
+        assert "numba+packed" in record["ratio"]
+
+
 def test_missing_anchors_are_skipped_not_fatal(monkeypatch, tmp_path, capsys):
     # neither torch nor onnxruntime "installed": both reported as skipped, the untimed NumPy
     # reference becomes the correctness oracle, and there is no anchor to take a ratio against
@@ -128,6 +141,7 @@ def test_import_stays_light():
     (["--against", "ort", "--mode", "fwdbwd"], ["--against", "onnxruntime"]),
     (["--rounds", "0"], ["--rounds"]),
     (["--device", "tpu"], ["--device"]),
+    (["--packed-weights", "--device", "cuda"], ["--packed-weights"]),
     (["--compare", "no-such-old.json", "no-such-new.json"], ["--compare", "no-such-old.json"]),
 ])
 def test_bad_flags_exit_2_naming_the_flag(flags, words, capsys):

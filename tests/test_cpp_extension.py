@@ -65,6 +65,17 @@ def test_binding_refuses_bad_arrays():
         call(lengths=np.array([0, 3], np.int64))
     with pytest.raises(ValueError, match="cell must be"):
         call(cell=7)
+    size = _ext.packed_forward_size(0, x, w_ih, w_hh)
+    assert size >= w_ih.size + w_hh.size
+    call(packed=np.empty(size, np.float32))
+    with pytest.raises(ValueError, match=rf"packed must have shape \({size},\), got \({size - 1},\)"):
+        call(packed=np.empty(size - 1, np.float32))
+    with pytest.raises(TypeError, match="packed must have dtype float32"):
+        call(packed=np.empty(size, np.float64))
+    read_only = np.empty(size, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="packed must be writeable"):
+        call(packed=read_only)
 
 
 @needs_ext

@@ -19,7 +19,7 @@ Work split: hidden units are cut into chunks; the workers of one parallel region
 step by step (see _numba_sync.py): one region per call instead of a fork/join per step.
 Versions: v1: PyTorch-layout weights read in place, recurrent products on 4x3 register tiles in
 reduction form (35-64 GFLOP/s one thread), pointwise loops left to LLVM's vectoriser (~20 ns a
-unit). v2 (this): W_hh packed per call into panels, recurrent products in outer-product form on
+unit). v2 (this): W_hh packed per call (or once per fastrnn.pack_weights snapshot) into panels, recurrent products in outer-product form on
 4 rows x 2 panels of vector accumulators (80-95 GFLOP/s one thread at B >= 8, ~98 peak), the
 cells' math on vectors of units (_numba_simd.py), whole-sequence GEMMs on a 6x16 outer-product
 micro-kernel over packed panels; all in Numba (no second thread pool).
@@ -45,13 +45,15 @@ PANELS_PER_ITEM = 4       # GEMM panels packed per claimed item
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, pack_claims, chunk_claims, done, n_workers):
+def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, panels_ready, pack_claims, chunk_claims, done,
+         n_workers):
     """C = op(A) op(Bm) (op: transposed where asked) (+ bias on every row unless it is empty).
-    First op(Bm) is packed into ``panels`` (_numba_tiles.pack_gemm_panels) by items of
-    PANELS_PER_ITEM panels, then C's blocks are computed; workers claim both kinds of items."""
+    First op(Bm) is packed into ``panels`` (_numba_tiles.pack_gemm_panels; not when
+    ``panels_ready``: packed by an earlier call) by items of PANELS_PER_ITEM panels, then C's blocks
+    are computed; workers claim both kinds of items."""
     n_chunks = gemm_chunks(C.shape[0], C.shape[1])
     n_panels = panels.shape[0]
-    n_items = (n_panels + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
+    n_items = 0 if panels_ready else (n_panels + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
     for w in prange(n_workers):
         packed_a = gemm_a_buffer(C)
         for i in range(n_items):
@@ -208,15 +210,16 @@ def _tile_span(u0, n, L):
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward(kind, x, w_ih, panels_ih, b_ih, fused, xp, w_hh, panels, b_hh, h_states, c_states, lengths, y, gates,
-            ghn, chunk_units, claims, done, n_workers):
+def forward(kind, x, w_ih, panels_ih, ih_ready, b_ih, fused, xp, w_hh, panels, hh_ready, b_hh, h_states, c_states,
+            lengths, y, gates, ghn, chunk_units, claims, done, n_workers):
     """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0].
 
     ``panels`` (G*NT, H, L) receives W_hh packed by unit tiles of L (phase 0: each chunk packs
-    its own); phase t + 1 is step t. ``fused``: xp is one scratch step that each chunk fills with
-    its own x_t W_ih^T + b_ih before its recurrent product (small problems: no separate GEMM or
-    launch; W_ih is packed into ``panels_ih`` (G*NT, I, L) in phase 0 too); otherwise xp holds the
-    whole sequence's input projection, computed before.
+    its own; not when ``hh_ready``: packed by an earlier call); phase t + 1 is step t. ``fused``:
+    xp is one scratch step that each chunk fills with its own x_t W_ih^T + b_ih before its
+    recurrent product (small problems: no separate GEMM or launch; W_ih is packed into
+    ``panels_ih`` (G*NT, I, L) in phase 0 too, unless ``ih_ready``); otherwise xp holds the whole
+    sequence's input projection, computed before.
     """
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[1]
@@ -240,8 +243,9 @@ def forward(kind, x, w_ih, panels_ih, b_ih, fused, xp, w_hh, panels, b_hh, h_sta
                 t0, n_tiles = _tile_span(u0, n, L)
                 if p == 0:
                     for g in range(G):
-                        pack_rows(w_hh, G, H, panels, g * NT + t0, g * NT + t0 + n_tiles)
-                        if fused:
+                        if not hh_ready:
+                            pack_rows(w_hh, G, H, panels, g * NT + t0, g * NT + t0 + n_tiles)
+                        if fused and not ih_ready:
                             pack_rows(w_ih, G, H, panels_ih, g * NT + t0, g * NT + t0 + n_tiles)
                     finish(done, p)
                     continue
@@ -410,9 +414,11 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
 # so each step has two phases (two syncs): r, z and r*h; then n and h'.
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward_gru_cho(xp, w_hh, panels, b_hh, h_states, lengths, y, gates, rh, chunk_units, claims, done, n_workers):
+def forward_gru_cho(xp, w_hh, panels, hh_ready, b_hh, h_states, lengths, y, gates, rh, chunk_units, claims, done,
+                    n_workers):
     """``gates`` holds r, z, n of each step: (T, B, 3H) when saving, (1, B, 3H) otherwise. Phase 0
-    packs W_hh into ``panels`` (3*NT, H, L) as forward does; phases 2t + 1 and 2t + 2 are step t."""
+    packs W_hh into ``panels`` (3*NT, H, L) as forward does (unless ``hh_ready``); phases 2t + 1
+    and 2t + 2 are step t."""
     T, B = xp.shape[0], xp.shape[1]
     H = w_hh.shape[1]
     S, SG = h_states.shape[0], gates.shape[0]
@@ -433,7 +439,7 @@ def forward_gru_cho(xp, w_hh, panels, b_hh, h_states, lengths, y, gates, rh, chu
                 u0, n = _unit_span(c, chunk_units, H)
                 t0, n_tiles = _tile_span(u0, n, L)
                 if phase == 0:
-                    for gate in range(3):
+                    for gate in range(3 if not hh_ready else 0):
                         pack_rows(w_hh, 3, H, panels, gate * NT + t0, gate * NT + t0 + n_tiles)
                 elif p % 2 == 0:    # r, z and r*h
                     panel_product(panels, 2, NT, t0, n_tiles, h_in, B, gh, gs)

@@ -9,7 +9,9 @@
 Equations and shapes: kernels/include/fastrnn/cells.h and sequence.h. Everything, GEMMs included, runs
 in C++ on one OpenMP team: NumPy's BLAS threads spinning beside it would slow both (see numba_cpu.py).
 Weights are packed per call (one pass over them, against T in the loop), so in-place updates between
-calls are always seen. AVX-512, AVX2+FMA or a portable path, chosen at run time (``_ext.isa()``).
+calls are always seen; a call on a PackedWeights snapshot (fastrnn.pack_weights) keeps its packed
+weights there for the later ones (fastrnn::PackedForward).
+AVX-512, AVX2+FMA or a portable path, chosen at run time (``_ext.isa()``).
 LSTM projections (w_hr, torch's proj_size) run here too: a step then has a second phase, h_t = m_t W_hr^T.
 Check: pytest tests -k cpp; time: fastrnn bench --backends cpp,numba.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import os
 
 from .. import _ext, config
+from .._arrays import aligned_empty
+from .._packed import keep_packed, packed_slot
 from ..cells import SPECS
 
 # fastrnn::Cell codes (kernels/include/fastrnn/detail/kernels.h)
@@ -44,8 +48,14 @@ def _default_threads() -> int:
 
 
 def forward(seq, save):
+    # the packed weights: this call's own (None: packed inside), or a PackedWeights snapshot's (_packed.py)
+    packed, ready = None, False
+    if seq.packed is not None:
+        packed, ready = packed_slot(seq, "cpp forward", lambda: aligned_empty(
+            _ext.packed_forward_size(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.w_hr), seq.dtype))
     y, h_n, c_n, saved = _ext.forward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.h0, seq.c0,
-                                      seq.lengths, save, _threads(seq), seq.w_hr)
+                                      seq.lengths, save, _threads(seq), seq.w_hr, packed, ready)
+    keep_packed(seq, "cpp forward", packed, ready)
     return y, h_n, c_n, saved
 
 

@@ -13,9 +13,10 @@ OpenMP threads, alternating on two cores, spun against each other and slowed bot
 
 The recurrent kernels pack W_hh once per call (its rows forward, its columns backward) into
 panels of one vector of units, in their first phase, each worker the panels of its own chunks
-(one pass over the weights, against T passes in the loop; nothing is cached, so weights updated in
-place between calls are always seen); the GEMMs pack op(B) once per call (x W_ih^T reads W_ih's
-rows straight into the panels). Kernels are compiled on first use and cached on disk (see
+(one pass over the weights, against T passes in the loop; so weights updated in place between
+calls are always seen); the GEMMs pack op(B) once per call (x W_ih^T reads W_ih's rows straight
+into the panels). A call on a PackedWeights snapshot (fastrnn.pack_weights) keeps its forward's
+packed W_hh and W_ih there, and later calls skip the packing (_packed.py). Kernels are compiled on first use and cached on disk (see
 _numba_cpu_kernels.py for the equations and the work split).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numba
 import numpy as np
 
 from .. import config
+from .._packed import keep_packed, packed_slot
 from . import _numba_cpu_kernels as kernels
 from ._numba_simd import VECTOR_BYTES
 
@@ -62,17 +64,23 @@ def _packed_columns(w):
     return panels
 
 
-def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False):
+def _gemm_panels(Bm, b_transposed):
+    """Room for op(Bm) packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels)."""
+    N, K = (Bm.shape[0], Bm.shape[1]) if b_transposed else (Bm.shape[1], Bm.shape[0])
+    return np.empty((N // (2 * _lanes(Bm.dtype)), K, 2 * _lanes(Bm.dtype)), Bm.dtype)
+
+
+def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False, panels=None, panels_ready=False):
     """op(A) op(Bm) + bias (op: the transpose where asked), all row-major, with the vectorised kernel
-    on all threads."""
+    on all threads. ``panels``: where op(Bm) is packed (already, if ``panels_ready``)."""
     M = A.shape[1] if a_transposed else A.shape[0]
     N, K = (Bm.shape[0], Bm.shape[1]) if b_transposed else (Bm.shape[1], Bm.shape[0])
     C = np.empty((M, N), A.dtype)
     workers = 1 if M * N * K < config.PARALLEL_MIN_GEMM_MACS else _threads()
-    panels = np.empty((N // (2 * _lanes(A.dtype)), K, 2 * _lanes(A.dtype)), A.dtype)
+    panels = _gemm_panels(Bm, b_transposed) if panels is None else panels
     pack_items = -(-panels.shape[0] // kernels.PANELS_PER_ITEM)
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
-            _writeable(bias) if bias is not None else np.empty(0, A.dtype), panels,
+            _writeable(bias) if bias is not None else np.empty(0, A.dtype), panels, panels_ready,
             np.zeros(max(pack_items, 1), np.int64), np.zeros(kernels.gemm_chunks(M, N), np.int64),
             np.zeros(1, np.int64))
     return C
@@ -134,12 +142,23 @@ def forward(seq, save):
     w_hh, b_hh = _writeable(seq.w_hh), _writeable(seq.b_hh)
     G = seq.w_hh.shape[0] // H
     cho = seq.cell == "gru" and not seq.variant
-    # small problems: the input product inside the recurrent kernel (see kernels.forward)
-    fused = not cho and T * B <= config.FUSE_INPUT_ROWS
+    # small problems: the input product inside the recurrent kernel (see kernels.forward), while
+    # its re-reads of W_ih every step cost less than a separate GEMM's launch (config.py)
+    fused = (not cho and T * B <= config.FUSE_INPUT_ROWS
+             and (T - 1) * seq.w_ih.nbytes <= config.FUSE_INPUT_REREAD_BYTES * B)
+    tiles = -(-H // _lanes(dtype))
+    # W_hh's rows and W_ih's (x W_ih^T's GEMM panels, or rows when fused): packed by this call,
+    # or taken packed from the PackedWeights snapshot the call runs on (_packed.py)
+    panels_hh, hh_ready = packed_slot(seq, "numba rows w_hh", lambda: _panels(G * tiles, H, dtype))
     if fused:
         xp = np.empty((1, B, G * H), dtype)
+        panels_ih, ih_ready = packed_slot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
     else:
-        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True).reshape(T, B, G * H)
+        panels_ih, ih_ready = packed_slot(seq, "numba gemm w_ih^T", lambda: _gemm_panels(seq.w_ih, True))
+        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=panels_ih,
+                   panels_ready=ih_ready).reshape(T, B, G * H)
+        keep_packed(seq, "numba gemm w_ih^T", panels_ih, ih_ready)
+        panels_ih, ih_ready = _panels(0, I, dtype), True
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
     S = T + 1 if save else 2
@@ -148,11 +167,10 @@ def forward(seq, save):
     y = np.empty((T, B, H), dtype)
     workers, units = _plan(B, H, G, dtype)
     c_states = ghn = None
-    tiles = -(-H // _lanes(dtype))
     if cho:
         gates = np.empty((T if save else 1, B, G * H), dtype)
         claims, done = _counters(2 * T + 1, H, units)
-        _launch(kernels.forward_gru_cho, workers, xp, w_hh, _panels(G * tiles, H, dtype), b_hh, h_states, lengths, y,
+        _launch(kernels.forward_gru_cho, workers, xp, w_hh, panels_hh, hh_ready, b_hh, h_states, lengths, y,
                 gates, np.empty((B, H), dtype), units, claims, done)
     else:
         if seq.cell == "lstm":
@@ -164,10 +182,11 @@ def forward(seq, save):
         ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
         claims, done = _counters(T + 1, H, units)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
-        panels_ih = _panels(G * tiles if fused else 0, I, dtype)
         _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
-                panels_ih, b_ih, fused, xp, w_hh, _panels(G * tiles, H, dtype), b_hh, h_states,
+                panels_ih, ih_ready, b_ih, fused, xp, w_hh, panels_hh, hh_ready, b_hh, h_states,
                 c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims, done)
+        keep_packed(seq, "numba rows w_ih", panels_ih, ih_ready)
+    keep_packed(seq, "numba rows w_hh", panels_hh, hh_ready)
     h_n = h_states[T % S].copy()
     c_n = None if c_states is None else c_states[T % S].copy()
     saved = dict(h_states=h_states, c_states=c_states, gates=gates, ghn=ghn, lengths=lengths) if save else None

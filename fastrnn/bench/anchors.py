@@ -14,6 +14,8 @@ problem into a zero-argument callable to time, and every callable returns ``(y, 
     reference      fastrnn's NumPy reference backend (CPU): the textbook oracle
     fastrnn[name]  fastrnn.lstm / gru on backend ``name`` (mode fwd), or *_forward + *_backward(dy);
                    on the GPU its arrays are CuPy arrays
+    fastrnn[name+packed]  (fastrnn bench --packed-weights) mode fwd on a fastrnn.pack_weights snapshot:
+                   weights packed once, as ORT's initializers are
 
 On the GPU every callable ends with a device synchronise, so a timing covers the work it launched.
 torch, onnxruntime and cupy are imported only when a builder needs them, so this module loads
@@ -113,8 +115,17 @@ def installed(module: str) -> bool:
         return False
 
 
-def fastrnn_name(backend: str) -> str:
-    return f"fastrnn[{backend}]"
+PACKED = "+packed"      # the suffix of a competitor that runs on a pack_weights snapshot (mode fwd)
+
+
+def fastrnn_name(backend: str, packed: bool = False) -> str:
+    return f"fastrnn[{backend}{PACKED if packed else ''}]"
+
+
+def fastrnn_backend(name: str) -> tuple[str, bool]:
+    """(backend, packed) of a competitor named by fastrnn_name."""
+    inner = name[len("fastrnn["):-1]
+    return (inner[:-len(PACKED)], True) if inner.endswith(PACKED) else (inner, False)
 
 
 def applies(anchor: str, mode: str, device: str) -> bool:
@@ -292,9 +303,14 @@ def ort_forward(p: Problem, threads: int) -> Runner:
 
 # ----------------------------------------------------------------------------- fastrnn
 
-def fastrnn_forward(p: Problem, backend: str, device: str = "cpu") -> Runner:
-    """fastrnn.lstm / fastrnn.gru (inference) on ``backend``."""
+def fastrnn_forward(p: Problem, backend: str, device: str = "cpu", packed: bool = False) -> Runner:
+    """fastrnn.lstm / fastrnn.gru (inference) on ``backend``; ``packed``: on a fastrnn.pack_weights
+    snapshot taken here (the first call packs it, the timed ones read it: weights packed once, as
+    ONNX Runtime's session holds them), else on the plain arrays (packed by every call)."""
     fn, args = getattr(fastrnn, p.cell), _on_device(p.fastrnn_args(), device)
+    if packed:
+        x, w_ih, w_hh, b_ih, b_hh, *states = args
+        args = (x, fastrnn.pack_weights(p.cell, w_ih, w_hh, b_ih, b_hh), None, None, None, *states)
 
     def run():
         return fn(*args, backend=backend)[0], None
@@ -322,14 +338,15 @@ def _on_device(arrays, device: str) -> tuple:
 # ----------------------------------------------------------------------------- one entry point
 
 def build(name: str, p: Problem, mode: str, device: str, threads: int) -> Runner:
-    """The callable to time for competitor ``name`` (an anchor or fastrnn[backend])."""
+    """The callable to time for competitor ``name`` (an anchor, fastrnn[backend] or, mode fwd,
+    fastrnn[backend+packed]: on a pack_weights snapshot, see fastrnn_forward)."""
     if name == "torch":
         run = (torch_forward if mode == "fwd" else torch_fwdbwd)(p, device)
     elif name == "onnxruntime":
         run = ort_forward(p, threads)
     else:
-        backend, on = ("reference", "cpu") if name == "reference" else (name[len("fastrnn["):-1], device)
-        run = (fastrnn_forward if mode == "fwd" else fastrnn_fwdbwd)(p, backend, on)
+        (backend, packed), on = (("reference", False), "cpu") if name == "reference" else (fastrnn_backend(name), device)
+        run = fastrnn_forward(p, backend, on, packed) if mode == "fwd" else fastrnn_fwdbwd(p, backend, on)
     return run if device == "cpu" else _synchronised(run)
 
 

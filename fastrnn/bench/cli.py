@@ -103,6 +103,10 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     who.add_argument("--against", type=_name_list("anchor", anchors.ANCHORS, anchors.ALIASES),
                      help="anchors: torch (cuDNN with --device cuda), onnxruntime (alias ort), reference; "
                           "default: all on the CPU, torch on the GPU; those not installed are reported as skipped")
+    who.add_argument("--packed-weights", action="store_true",
+                     help="also time each backend's forward (mode fwd, CPU) on a fastrnn.pack_weights snapshot, "
+                          "as fastrnn[BACKEND+packed]: weights packed once, as ONNX Runtime's session holds them "
+                          "(plain arrays are packed by every call, so that weights changed in place are seen)")
     timing = parser.add_argument_group("timing")
     timing.add_argument("--threads", type=_positive(int), default=machine.usable_cpus(),
                         help="threads for every competitor (default: the usable cores, %(default)s)")
@@ -125,6 +129,8 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
 
 
 def settings_from(args, parser) -> runner.Settings:
+    if args.packed_weights and args.device == "cuda":
+        parser.error("--packed-weights: the packed layouts are the CPU backends'; leave it out with --device cuda")
     if args.device == "cuda" and (reason := anchors.gpu_missing()) is not None:
         parser.error(f"--device cuda: no GPU to run on: {reason}")
     gpu = anchors.backend_names()
@@ -142,7 +148,8 @@ def settings_from(args, parser) -> runner.Settings:
     pick = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
     return runner.Settings(cells=args.cells, modes=args.modes, dtypes=args.dtypes, backends=backends,
                            against=args.against or DEFAULT_ANCHORS[args.device], device=args.device,
-                           threads=args.threads, max_call=args.max_call, budget_s=args.budget_s, **pick)
+                           threads=args.threads, max_call=args.max_call, budget_s=args.budget_s,
+                           packed_weights=args.packed_weights, **pick)
 
 
 def _color(stream) -> bool:

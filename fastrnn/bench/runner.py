@@ -57,6 +57,7 @@ class Settings:
     min_time: float = 0.02
     max_call: float = 20.0
     budget_s: float = float("inf")
+    packed_weights: bool = False    # also time fastrnn's forward on pack_weights snapshots (fastrnn[b+packed])
 
     def grid(self) -> list[tuple]:
         """(cell, mode, dtype, T, B, H), T varying fastest so that a plot's line fills in order."""
@@ -64,7 +65,8 @@ class Settings:
         return [(cell, mode, dtype, T, B, H) for cell, mode, dtype, H, B, T in product]
 
     def competitors(self) -> list[str]:
-        return [*self.against, *(anchors.fastrnn_name(b) for b in self.backends)]
+        packed = (True, False) if self.packed_weights else (False,)
+        return [*self.against, *(anchors.fastrnn_name(b, p) for b in self.backends for p in packed)]
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -163,7 +165,10 @@ def run_config(cfg: tuple, settings: Settings) -> dict:
                 continue
             reason = anchors.anchor_missing(name, settings.device)
         else:
-            reason = anchors.backend_missing(name[len("fastrnn["):-1])
+            backend, packed = anchors.fastrnn_backend(name)
+            if packed and mode != "fwd":
+                continue
+            reason = anchors.backend_missing(backend)
         if reason is None:
             names.append(name)
         else:

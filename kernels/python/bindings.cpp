@@ -1,6 +1,9 @@
 // fastrnn._ext: the thin pybind11 layer over fastrnn/sequence.h (the "cpp" backend, fastrnn/backends/cpp.py).
 //
-//   forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads, w_hr=None) -> (y, h_n, c_n, tape)
+//   forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads, w_hr=None, packed=None,
+//           packed_ready=False) -> (y, h_n, c_n, tape)
+//   packed_forward_size(cell, x, w_ih, w_hh, w_hr=None) -> the length of the 1-D array of x's dtype that
+//       forward's `packed` takes (fastrnn::PackedForward: filled when not packed_ready, read when it is)
 //   backward(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, tape, dy, dh_n, dc_n, threads, w_hr=None)
 //       -> (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
 //   cell: 0 LSTM, 1 GRU (linear_before_reset), 2 GRU (Cho), 3 RNN tanh, 4 RNN relu (fastrnn::Cell);
@@ -98,8 +101,15 @@ template <class Real> py::object output(std::vector<py::ssize_t> shape, Real*& p
 template <class Real>
 py::tuple forward_impl(fastrnn::Cell cell, const py::object& x, const py::object& w_ih, const py::object& w_hh,
                        const py::object& b_ih, const py::object& b_hh, const py::object& h0, const py::object& c0,
-                       const py::object& lengths, bool save, int threads, const py::object& w_hr) {
+                       const py::object& lengths, bool save, int threads, const py::object& w_hr,
+                       const py::object& packed, bool packed_ready) {
     auto p = problem<Real>(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, w_hr);
+    fastrnn::PackedForward<Real> pk;
+    if (!packed.is_none()) {
+        py::array buf = checked(packed, "packed", py::dtype::of<Real>(), {fastrnn::packed_forward_size(p)});
+        if (!buf.writeable()) throw py::value_error("packed must be writeable");
+        pk = {static_cast<Real*>(buf.mutable_data()), packed_ready};
+    }
     const py::ssize_t T = p.T, B = p.B, H = p.H, P = fastrnn::state_size(p), G = fastrnn::num_gates(cell);
     const bool lstm = cell == fastrnn::Cell::lstm, gru = cell == fastrnn::Cell::gru;
     const Real* h0p = optional_data<Real>(h0, "h0", {B, P});
@@ -119,7 +129,7 @@ py::tuple forward_impl(fastrnn::Cell cell, const py::object& x, const py::object
     }
     {
         py::gil_scoped_release release;
-        fastrnn::forward(p, h0p, c0p, yp, hnp, cnp, save ? &tape : nullptr, threads);
+        fastrnn::forward(p, h0p, c0p, yp, hnp, cnp, save ? &tape : nullptr, threads, pk);
     }
     py::object saved = save ? py::object(py::make_tuple(th, tc, tg, tghn, tm)) : py::object(py::none());
     return py::make_tuple(y, h_n, c_n, saved);
@@ -174,14 +184,25 @@ PYBIND11_MODULE(_ext, m) {
     m.doc() = "fastrnn's C++ sequence kernels (fastrnn/sequence.h): the \"cpp\" backend";
     m.def("forward",
           [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object b_ih, py::object b_hh, py::object h0,
-             py::object c0, py::object lengths, bool save, int threads, py::object w_hr) {
+             py::object c0, py::object lengths, bool save, int threads, py::object w_hr, py::object packed,
+             bool packed_ready) {
               auto c = cell_of(cell);
-              return is_double(x) ? forward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads, w_hr)
-                                  : forward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads, w_hr);
+              return is_double(x) ? forward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads,
+                                                         w_hr, packed, packed_ready)
+                                  : forward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads,
+                                                        w_hr, packed, packed_ready);
           },
           py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
           py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("save"), py::arg("threads"),
-          py::arg("w_hr") = py::none());
+          py::arg("w_hr") = py::none(), py::arg("packed") = py::none(), py::arg("packed_ready") = false);
+    m.def("packed_forward_size",
+          [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object w_hr) {
+              auto c = cell_of(cell);
+              const py::none none;
+              return is_double(x) ? fastrnn::packed_forward_size(problem<double>(c, x, w_ih, w_hh, none, none, none, w_hr))
+                                  : fastrnn::packed_forward_size(problem<float>(c, x, w_ih, w_hh, none, none, none, w_hr));
+          },
+          py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("w_hr") = py::none());
     m.def("backward",
           [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object b_ih, py::object b_hh,
              py::object lengths, py::tuple saved, py::object dy, py::object dh_n, py::object dc_n, int threads,

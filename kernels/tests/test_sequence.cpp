@@ -150,6 +150,25 @@ template <class Real> void check(const Case& k, int threads, double rtol_forward
                      static_cast<const fastrnn::Tape<Real>*>(nullptr), threads);
     expect_close(name + " y (inference)", y2, ry, rtol_forward);
 
+    // weights packed by one call (PackedForward not ready) and read by the next (ready), which is
+    // given NaN for every weight and bias: it must read only the packed copy
+    std::vector<Real> packed(fastrnn::packed_forward_size(p), nan), y3(T * B * P, nan), h_n3(B * P, nan),
+        c_n3(B * H, nan);
+    std::vector<Real> w_ih_nan(w_ih.size(), nan), w_hh_nan(w_hh.size(), nan), b_nan(G * H, nan),
+        w_hr_nan(w_hr.size(), nan);
+    fastrnn::Problem<Real> frozen = p;
+    frozen.w_ih = w_ih_nan.data();
+    frozen.w_hh = w_hh_nan.data();
+    frozen.b_ih = frozen.b_hh = b_nan.data();
+    if (k.P) frozen.w_hr = w_hr_nan.data();
+    for (bool ready : {false, true}) {
+        std::fill(y3.begin(), y3.end(), nan);
+        fastrnn::forward(ready ? frozen : p, h0.data(), c0.data(), y3.data(), h_n3.data(), c_n3.data(),
+                         static_cast<const fastrnn::Tape<Real>*>(nullptr), threads, {packed.data(), ready});
+        expect_close(name + (ready ? " y (packed earlier)" : " y (packing)"), y3, ry, rtol_forward);
+        expect_close(name + (ready ? " h_n (packed earlier)" : " h_n (packing)"), h_n3, rh, rtol_forward);
+    }
+
     std::vector<Real> dx(T * B * I, nan), dh0(B * P, nan), dc0(B * H, nan), dw_ih(G * H * I, nan),
         dw_hh(G * H * P, nan), db_ih(G * H, nan), db_hh(G * H, nan), dw_hr(P * H, nan);
     fastrnn::Grads<Real> grads{dx.data(), dh0.data(), dc0.data(), dw_ih.data(), dw_hh.data(), db_ih.data(), db_hh.data(),

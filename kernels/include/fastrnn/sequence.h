@@ -4,6 +4,10 @@
 //   fastrnn::Problem<float> p{fastrnn::Cell::lstm, T, B, I, H, x, w_ih, w_hh, b_ih, b_hh, lengths};
 //   fastrnn::forward(p, h0, c0, y, h_n, c_n, &tape, threads);     // tape: nullptr for inference
 //   fastrnn::backward(p, tape, dy, dh_n, dc_n, grads, threads);
+//   // frozen weights, many short calls: pack once, then skip the packing (PackedForward)
+//   std::vector<float> buf(fastrnn::packed_forward_size(p));
+//   fastrnn::forward(p, h0, c0, y, h_n, c_n, nullptr, threads, {buf.data(), false});  // packs into buf
+//   fastrnn::forward(p, h0, c0, y, h_n, c_n, nullptr, threads, {buf.data(), true});   // reads buf
 //
 // Shapes (row-major, contiguous; G = 4 LSTM, 3 GRU, 1 RNN; PyTorch's weight layout and gate order):
 //   x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H) or null; h0, c0 (B, H) or null (zeros);
@@ -102,6 +106,15 @@ template <class Real> struct Grads {
     Real* db_ih;
     Real* db_hh;
     Real* dw_hr = nullptr;  // (P, H) LSTM with projections
+};
+
+// Forward's packed weights, kept by the caller across calls (fastrnn.pack_weights: a frozen snapshot
+// of the weights serving many short calls). `data` holds packed_forward_size(p) values; when `ready`,
+// forward reads them and skips its packing phase, otherwise it packs into them, ready for the next
+// call. The layout follows this CPU's vector width: fill and read them in the same process.
+template <class Real> struct PackedForward {
+    Real* data = nullptr;
+    bool ready = false;
 };
 
 namespace detail {
@@ -272,12 +285,28 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
 // Rows per work item of the whole-sequence products.
 constexpr std::ptrdiff_t kItemRows = 64;
 
+// Sizes of the packed forward weights' parts, in their order: W_ih and W_hh by unit tiles
+// ([tile][k][R]), the b_ih and b_hh tiles, W_hr by tiles of its P rows (0 without projections).
+template <class Real> std::array<std::int64_t, 5> packed_forward_parts(const Problem<Real>& p) {
+    const std::int64_t R = ops<Real>().lanes, G = num_gates(p.cell), NT = (p.H + R - 1) / R;
+    const std::int64_t P = state_size(p), NP = (P + R - 1) / R;
+    return {G * NT * p.I * R, G * NT * P * R, G * NT * R, G * NT * R, p.w_hr ? NP * p.H * R : 0};
+}
+
 }  // namespace detail
 
+// The number of values PackedForward::data must hold for problems of p's cell and sizes.
+template <class Real> std::int64_t packed_forward_size(const Problem<Real>& p) {
+    std::int64_t n = 0;
+    for (std::int64_t part : detail::packed_forward_parts(p)) n += part;
+    return n;
+}
+
 // Runs the sequence forward; with a tape, records what backward needs. threads <= 0: OpenMP's default.
+// packed: weights packed by an earlier call, or room to pack them for later ones (PackedForward).
 template <class Real>
 void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Real* h_n, Real* c_n,
-             const Tape<Real>* tape, int threads) {
+             const Tape<Real>* tape, int threads, PackedForward<Real> packed = {}) {
     using namespace detail;
     check_problem(p);
     const Ops<Real>& op = ops<Real>();
@@ -288,9 +317,16 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const std::vector<std::int64_t> lengths = lengths_of(p);
 
     Workspace ws;
-    Real *pk_ih = ws.get<Real>(G * NT * I * R), *pk_hh = ws.get<Real>(G * NT * P * R);
-    Real *pb_ih = ws.get<Real>(G * NT * R), *pb_hh = ws.get<Real>(G * NT * R);
-    Real* pk_hr = projected ? ws.get<Real>(NP * H * R) : nullptr;
+    // the packed weights: the caller's (PackedForward), else each part in this call's workspace
+    std::array<Real*, 5> pk{};
+    Real* next = packed.data;
+    const auto packed_parts = packed_forward_parts(p);
+    for (std::size_t i = 0; i < packed_parts.size(); ++i) {
+        if (packed_parts[i] == 0) continue;
+        pk[i] = next ? next : ws.get<Real>(packed_parts[i]);
+        if (next) next += packed_parts[i];
+    }
+    Real *pk_ih = pk[0], *pk_hh = pk[1], *pb_ih = pk[2], *pb_hh = pk[3], *pk_hr = pk[4];
     const std::ptrdiff_t S = tape ? T + 1 : 2;
     Real* gates = tape && tape->gates ? tape->gates : ws.get<Real>(T * B * GH);
     Real* h = tape ? tape->h : ws.get<Real>(2 * B * P);
@@ -310,15 +346,20 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                        tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh,
                        P, NP, pk_hr, m, tape ? B * H : 0};
     const std::ptrdiff_t N = T * B, row_items = (N + kItemRows - 1) / kItemRows;
+    // the input projection's items: up to 64 rows of x times one gate's tiles, or a part of them
+    // when the rows are few (a short call), so that every thread gets a share of W_ih to read
+    const std::ptrdiff_t wanted_parts = (4 * n_threads + row_items * G - 1) / (row_items * G);
+    const std::ptrdiff_t part_tiles = (NT + std::min(NT, wanted_parts) - 1) / std::min(NT, wanted_parts);
+    const std::ptrdiff_t parts = (NT + part_tiles - 1) / part_tiles, ih_items = row_items * G * parts;
     const std::ptrdiff_t per_step = cho || projected ? 2 : 1;
     // packing, input projection, the steps
-    Phases sync(2 + per_step * T, std::max({NT, NP, row_items}));
+    Phases sync(2 + per_step * T, std::max({NT, NP, ih_items}));
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
         Real* gh = scratch + team_id() * scratch_size;
-        sync.run(0, std::max(NT, NP), [&](std::ptrdiff_t u) {
+        sync.run(0, packed.ready ? 0 : std::max(NT, NP), [&](std::ptrdiff_t u) {
             if (projected && u < NP)
                 pack_rows(p.w_hr + u * R * H, H, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), H,
                           pk_hr + u * H * R, R);
@@ -333,11 +374,11 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
             }
         });
         // the input projection x W_ih^T + b_ih of all steps, by items of 64 rows of x over every tile
-        sync.run(1, row_items, [&](std::ptrdiff_t item) {
-            const std::ptrdiff_t r0 = item * kItemRows;
-            for (std::ptrdiff_t g = 0; g < G; ++g)
-                op.product(pk_ih + g * NT * I * R, I * R, I, p.x + r0 * I, I, 1,
-                           std::min(kItemRows, N - r0), gates + r0 * GH + g * H, GH, H, pb_ih + g * NT * R);
+        sync.run(1, ih_items, [&](std::ptrdiff_t item) {
+            const std::ptrdiff_t r0 = item / (G * parts) * kItemRows, g = item / parts % G;
+            const std::ptrdiff_t u0 = item % parts * part_tiles, tile = g * NT + u0;
+            op.product(pk_ih + tile * I * R, I * R, I, p.x + r0 * I, I, 1, std::min(kItemRows, N - r0),
+                       gates + r0 * GH + g * H + u0 * R, GH, std::min(part_tiles * R, H - u0 * R), pb_ih + tile * R);
         });
         for (std::ptrdiff_t t = 0; t < T; ++t) {
             if (cho) {

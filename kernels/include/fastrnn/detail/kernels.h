@@ -146,25 +146,25 @@ FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff
 constexpr int kPanelRows = 6;
 constexpr ptrdiff_t kProductChunk = 256;
 
-// out rows [0, rows) (+)= the block's kPanelRows rows A[i*a_row + k*a_k] times 2 (NTL) or 1 tiles.
-template <class Real, int W, int NTL>
+// out rows [0, MR) (+)= the block's MR rows A[i*a_row + k*a_k] times 2 (NTL) or 1 tiles.
+template <class Real, int W, int NTL, int MR>
 FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Real* A, ptrdiff_t a_row, ptrdiff_t a_k,
-                                  ptrdiff_t kn, Real* out, ptrdiff_t ldo, int rows, int cols_last, const Real* bias,
+                                  ptrdiff_t kn, Real* out, ptrdiff_t ldo, int cols_last, const Real* bias,
                                   bool accumulate) {
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
-    Vr acc[kPanelRows][NTL];
-    for (int i = 0; i < kPanelRows; ++i)
+    Vr acc[MR][NTL];
+    for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NTL; ++j) acc[i][j] = Vr{};
     for (ptrdiff_t k = 0; k < kn; ++k) {
         Vr p[NTL];
         for (int j = 0; j < NTL; ++j) p[j] = load<Vr>(P + j * panel_size + k * R);
-        for (int i = 0; i < kPanelRows; ++i) {
+        for (int i = 0; i < MR; ++i) {
             const Real a = A[i * a_row + k * a_k];
             for (int j = 0; j < NTL; ++j) acc[i][j] += p[j] * a;
         }
     }
-    for (int i = 0; i < rows; ++i)
+    for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NTL; ++j) {
             const int n = j == NTL - 1 ? cols_last : R;
             Vr s = acc[i][j];
@@ -173,6 +173,23 @@ FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Rea
             if (accumulate) s += load<Vr>(o, n);
             store(o, s, n);
         }
+}
+
+// product_block for a block of `rows` (1..kPanelRows) rows: a short last block (a call of one or a
+// few rows: a step's input projection at B = 1) computes only its rows, not kPanelRows.
+template <class Real, int W, int NTL>
+FASTRNN_INLINE void product_rows(int rows, const Real* P, ptrdiff_t panel_size, const Real* A, ptrdiff_t a_row,
+                                 ptrdiff_t a_k, ptrdiff_t kn, Real* out, ptrdiff_t ldo, int cols_last,
+                                 const Real* bias, bool accumulate) {
+    static_assert(kPanelRows == 6, "one case per block height");
+    switch (rows) {
+        case 1: return product_block<Real, W, NTL, 1>(P, panel_size, A, a_row, a_k, kn, out, ldo, cols_last, bias, accumulate);
+        case 2: return product_block<Real, W, NTL, 2>(P, panel_size, A, a_row, a_k, kn, out, ldo, cols_last, bias, accumulate);
+        case 3: return product_block<Real, W, NTL, 3>(P, panel_size, A, a_row, a_k, kn, out, ldo, cols_last, bias, accumulate);
+        case 4: return product_block<Real, W, NTL, 4>(P, panel_size, A, a_row, a_k, kn, out, ldo, cols_last, bias, accumulate);
+        case 5: return product_block<Real, W, NTL, 5>(P, panel_size, A, a_row, a_k, kn, out, ldo, cols_last, bias, accumulate);
+        default: return product_block<Real, W, NTL, 6>(P, panel_size, A, a_row, a_k, kn, out, ldo, cols_last, bias, accumulate);
+    }
 }
 
 template <class Real, int W>
@@ -212,8 +229,8 @@ FASTRNN_INLINE void panel_product(const Real* panels, ptrdiff_t panel_size, ptrd
                 const Real* A = copied ? strips.data() + (block - first_copied) * strip_size : V + b0 * vb + k0;
                 const ptrdiff_t a_row = copied ? 1 : vb, a_k = copied ? kPanelRows : 1;
                 Real* o = out + b0 * ldo + tile * R;
-                if (pair) product_block<Real, W, 2>(P, panel_size, A, a_row, a_k, kn, o, ldo, nb, last, bt, !first);
-                else product_block<Real, W, 1>(P, panel_size, A, a_row, a_k, kn, o, ldo, nb, last, bt, !first);
+                if (pair) product_rows<Real, W, 2>(nb, P, panel_size, A, a_row, a_k, kn, o, ldo, last, bt, !first);
+                else product_rows<Real, W, 1>(nb, P, panel_size, A, a_row, a_k, kn, o, ldo, last, bt, !first);
             }
         }
         if (K == 0) break;
