@@ -428,7 +428,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     if (lstm) copy_or_zero(dc, dc_n, B * H);
 
     const int n_threads = resolve_threads(threads);
-    Real* scratch = ws.get<Real>(B * R * n_threads);
+    Real* scratch = ws.get<Real>(2 * B * R * n_threads);     // (backward_dh: two tiles)
     BackwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), tape.h, tape.c, tape.gates, tape.ghn, dy,
                         pkT_hh, dgi, dgh, dh, dc, P, NP, pkT_hr, dh_step};
     const std::ptrdiff_t row_items = (N + kItemRows - 1) / kItemRows;
@@ -441,7 +441,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        Real* work = scratch + team_id() * B * R;
+        Real* work = scratch + team_id() * 2 * B * R;
         sync.run(0, std::max(NT, NP), [&](std::ptrdiff_t u) {
             if (u < NP)
                 pack_cols(p.w_hh + u * R, P, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), GH,
@@ -455,7 +455,8 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
             if (projected) sync.run(phase, NP, [&](std::ptrdiff_t v) { op.backward_gather(s, t, v); });
             sync.run(phase + (projected ? 1 : 0), NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
             if (cho) sync.run(phase + 1, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
-            sync.run(phase + per_step - 1, NP, [&](std::ptrdiff_t u) { op.backward_dh(s, t, u, 0, cho ? 2 * H : GH, work); });
+            sync.run(phase + per_step - 1, (NP + 1) / 2,
+                     [&](std::ptrdiff_t v) { op.backward_dh(s, t, v, 0, cho ? 2 * H : GH, work); });
         }
 
         // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)
