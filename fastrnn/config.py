@@ -15,15 +15,15 @@ FASTRNN_PARALLEL_MIN_GEMM_MACS  a whole-sequence GEMM smaller than
 FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step (more: better balance when a core
                           is busy elsewhere; fewer: less claiming). Default 2.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
-                          kernel when the input projection has at most this many rows (T*B; default 64):
-                          one launch instead of a GEMM and the kernel (measured here: T=16,
-                          B=1, H=512 LSTM 1.6 ms against 4.7 ms); with more rows one GEMM over all steps
-                          is as fast or faster (T=128, B=1, H=256: 3.4 ms against 3.8 ms).
-FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and when those fused products' re-reads of W_ih ((T - 1) passes
-                          over it), per sequence of the batch, stay under this many bytes (default 12 MiB;
-                          measured with packed weights, numba ms fused / one GEMM: LSTM T=16 B=1 H=256
-                          (15 MiB) 0.68 / 0.50, T=2 B=1 H=1024 (16 MiB) 2.6 / 2.0, T=4 B=1 H=512 (12 MiB)
-                          0.49 / 0.54, T=8 B=8 H=512 (3.5 MiB) 1.8 / 2.0).
+                          kernel (one launch instead of a GEMM and the kernel) when the input projection
+                          has at most this many rows (T*B; default 64) ...
+FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and the fused products' re-reads of W_ih ((T - 1) passes over it),
+                          per sequence of the batch, stay under this many bytes (default 12 MiB); else one
+                          GEMM over all steps. Measured (numba, float32, 2 threads, pack_weights snapshots
+                          so that packing is out of it; ms fused / GEMM): LSTM T=16 B=1 H=256 (re-reads 15
+                          MiB) 0.68 / 0.50, T=16 B=1 H=1024 15.2 / 7.0, T=2 B=1 H=1024 (16 MiB) 2.6 / 2.0;
+                          T=4 B=1 H=512 (12 MiB) 0.49 / 0.54, T=8 B=8 H=512 (3.5 MiB a sequence) 1.8 / 2.0,
+                          T=1 B=1 H=512 0.22 / 0.34.
 FASTRNN_CUDA_BATCH_GROUPS the "cuda" backend's batch groups: blocks that take batch tiles of the same
                           hidden units in parallel. 0 (default): as many as the GPU holds at once;
                           1: one block per unit group walks all tiles; N: at most N.

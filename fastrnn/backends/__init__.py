@@ -47,7 +47,8 @@ class Backend:
         return self.device_check() if self.device_check is not None else None
 
     def is_available(self) -> bool:
-        return self.unavailable_reason() is None
+        # once loaded it stays available (and "auto" asks on every call: find_spec costs ~10 us)
+        return self._loaded is not None or self.unavailable_reason() is None
 
     def load(self):
         if self._loaded is None:
