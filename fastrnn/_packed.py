@@ -21,10 +21,10 @@ from typing import Optional
 import numpy as np
 
 from ._arrays import call_on_gpu, to_host
+from ._types import WEIGHT_FIELDS
 from ._validation import as_float_arrays, validate_sequence
 from .cells import SPECS
 
-_WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
 _DEFAULT_VARIANT = {"lstm": None, "gru": True, "rnn": "tanh"}    # packing does not depend on the variant
 
 
@@ -33,18 +33,19 @@ class PackedWeights:
 
     Made by :func:`pack_weights`; pass it to ``lstm``/``gru``/``rnn`` (and their ``*_forward``) in
     place of ``w_ih`` (leaving ``w_hh``, ``b_ih``, ``b_hh`` and ``w_hr`` out). Safe to share between
-    threads. The arrays are NumPy arrays (host): GPU calls copy them to the device each call.
+    threads. Its arrays are NumPy arrays, for the CPU backends: a call with GPU arrays refuses them as
+    it refuses any host array; ``backend="cuda"`` with NumPy inputs copies them to the GPU each call.
     """
 
     def __init__(self, cell: str, arrays: dict):
         self.cell = cell
         self._arrays = arrays       # private, contiguous and writeable (Numba compiles read-only arrays apart)
-        self._ordered = tuple(arrays[name] for name in _WEIGHT_NAMES)
+        self._ordered = tuple(arrays[name] for name in WEIGHT_FIELDS)
         self._packs: dict = {}
         self._lock = threading.Lock()
 
     def __getattr__(self, name):
-        if name in _WEIGHT_NAMES:           # read-only views of the snapshot
+        if name in WEIGHT_FIELDS:           # read-only views of the snapshot
             arr = self.__dict__["_arrays"][name]
             if arr is None:
                 return None
@@ -71,9 +72,8 @@ class PackedWeights:
         return self._ordered
 
     def holds(self, weights: dict) -> bool:
-        """Whether ``weights`` (name -> array, in _WEIGHT_NAMES' order) are this snapshot's own arrays
-        (not converted copies)."""
-        return all(given is own for given, own in zip(weights.values(), self._ordered))
+        """Whether ``weights`` (name -> array) are this snapshot's own arrays (not converted copies)."""
+        return all(weights[name] is own for name, own in zip(WEIGHT_FIELDS, self._ordered))
 
     def packed(self, key: str) -> Optional[object]:
         """A backend's packed copy stored under ``key``, or None before its first call."""
@@ -96,7 +96,7 @@ def pack_weights(cell: str, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None) -> P
     The same snapshot serves both GRU forms and both RNN nonlinearities (chosen per call)."""
     if cell not in SPECS:
         raise ValueError(f"cell must be one of {sorted(SPECS)}, got {cell!r}")
-    named = dict(zip(_WEIGHT_NAMES, (w_ih, w_hh, b_ih, b_hh, w_hr)))
+    named = dict(zip(WEIGHT_FIELDS, (w_ih, w_hh, b_ih, b_hh, w_hr)))
     if call_on_gpu(named):
         raise TypeError("pack_weights takes host arrays (NumPy, lists, CPU tensors); the packed layouts are "
                         "for the CPU backends")
@@ -110,7 +110,7 @@ def pack_weights(cell: str, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None) -> P
                                arrays["b_ih"], arrays["b_hh"], None, None, batch_first=False, lengths=None,
                                variant=_DEFAULT_VARIANT[cell], w_hr=arrays["w_hr"])
     copies = {name: None if getattr(seq, name) is None else np.array(getattr(seq, name), order="C", copy=True)
-              for name in _WEIGHT_NAMES}
+              for name in WEIGHT_FIELDS}
     return PackedWeights(cell, copies)
 
 

@@ -36,6 +36,10 @@ class Layout:
     unbatched: bool
 
 
+# Sequence's weight fields, in the order fastrnn.pack_weights keeps them
+WEIGHT_FIELDS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+
+
 @dataclass(frozen=True)
 class Sequence:
     """One validated single-layer, single-direction problem, time-major and contiguous.

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ._arrays import host_array
-from ._types import Layout, Sequence
+from ._types import WEIGHT_FIELDS, Layout, Sequence
 from .cells import SPECS
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -185,7 +185,7 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
         arr = arrays.get(name)
         return None if arr is None else xp.ascontiguousarray(arr)
 
-    weights = {name: contiguous(name) for name in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")}
+    weights = {name: contiguous(name) for name in WEIGHT_FIELDS}
     if packed is not None and not packed.holds(weights):
         packed = None
     seq = Sequence(cell=cell, x=xp.ascontiguousarray(x), h0=states["h0"], c0=states.get("c0"), lengths=lengths,

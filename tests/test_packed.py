@@ -201,3 +201,12 @@ def test_aligned_empty_starts_on_a_cache_line(dtype):
         assert arr.shape == shape and arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable
         assert arr.ctypes.data % 64 == 0
     assert aligned_empty((0, 4), dtype).shape == (0, 4)
+
+
+@pytest.mark.skipif("cuda" not in fastrnn.available_backends(), reason="needs the cuda backend (a GPU or the simulator)")
+def test_cuda_backend_takes_a_snapshot_of_host_arrays(rng):
+    """backend="cuda" with NumPy inputs copies a snapshot's arrays to the GPU like plain ones (tiny: the
+    simulator runs it too)."""
+    problem = make_problem(rng, "gru", True, 2, 1, 2, 3, dtype=np.float32)
+    args, _ = _on_snapshot(problem)
+    _assert_identical(_outputs(problem, args, "cuda"), _outputs(problem, problem.args, "cuda"), "cuda")

@@ -16,8 +16,8 @@ panels of one vector of units, in their first phase, each worker the panels of i
 (one pass over the weights, against T passes in the loop; so weights updated in place between
 calls are always seen); the GEMMs pack op(B) once per call (x W_ih^T reads W_ih's rows straight
 into the panels). A call on a PackedWeights snapshot (fastrnn.pack_weights) keeps its forward's
-packed W_hh and W_ih there, and later calls skip the packing (_packed.py). Kernels are compiled on first use and cached on disk (see
-_numba_cpu_kernels.py for the equations and the work split).
+packed W_hh and W_ih there, and later calls skip the packing (_packed.py). Kernels are compiled on
+first use and cached on disk (see _numba_cpu_kernels.py for the equations and the work split).
 """
 from __future__ import annotations
 
