@@ -4,6 +4,7 @@
     y, (h_n, c_n) = lstm(x, (h0, c0), lengths=lengths)     # hx optional; GRU/RNN take and return h only
     dx, (dh0, dc0) = lstm.backward(dy, (dh_n, dc_n))        # accumulates into lstm.grads
     lstm.load_state_dict(torch_lstm.state_dict())           # torch.nn's names and shapes
+    lstm.eval().pack()                                      # frozen, packed once: many short calls
 
 Semantics follow torch.nn.LSTM/GRU/RNN: parameters ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
 ``bias_hh_l{k}`` (suffix ``_reverse`` for the backward direction), initialised uniform in
@@ -25,6 +26,7 @@ import numpy as np
 
 from . import api
 from ._arrays import module_of, move_arrays
+from ._packed import pack_weights
 from ._validation import SUPPORTED_DTYPES, check_lengths, check_variant
 from .cells import SPECS
 
@@ -75,6 +77,7 @@ class _RecurrentLayers:
         self.training = True
         self._rng = np.random.default_rng(seed)
         self._saved = None
+        self._packed = None     # (layer, direction) -> PackedWeights, from pack(); eval-mode calls only
         self.params: dict = {}
         bound = 1.0 / math.sqrt(self.hidden_size)
         for name, shape in self._shapes().items():
@@ -127,6 +130,7 @@ class _RecurrentLayers:
                 raise TypeError(f"state_dict[{name!r}] must be numeric, got dtype {value.dtype}")
             loaded[name] = value.astype(self.dtype)
         self.params.update(loaded)
+        self._packed = None
 
     def zero_grad(self) -> None:
         for g in self.grads.values():
@@ -134,15 +138,34 @@ class _RecurrentLayers:
 
     def train(self, mode: bool = True):
         self.training = bool(mode)
+        if self.training:
+            self._packed = None     # training changes the parameters: a snapshot would go stale
         return self
 
     def eval(self):
         return self.train(False)
 
+    def pack(self):
+        """Freeze the current parameters for eval-mode calls (many short calls, streaming): each layer
+        and direction then runs on a ``fastrnn.pack_weights`` snapshot, whose packed weights its
+        backend makes on the first call and keeps. Snapshots are copies: parameters changed in place
+        afterwards are not seen, so call ``pack()`` again; ``load_state_dict``, ``to`` and
+        ``train()`` drop them. Host (NumPy) parameters only. Returns self."""
+        if module_of(next(iter(self.params.values()))) is not np:
+            raise TypeError("pack() is for parameters on the host (NumPy); these are on the GPU")
+        self._packed = {}
+        for layer in range(self.num_layers):
+            for direction in range(self.num_directions):
+                w_hr = self._options(layer, direction).get("w_hr")
+                self._packed[layer, direction] = pack_weights(
+                    self.cell, *self._weights(layer, direction), **({"w_hr": w_hr} if w_hr is not None else {}))
+        return self
+
     def to(self, device: str):
         """Move parameters and gradients to "cuda" (CuPy arrays) or "cpu" (NumPy arrays)."""
         self.params = move_arrays(self.params, device)
         self.grads = move_arrays(self.grads, device)
+        self._packed = None
         return self
 
     # ------------------------------------------------------------------ forward / backward
@@ -216,8 +239,11 @@ class _RecurrentLayers:
                 index = layer * self.num_directions + direction
                 init = [None if s is None else s[index] for s in states]
                 inp = reverse_within_lengths(layer_input, lengths) if direction else layer_input
-                y, final, tape = forward(inp, *self._weights(layer, direction), *init, lengths=lengths,
-                                         backend=self.backend, **self._options(layer, direction))
+                weights, options = self._weights(layer, direction), self._options(layer, direction)
+                if self._packed is not None and not self.training:      # pack(): the snapshot
+                    weights = (self._packed[layer, direction], None, None, None)
+                    options.pop("w_hr", None)
+                y, final, tape = forward(inp, *weights, *init, lengths=lengths, backend=self.backend, **options)
                 outputs.append(reverse_within_lengths(y, lengths) if direction else y)
                 finals.append(final if self.cell == "lstm" else (final,))
                 tapes.append(tape)

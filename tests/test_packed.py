@@ -210,3 +210,51 @@ def test_cuda_backend_takes_a_snapshot_of_host_arrays(rng):
     problem = make_problem(rng, "gru", True, 2, 1, 2, 3, dtype=np.float32)
     args, _ = _on_snapshot(problem)
     _assert_identical(_outputs(problem, args, "cuda"), _outputs(problem, problem.args, "cuda"), "cuda")
+
+
+# ----------------------------------------------------------------------------- layers: pack()
+
+LAYER_FORMS = {"lstm": ("LSTM", {}), "lstm-proj": ("LSTM", {"proj_size": 3}), "gru": ("GRU", {}),
+               "gru-cho": ("GRU", {"linear_before_reset": False}), "rnn-relu": ("RNN", {"nonlinearity": "relu"})}
+
+
+def _layer(form, seed=0):
+    name, options = LAYER_FORMS[form]
+    return getattr(fastrnn, name)(4, 5, num_layers=2, bidirectional=True, dtype=np.float32, seed=seed, **options)
+
+
+def _layer_call(layer, x, lengths):
+    y, states = layer(x, lengths=lengths)
+    return [y, *(states if isinstance(states, tuple) else (states,))]
+
+
+@pytest.mark.parametrize("form", list(LAYER_FORMS))
+def test_packed_layer_equals_the_plain_one(rng, form):
+    """pack(): eval calls on snapshots give the plain calls' outputs, then backward their gradients."""
+    x, lengths = rng.standard_normal((6, 3, 4)).astype(np.float32), [6, 2, 1]
+    plain, packed = _layer(form).eval(), _layer(form).eval().pack()
+    dy = rng.standard_normal((6, 3, 2 * plain.output_size)).astype(np.float32)
+    want = _layer_call(plain, x, lengths)
+    want_dx, _ = plain.backward(dy)
+    for call in ("packing", "packed earlier"):
+        _assert_identical(_layer_call(packed, x, lengths), want, f"{form} {call}")
+    dx, _ = packed.backward(dy)
+    _assert_identical([dx, *packed.grads.values()], [want_dx, *plain.grads.values()], f"{form} backward")
+
+
+def test_layer_pack_is_a_snapshot_until_dropped(rng):
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    layer = _layer("lstm").eval().pack()
+    before = _layer_call(layer, x, None)
+    layer.params["weight_hh_l0"] *= 2                   # in place: the snapshot does not see it
+    _assert_identical(_layer_call(layer, x, None), before, "after an in-place change")
+    other = _layer("lstm", seed=1).eval()
+    layer.load_state_dict(other.state_dict())           # load_state_dict drops the snapshots
+    _assert_identical(_layer_call(layer, x, None), _layer_call(other, x, None), "after load_state_dict")
+    layer.pack()
+    layer.params["weight_hh_l0"] *= 2
+    layer.train()                                       # so does train(): training changes parameters
+    assert layer._packed is None
+    reference = _layer("lstm", seed=1).eval()
+    reference.params["weight_hh_l0"] *= 2
+    _assert_identical(_layer_call(layer.eval(), x, None), _layer_call(reference, x, None), "after train()")
