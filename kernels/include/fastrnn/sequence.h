@@ -373,7 +373,7 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                 pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh + tile * R, R);
             }
         });
-        // the input projection x W_ih^T + b_ih of all steps, by items of 64 rows of x over every tile
+        // the input projection x W_ih^T + b_ih of all steps, by the items above (rows x tiles of a gate)
         sync.run(1, ih_items, [&](std::ptrdiff_t item) {
             const std::ptrdiff_t r0 = item / (G * parts) * kItemRows, g = item / parts % G;
             const std::ptrdiff_t u0 = item % parts * part_tiles, tile = g * NT + u0;
