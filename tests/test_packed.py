@@ -203,7 +203,8 @@ def test_aligned_empty_starts_on_a_cache_line(dtype):
     assert aligned_empty((0, 4), dtype).shape == (0, 4)
 
 
-@pytest.mark.skipif("cuda" not in fastrnn.available_backends(), reason="needs the cuda backend (a GPU or the simulator)")
+@pytest.mark.skipif("cuda" not in fastrnn.available_backends(),
+                    reason="needs the cuda backend (a GPU or the simulator)")
 def test_cuda_backend_takes_a_snapshot_of_host_arrays(rng):
     """backend="cuda" with NumPy inputs copies a snapshot's arrays to the GPU like plain ones (tiny: the
     simulator runs it too)."""

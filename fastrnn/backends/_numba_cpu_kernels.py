@@ -19,10 +19,11 @@ Work split: hidden units are cut into chunks; the workers of one parallel region
 step by step (see _numba_sync.py): one region per call instead of a fork/join per step.
 Versions: v1: PyTorch-layout weights read in place, recurrent products on 4x3 register tiles in
 reduction form (35-64 GFLOP/s one thread), pointwise loops left to LLVM's vectoriser (~20 ns a
-unit). v2 (this): W_hh packed per call (or once per fastrnn.pack_weights snapshot) into panels, recurrent products in outer-product form on
-4 rows x 2 panels of vector accumulators (80-95 GFLOP/s one thread at B >= 8, ~98 peak), the
-cells' math on vectors of units (_numba_simd.py), whole-sequence GEMMs on a 6x16 outer-product
-micro-kernel over packed panels; all in Numba (no second thread pool).
+unit). v2 (this): W_hh packed per call (or once per fastrnn.pack_weights snapshot) into panels,
+recurrent products in outer-product form on 4 rows x 2 panels of vector accumulators (80-95
+GFLOP/s one thread at B >= 8, ~98 peak), the cells' math on vectors of units (_numba_simd.py),
+whole-sequence GEMMs on a 6x16 outer-product micro-kernel over packed panels; all in Numba (no
+second thread pool).
 Check: pytest tests/test_backends.py tests/test_numba_simd.py; time: fastrnn bench (see the README).
 """
 import numpy as np

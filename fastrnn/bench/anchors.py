@@ -345,7 +345,8 @@ def build(name: str, p: Problem, mode: str, device: str, threads: int) -> Runner
     elif name == "onnxruntime":
         run = ort_forward(p, threads)
     else:
-        (backend, packed), on = (("reference", False), "cpu") if name == "reference" else (fastrnn_backend(name), device)
+        (backend, packed), on = ((("reference", False), "cpu") if name == "reference"
+                                 else (fastrnn_backend(name), device))
         run = fastrnn_forward(p, backend, on, packed) if mode == "fwd" else fastrnn_fwdbwd(p, backend, on)
     return run if device == "cpu" else _synchronised(run)
 
