@@ -114,14 +114,17 @@ def pack_weights(cell: str, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None) -> P
     return PackedWeights(cell, copies)
 
 
-def packed_slot(seq, key: str, make):
-    """(buffer, ready) for a kernel's packed weights: the snapshot's stored copy (ready: the kernel
-    skips its packing), else ``make()``, a new buffer the kernel packs into; after the call,
-    :func:`keep_packed` stores it when the call ran on a snapshot."""
-    stored = seq.packed.packed(key) if seq.packed is not None else None
-    return (stored, True) if stored is not None else (make(), False)
+class PackedSlot:
+    """One kernel's packed weights for one call: ``buffer`` is the snapshot's stored copy (``ready``:
+    the kernel skips its packing) or else ``make()``, a new buffer the kernel packs into, which
+    ``keep()`` stores in the snapshot after the call (when the call runs on one)."""
 
+    def __init__(self, seq, key: str, make):
+        stored = seq.packed.packed(key) if seq.packed is not None else None
+        self.ready = stored is not None
+        self.buffer = stored if self.ready else make()
+        self._snapshot, self._key = seq.packed, key
 
-def keep_packed(seq, key: str, buffer, ready: bool) -> None:
-    if seq.packed is not None and not ready:
-        seq.packed.keep(key, buffer)
+    def keep(self) -> None:
+        if self._snapshot is not None and not self.ready:
+            self._snapshot.keep(self._key, self.buffer)

@@ -156,9 +156,8 @@ class _RecurrentLayers:
         self._packed = {}
         for layer in range(self.num_layers):
             for direction in range(self.num_directions):
-                w_hr = self._options(layer, direction).get("w_hr")
                 self._packed[layer, direction] = pack_weights(
-                    self.cell, *self._weights(layer, direction), **({"w_hr": w_hr} if w_hr is not None else {}))
+                    self.cell, *self._weights(layer, direction), w_hr=self._options(layer, direction).get("w_hr"))
         return self
 
     def to(self, device: str):

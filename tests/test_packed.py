@@ -24,7 +24,7 @@ def _on_snapshot(problem):
     args = dict(problem.args)
     weights = {name: args.pop(name, None) for name in WEIGHTS}
     packed = fastrnn.pack_weights(problem.cell, weights["w_ih"], weights["w_hh"], weights["b_ih"],
-                                  weights["b_hh"], **({"w_hr": weights["w_hr"]} if problem.cell == "lstm" else {}))
+                                  weights["b_hh"], w_hr=weights["w_hr"])
     args["w_ih"] = packed
     return args, packed
 

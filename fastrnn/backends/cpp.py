@@ -21,7 +21,7 @@ import os
 
 from .. import _ext, config
 from .._arrays import aligned_empty
-from .._packed import keep_packed, packed_slot
+from .._packed import PackedSlot
 from ..cells import SPECS
 
 # fastrnn::Cell codes (kernels/include/fastrnn/detail/kernels.h)
@@ -49,13 +49,13 @@ def _default_threads() -> int:
 
 def forward(seq, save):
     # the packed weights: this call's own (None: packed inside), or a PackedWeights snapshot's (_packed.py)
-    packed, ready = None, False
-    if seq.packed is not None:
-        packed, ready = packed_slot(seq, "cpp forward", lambda: aligned_empty(
-            _ext.packed_forward_size(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.w_hr), seq.dtype))
+    slot = None if seq.packed is None else PackedSlot(seq, "cpp forward", lambda: aligned_empty(
+        _ext.packed_forward_size(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.w_hr), seq.dtype))
     y, h_n, c_n, saved = _ext.forward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.h0, seq.c0,
-                                      seq.lengths, save, _threads(seq), seq.w_hr, packed, ready)
-    keep_packed(seq, "cpp forward", packed, ready)
+                                      seq.lengths, save, _threads(seq), seq.w_hr, slot and slot.buffer,
+                                      bool(slot and slot.ready))
+    if slot is not None:
+        slot.keep()
     return y, h_n, c_n, saved
 
 

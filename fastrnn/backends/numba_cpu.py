@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from .. import config
-from .._packed import keep_packed, packed_slot
+from .._packed import PackedSlot
 from . import _numba_cpu_kernels as kernels
 from ._numba_simd import VECTOR_BYTES
 
@@ -149,16 +149,15 @@ def forward(seq, save):
     tiles = -(-H // _lanes(dtype))
     # W_hh's rows and W_ih's (x W_ih^T's GEMM panels, or rows when fused): packed by this call,
     # or taken packed from the PackedWeights snapshot the call runs on (_packed.py)
-    panels_hh, hh_ready = packed_slot(seq, "numba rows w_hh", lambda: _panels(G * tiles, H, dtype))
+    hh = PackedSlot(seq, "numba rows w_hh", lambda: _panels(G * tiles, H, dtype))
     if fused:
         xp = np.empty((1, B, G * H), dtype)
-        panels_ih, ih_ready = packed_slot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
+        ih = PackedSlot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
     else:
-        panels_ih, ih_ready = packed_slot(seq, "numba gemm w_ih^T", lambda: _gemm_panels(seq.w_ih, True))
-        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=panels_ih,
-                   panels_ready=ih_ready).reshape(T, B, G * H)
-        keep_packed(seq, "numba gemm w_ih^T", panels_ih, ih_ready)
-        panels_ih, ih_ready = _panels(0, I, dtype), True
+        gemm_ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _gemm_panels(seq.w_ih, True))
+        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=gemm_ih.buffer,
+                   panels_ready=gemm_ih.ready).reshape(T, B, G * H)
+        gemm_ih.keep()
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
     S = T + 1 if save else 2
@@ -170,7 +169,7 @@ def forward(seq, save):
     if cho:
         gates = np.empty((T if save else 1, B, G * H), dtype)
         claims, done = _counters(2 * T + 1, H, units)
-        _launch(kernels.forward_gru_cho, workers, xp, w_hh, panels_hh, hh_ready, b_hh, h_states, lengths, y,
+        _launch(kernels.forward_gru_cho, workers, xp, w_hh, hh.buffer, hh.ready, b_hh, h_states, lengths, y,
                 gates, np.empty((B, H), dtype), units, claims, done)
     else:
         if seq.cell == "lstm":
@@ -182,11 +181,13 @@ def forward(seq, save):
         ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
         claims, done = _counters(T + 1, H, units)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
+        panels_ih, ih_ready = (ih.buffer, ih.ready) if fused else (_panels(0, I, dtype), False)
         _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
-                panels_ih, ih_ready, b_ih, fused, xp, w_hh, panels_hh, hh_ready, b_hh, h_states,
+                panels_ih, ih_ready, b_ih, fused, xp, w_hh, hh.buffer, hh.ready, b_hh, h_states,
                 c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims, done)
-        keep_packed(seq, "numba rows w_ih", panels_ih, ih_ready)
-    keep_packed(seq, "numba rows w_hh", panels_hh, hh_ready)
+        if fused:
+            ih.keep()
+    hh.keep()
     h_n = h_states[T % S].copy()
     c_n = None if c_states is None else c_states[T % S].copy()
     saved = dict(h_states=h_states, c_states=c_states, gates=gates, ghn=ghn, lengths=lengths) if save else None

@@ -122,10 +122,15 @@ def fastrnn_name(backend: str, packed: bool = False) -> str:
     return f"fastrnn[{backend}{PACKED if packed else ''}]"
 
 
+def fastrnn_label(name: str) -> str:
+    """"cpp" or "cpp+packed" from fastrnn[cpp], fastrnn[cpp+packed]: the competitor's key in a record's ratios."""
+    return name[len("fastrnn["):-1]
+
+
 def fastrnn_backend(name: str) -> tuple[str, bool]:
     """(backend, packed) of a competitor named by fastrnn_name."""
-    inner = name[len("fastrnn["):-1]
-    return (inner[:-len(PACKED)], True) if inner.endswith(PACKED) else (inner, False)
+    label = fastrnn_label(name)
+    return (label[:-len(PACKED)], True) if label.endswith(PACKED) else (label, False)
 
 
 def applies(anchor: str, mode: str, device: str) -> bool:

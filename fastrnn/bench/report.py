@@ -42,7 +42,7 @@ def wrong(record: dict) -> bool:
 
 
 def _ratio_text(record: dict, backend: str) -> str:
-    ratio = record.get("ratio", {}).get(backend[len("fastrnn["):-1])
+    ratio = record.get("ratio", {}).get(anchors.fastrnn_label(backend))
     if ratio is None:
         return "-"
     return f"{ratio:.3g}x {record['best_anchor']}" + (" WRONG" if is_wrong(record, backend) else "")
@@ -101,7 +101,7 @@ def table(run: dict) -> tuple[list[str], list[list[str]], list[list[tuple[int, i
                        "skipped" if name in r.get("skipped_competitors", {}) else "-")
             if name.startswith("fastrnn["):
                 row += [f"{c['gflops']:.3g}", f"{c['us_per_step']:.4g}"] if c else ["-", "-"]
-                ratio = r.get("ratio", {}).get(name[len("fastrnn["):-1])
+                ratio = r.get("ratio", {}).get(anchors.fastrnn_label(name))
                 if ratio is not None:
                     mark.append((len(row), 1 if ratio >= 1 and not is_wrong(r, name) else -1))
                 row.append(_ratio_text(r, name))
@@ -209,7 +209,7 @@ def write_csv(run: dict, path: str) -> None:
                 continue
             for name, c in r["competitors"].items():
                 errs = r.get("errors", {}).get(name, {})
-                ratio = r.get("ratio", {}).get(name[len("fastrnn["):-1]) if name.startswith("fastrnn[") else None
+                ratio = r.get("ratio", {}).get(anchors.fastrnn_label(name)) if name.startswith("fastrnn[") else None
                 writer.writerow({**base, **c, "competitor": name, "status": "ok", "err_y": errs.get("y"),
                                  "err_w_hh": errs.get("w_hh"), "ratio_vs_best_anchor": ratio,
                                  "note": "oracle" if name == r.get("oracle") else ""})
@@ -296,7 +296,7 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
         speedups.setdefault(key[1], []).append(change)
         ratio = ""
         if key[1].startswith("fastrnn["):
-            b = key[1][len("fastrnn["):-1]
+            b = anchors.fastrnn_label(key[1])
             if b in r0.get("ratio", {}) and b in r1.get("ratio", {}):
                 ratio = f"{r0['ratio'][b]:.3g}x -> {r1['ratio'][b]:.3g}x"
         rows.append([*map(str, key[0]), key[1], f"{c0['median_ms']:.4g}", f"{c1['median_ms']:.4g}",

@@ -218,7 +218,7 @@ def run_config(cfg: tuple, settings: Settings) -> dict:
     if timed_anchors:
         record["best_anchor"] = min(timed_anchors, key=lambda a: record["competitors"][a]["median_ms"])
         best_ms = record["competitors"][record["best_anchor"]]["median_ms"]
-        record["ratio"] = {name[len("fastrnn["):-1]: best_ms / c["median_ms"]
+        record["ratio"] = {anchors.fastrnn_label(name): best_ms / c["median_ms"]
                            for name, c in record["competitors"].items() if name.startswith("fastrnn[")}
     return record
 
