@@ -150,7 +150,11 @@ class _RecurrentLayers:
         and direction then runs on a ``fastrnn.pack_weights`` snapshot, whose packed weights its
         backend makes on the first call and keeps. Snapshots are copies: parameters changed in place
         afterwards are not seen, so call ``pack()`` again; ``load_state_dict``, ``to`` and
-        ``train()`` drop them. Host (NumPy) parameters only. Returns self."""
+        ``train()`` drop them. Eval mode (``eval()`` first: a snapshot taken in training mode would
+        go stale at the next optimizer step and be used by the next eval-mode call). Host (NumPy)
+        parameters only. Returns self."""
+        if self.training:
+            raise RuntimeError("pack() is for eval mode (a snapshot would go stale in training); call eval() first")
         if module_of(next(iter(self.params.values()))) is not np:
             raise TypeError("pack() is for parameters on the host (NumPy); these are on the GPU")
         self._packed = {}

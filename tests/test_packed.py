@@ -243,6 +243,14 @@ def test_packed_layer_equals_the_plain_one(rng, form):
     _assert_identical([dx, *packed.grads.values()], [want_dx, *plain.grads.values()], f"{form} backward")
 
 
+def test_layer_pack_needs_eval_mode():
+    """A snapshot taken in training mode would go stale at the next optimizer step."""
+    layer = _layer("gru")
+    with pytest.raises(RuntimeError, match="call eval"):
+        layer.pack()
+    assert layer._packed is None
+
+
 def test_layer_pack_is_a_snapshot_until_dropped(rng):
     x = rng.standard_normal((3, 2, 4)).astype(np.float32)
     layer = _layer("lstm").eval().pack()
