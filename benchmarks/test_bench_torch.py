@@ -26,3 +26,28 @@ def test_training_step(benchmark, request, impl):
     assert first == pytest.approx(torch.log(torch.tensor(float(size["vocabulary"]))).item(), rel=0.2)
     benchmark.group = "torch-training-step"
     benchmark(torch_training_step.train_step, model, optimizer, tokens)
+
+
+torch_streaming_inference = pytest.importorskip("torch_streaming_inference")
+STREAM_FULL = dict(cell="lstm", T=1, B=1, H=512, calls=20)
+STREAM_SMOKE = dict(cell="gru", T=2, B=2, H=8, calls=2)
+STREAM_IMPLS = ["torch"] + [f"fastrnn[{b}{p}]" for b in ("cpp", "numba") for p in ("", "+packed")
+                            if b in torch_streaming_inference.fastrnn.available_backends()]
+
+
+@pytest.mark.parametrize("impl", STREAM_IMPLS)
+def test_streaming_inference(benchmark, request, impl):
+    """A stream fed in chunks, eval and no_grad (benchmarks/torch_streaming_inference.py): torch.nn against
+    fastrnn.torch packing per call and after pack()."""
+    size = STREAM_SMOKE if request.config.getoption("benchmark_disable", False) else STREAM_FULL
+    backends = [b for b in ("cpp", "numba") if impl.startswith(f"fastrnn[{b}")]
+    models = torch_streaming_inference.competitors(size["cell"], size["H"], backends)
+    gen = torch.Generator().manual_seed(1)
+    chunks = [torch.randn(size["T"], size["B"], size["H"], generator=gen) for _ in range(size["calls"])]
+    state = torch.zeros(1, size["B"], size["H"])
+    state = (state, state.clone()) if size["cell"] == "lstm" else state
+    want = torch_streaming_inference.stream(models["torch"], chunks, state)
+    got = torch_streaming_inference.stream(models[impl], chunks, state)     # packs, compiles: outside the timing
+    assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())
+    benchmark.group = f"torch-streaming-{size['cell']}"
+    benchmark(torch_streaming_inference.stream, models[impl], chunks, state)

@@ -22,7 +22,7 @@ import torch
 
 import fastrnn
 import fastrnn.torch
-from fastrnn.bench import machine
+from fastrnn.bench import machine, report
 
 
 class LanguageModel(torch.nn.Module):
@@ -104,11 +104,7 @@ def main(argv=None):
     for name, samples in times.items():
         median = statistics.median(samples)
         lines.append(f"| {name} | {median:.3f} | {min(samples):.3f} - {max(samples):.3f} | {base / median:.2f}x |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    report.show(lines, args.out)
     return times
 
 

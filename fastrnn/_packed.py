@@ -84,6 +84,11 @@ class PackedWeights:
         with self._lock:
             self._packs.setdefault(key, packed)
 
+    def __reduce__(self):
+        # pickle and copy.deepcopy (a packed layer or torch module inside a saved model): the snapshot's
+        # arrays, not its packed copies, which follow this CPU's vector width and are remade on first use
+        return PackedWeights, (self.cell, self._arrays)
+
     def __repr__(self):
         return (f"PackedWeights({self.cell}, input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"dtype={self.dtype}, packed for: {sorted(self._packs) or 'none yet'})")

@@ -5,6 +5,7 @@
     y, (h_n, c_n) = lstm(x)                  # x (B, T, I) -> y (B, T, 2H); h_n, c_n (4, B, H); or PackedSequence
     y.sum().backward()                       # gradients through fastrnn's backward kernels
     model = fastrnn.torch.convert(model)     # every nn.LSTM / GRU / RNN inside runs on fastrnn (in place)
+    fastrnn.torch.pack(model.eval())         # inference: weights packed once, not on every call (or lstm.pack())
 
 The classes subclass torch.nn.RNNBase, the base of torch.nn.LSTM / GRU / RNN (not those classes
 themselves, which torch.compile refuses to trace), so constructor arguments, parameter names
@@ -26,6 +27,10 @@ with ``torch.from_numpy``, no copies; CUDA tensors go to the "cuda" backend as C
 ``__cuda_array_interface__`` and come back with ``torch.as_tensor`` (written for, not yet run on, a GPU).
 ``backend`` (a keyword, default "auto") picks fastrnn's backend as in the functional API; LSTMs with
 ``proj_size`` run on a backend with projections ("cpp", else the reference; "numba" has none).
+``pack()`` (eval mode, CPU parameters) snapshots every layer and direction with fastrnn.pack_weights:
+calls that need no gradient then run on the snapshots through the functional API, NumPy views in and
+out (not through the op), and re-pack when torch's version counters or storage show a parameter
+changed (see ``_FastRecurrent.pack``).
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _flat
+from ._packed import pack_weights
 
 # ----------------------------------------------------------------------------- the ops: one layer, one direction
 
@@ -155,6 +161,59 @@ class _FastRecurrent:
         return (get("weight_ih"), get("weight_hh"), get("bias_ih") if self.bias else None,
                 get("bias_hh") if self.bias else None, get("weight_hr") if self.proj_size else None)
 
+    def _weights(self) -> list:
+        """Every layer's and direction's weight tensors, in order (None for absent biases and w_hr left out)."""
+        return [p for layer in range(self.num_layers) for d in range(2 if self.bidirectional else 1)
+                for p in self._layer_weights(layer, d) if p is not None]
+
+    def _weights_key(self) -> tuple:
+        # what torch tracks of a tensor's contents: an in-place update bumps _version (optimizer steps,
+        # load_state_dict, copy_ under no_grad), a new tensor (to(), a reassigned Parameter) moves data_ptr
+        return tuple((w.data_ptr(), w._version) for w in self._weights())
+
+    def pack(self):
+        """Inference on frozen weights: snapshot each layer and direction (``fastrnn.pack_weights``) so that
+        calls in eval mode that need no gradient read weights packed once, not packed per call (a short
+        call, T = 1, runs several times faster on the CPU). Returns the module.
+
+        The snapshots follow every change torch tracks: an optimizer step, ``load_state_dict``, ``copy_``
+        under ``no_grad``, ``to()`` re-pack them at the next call; edits through ``.data`` are not tracked,
+        so call ``pack()`` again after those. ``train()`` drops them. Calls that need gradients, calls
+        under ``torch.compile`` (which traces the custom op instead) and CUDA parameters do not use them.
+        """
+        if self.training:
+            raise RuntimeError("pack() is for eval mode (a snapshot would go stale in training); call eval() first")
+        device = self.weight_ih_l0.device
+        if device.type != "cpu":
+            raise TypeError(f"pack() is for parameters on the CPU (packed for the CPU backends); these are on "
+                            f"{device}")
+        cell = {"LSTM": "lstm", "GRU": "gru"}.get(self.mode, "rnn")
+        with torch.no_grad():
+            snapshots = {}
+            for layer in range(self.num_layers):
+                for direction in range(2 if self.bidirectional else 1):
+                    w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(layer, direction)
+                    snapshots[layer, direction] = pack_weights(cell, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr)
+        self._fastrnn_packed = (self._weights_key(), snapshots)
+        return self
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._fastrnn_packed = None     # training changes the parameters: see pack()
+        return super().train(mode)
+
+    def _snapshots(self, save: bool):
+        """The pack() snapshots this call runs on, re-packed if the weights changed since; None: the op."""
+        packed = getattr(self, "_fastrnn_packed", None)    # (convert() makes modules without the attribute)
+        if packed is None or save or self.training or _compiling():
+            return None
+        if packed[0] != self._weights_key():
+            if self.weight_ih_l0.device.type != "cpu":
+                self._fastrnn_packed = None
+                return None
+            self.pack()
+        return self._fastrnn_packed[1]
+
     def _check_input(self, x: Tensor, packed: bool):
         if not isinstance(x, Tensor):
             raise TypeError(f"input must be a torch.Tensor or a PackedSequence, got {type(x).__name__}")
@@ -208,9 +267,7 @@ class _FastRecurrent:
             unbatched = input.dim() == 2
             x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         states = self._initial_states(hx, x, unbatched)
-        weights = [p for layer in range(self.num_layers) for d in range(2 if self.bidirectional else 1)
-                   for p in self._layer_weights(layer, d) if p is not None]
-        save = torch.is_grad_enabled() and any(t.requires_grad for t in [x, *states, *weights])
+        save = torch.is_grad_enabled() and any(t.requires_grad for t in [x, *states, *self._weights()])
         y, finals = self._layers(x.contiguous(), lengths, states, save)
         if packed:
             sorted_indices = input.sorted_indices
@@ -230,6 +287,7 @@ class _FastRecurrent:
         """All layers and directions, time-major: (y (T, B, D*P), [h_n, c_n] each (L*D, B, size))."""
         D = 2 if self.bidirectional else 1
         form = self._form()
+        snapshots = self._snapshots(save)
         finals = [[] for _ in states]
         layer_input = x
         for layer in range(self.num_layers):
@@ -239,9 +297,12 @@ class _FastRecurrent:
                 inp = _reverse_within_lengths(layer_input, lengths) if direction else layer_input
                 w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(layer, direction)
                 init = [s[index] for s in states] + [None] * (2 - len(states))
-                y, h_n, c_n = layer_forward(form, self.backend, inp.contiguous(), w_ih, w_hh, b_ih, b_hh,
-                                            init[0].contiguous(), None if init[1] is None else init[1].contiguous(),
-                                            w_hr, lengths, save)[:3]
+                h0, c0 = init[0].contiguous(), None if init[1] is None else init[1].contiguous()
+                if snapshots is not None:       # pack(): inference on the layer's snapshot, NumPy in and out
+                    y, h_n, c_n = _on_snapshot(form, self.backend, snapshots[layer, direction], inp, h0, c0, lengths)
+                else:
+                    y, h_n, c_n = layer_forward(form, self.backend, inp.contiguous(), w_ih, w_hh, b_ih, b_hh, h0,
+                                                c0, w_hr, lengths, save)[:3]
                 outputs.append(_reverse_within_lengths(y, lengths) if direction else y)
                 for k, state in enumerate((h_n, c_n)[:len(states)]):
                     finals[k].append(state)
@@ -249,6 +310,20 @@ class _FastRecurrent:
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         return layer_input, [torch.stack(f) for f in finals]
+
+
+def _on_snapshot(form, backend, snapshot, x, h0, c0, lengths):
+    """One layer and direction on a pack() snapshot (no gradient wanted): CPU tensors as NumPy views, the
+    functional API's plain-NumPy path (no per-array conversion), results as tensors on the same memory."""
+    host = lambda t: None if t is None else t.detach().numpy()     # noqa: E731
+    y, h_n, c_n, _ = _flat.forward(form, backend, host(x.contiguous()), snapshot, None, None, None, host(h0),
+                                   host(c0), None, host(lengths), save=False)
+    return torch.from_numpy(y), torch.from_numpy(h_n), None if c_n is None else torch.from_numpy(c_n)
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 # Subclasses of RNNBase, not of nn.LSTM / GRU / RNN themselves: torch.compile refuses to trace instances of those.
@@ -306,4 +381,17 @@ def convert(model: nn.Module, backend: str = "auto") -> nn.Module:
     return model
 
 
-__all__ = ["LSTM", "GRU", "RNN", "convert", "layer_forward", "layer_backward"]
+def pack(model: nn.Module) -> nn.Module:
+    """``pack()`` every fastrnn LSTM / GRU / RNN in ``model`` (``model`` itself included), which must be in
+    eval mode: its inference calls then read weights packed once (see ``LSTM.pack``). Returns ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    found = [m for m in model.modules() if isinstance(m, _FastRecurrent)]
+    if not found:
+        raise ValueError("model holds no fastrnn LSTM / GRU / RNN to pack; fastrnn.torch.convert(model) first")
+    for module in found:
+        module.pack()
+    return model
+
+
+__all__ = ["LSTM", "GRU", "RNN", "convert", "pack", "layer_forward", "layer_backward"]

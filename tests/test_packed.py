@@ -4,6 +4,8 @@ The calls on a snapshot must give exactly what the same backend gives on the pla
 kernels read the same packed values), on the first call (which packs) and on later ones (which read
 the stored packing); the later ones must not read the weights again, which the poisoning test checks.
 """
+import copy
+import pickle
 import threading
 
 import numpy as np
@@ -113,6 +115,26 @@ def test_snapshot_is_a_copy(rng):
         packed.w_hh[0, 0] = 1.0
     assert packed.cell == "gru" and packed.input_size == 3 and packed.hidden_size == 5
     assert packed.dtype == np.float64 and packed.w_hr is None
+
+
+@pytest.mark.parametrize("copy_by", ["pickle", "deepcopy"])
+def test_snapshot_pickles_and_deep_copies(rng, copy_by):
+    """A used snapshot (packed copies stored) pickles and deep-copies as its arrays: the copy gives the same
+    results and packs for itself; so does a packed layer (saved models, copy.deepcopy(model))."""
+    problem = make_problem(rng, "lstm", None, 4, 2, 3, 5)
+    args, packed = _on_snapshot(problem)
+    backend = PACKING_BACKENDS[0] if PACKING_BACKENDS else "reference"
+    want = _outputs(problem, args, backend)
+    clone = pickle.loads(pickle.dumps(packed)) if copy_by == "pickle" else copy.deepcopy(packed)
+    assert clone.cell == "lstm" and not clone._packs and bool(packed._packs) == (backend != "reference")
+    for name in WEIGHTS:
+        a, b = getattr(packed, name), getattr(clone, name)
+        assert (a is None and b is None) or (np.array_equal(a, b) and not np.shares_memory(a, b))
+    _assert_identical(_outputs(problem, args | {"w_ih": clone}, backend), want, f"{copy_by} snapshot")
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    layer = _layer("gru").eval().pack()
+    layer_clone = pickle.loads(pickle.dumps(layer)) if copy_by == "pickle" else copy.deepcopy(layer)
+    _assert_identical(_layer_call(layer_clone, x, None), _layer_call(layer, x, None), f"{copy_by} layer")
 
 
 @pytest.mark.parametrize("backend", PACKING_BACKENDS)

@@ -332,3 +332,96 @@ def test_functional_api_takes_and_returns_cpu_tensors_without_copies(rng):
     assert np.array_equal(y.numpy(), y_np)
     grads = fastrnn.lstm_backward(tape, torch.ones_like(y))
     assert isinstance(grads.w_hh, torch.Tensor) and grads.w_hh.shape == w_hh.shape
+
+
+# ----------------------------------------------------------------------------- pack(): inference on snapshots
+
+def _inference(model, inp, hx=None):
+    """Every output of an inference call (no_grad), flattened: y (or a PackedSequence's data) and the finals."""
+    with torch.no_grad():
+        y, finals = model(inp, hx)
+    finals = finals if isinstance(finals, tuple) else (finals,)
+    return [y.data if isinstance(y, PackedSequence) else y, *finals]
+
+
+def _assert_same(got, want, what):
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), f"{what}[{k}]"
+
+
+@pytest.mark.parametrize("case", ["lstm", "lstm-2layer-bidir-packed", "lstm-unbatched", "gru-bidir-packed-sorted",
+                                  "gru-2layer-nobias-batchfirst", "rnn-relu-packed", "lstm-projections"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_packed_module_equals_the_plain_one(rng, backend, case, monkeypatch):
+    """pack(): eval-mode calls without gradients run on snapshots (not the op) and give exactly the plain
+    module's outputs on the same backend, on the packing call and later ones."""
+    cell, options, kind, with_hx = CASES.get(case, ("lstm", dict(proj_size=2, num_layers=2), "plain", True))
+    if options.get("proj_size") and backend not in backends.PROJECTION_BACKENDS:
+        pytest.skip(f"{backend} has no LSTM projections")
+    torch.manual_seed(3)
+    model = ft.convert(TORCH_CLASSES[cell](I, H, dtype=torch.float32, **options), backend=backend).eval()
+    inp, _ = make_input(rng, model, kind, torch.float32)
+    hx = make_hx(rng, model, kind, torch.float32) if with_hx else None
+    want = _inference(model, inp(), hx)
+    assert model.pack() is model
+    ops = []
+    monkeypatch.setattr(ft, "layer_forward", lambda *args: ops.append(args) or pytest.fail("the op ran"))
+    for call in ("packing", "packed earlier"):
+        _assert_same(_inference(model, inp(), hx), want, f"[{backend}] {case} {call}")
+    assert not ops
+
+
+def test_packed_module_follows_tracked_changes_and_train_drops_it(rng):
+    """Changes torch tracks (an optimizer step, load_state_dict, to()) re-pack at the next call; .data edits are
+    not tracked (pack() again); a call needing gradients runs the op; train() drops the snapshots."""
+    torch.manual_seed(5)
+    model = ft.LSTM(I, H, num_layers=2).eval()
+    fresh = ft.LSTM(I, H, num_layers=2).eval()
+    x = torch.tensor(rng.standard_normal((T, B, I)), dtype=torch.float32)
+
+    def check(what):
+        dtype = model.weight_ih_l0.dtype
+        fresh.to(dtype).load_state_dict(model.state_dict())
+        _assert_same(_inference(model, x.to(dtype)), _inference(fresh, x.to(dtype)), what)
+
+    model.pack()
+    check("packed")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(x)[0].sum().backward()                    # eval mode, gradients wanted: the op, with a tape
+    optimizer.step()
+    check("after an optimizer step")
+    model.load_state_dict(ft.LSTM(I, H, num_layers=2).state_dict())
+    check("after load_state_dict")
+    model.to(torch.float64)
+    check("after to(float64)")
+    before = _inference(model, x.double())
+    model.weight_hh_l1.data.mul_(2)                 # not tracked: the snapshot stays as it was
+    _assert_same(_inference(model, x.double()), before, "after a .data edit")
+    model.pack()
+    check("after pack() again")
+    model.train()
+    assert model._fastrnn_packed is None
+    with pytest.raises(RuntimeError, match="call eval"):
+        model.pack()
+
+
+def test_pack_whole_model_copies_and_refusals(rng):
+    model = torch.nn.Sequential(torch.nn.Linear(I, I), torch.nn.GRU(I, H, batch_first=True))
+    with pytest.raises(ValueError, match="convert"):
+        ft.pack(model.eval())
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        ft.pack("model")
+    ft.convert(model)
+    with pytest.raises(RuntimeError, match="call eval"):
+        ft.pack(model.train())
+    assert ft.pack(model.eval()) is model and model[1]._fastrnn_packed is not None
+    x = torch.tensor(rng.standard_normal((B, T, I)), dtype=torch.float32)
+    with torch.no_grad():
+        want = model(x)[0]
+    buffer = io.BytesIO()
+    torch.save(model, buffer)                       # pickles the snapshots' arrays, not their packing
+    buffer.seek(0)
+    for clone in (copy.deepcopy(model), torch.load(buffer, weights_only=False)):
+        with torch.no_grad():
+            assert torch.equal(clone(x)[0], want)

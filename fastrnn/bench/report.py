@@ -196,6 +196,16 @@ CSV_FIELDS = ["cell", "mode", "dtype", "device", "T", "B", "I", "H", "competitor
               "best_anchor", "ratio_vs_best_anchor", "other_load_cores", "note"]
 
 
+def show(lines: list[str], path=None) -> str:
+    """Print a benchmark script's Markdown table (its lines) and, given a path, write it there too."""
+    text = "\n".join(lines)
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+    return text
+
+
 def write_csv(run: dict, path: str) -> None:
     """One row per config and competitor (timed or skipped)."""
     with open(path, "w", newline="") as f:
