@@ -3,6 +3,7 @@ optional build (FASTRNN_NO_EXT=1, or no compiler, installs the pure-Python packa
 
 The "cpp" backend's results are checked with every other backend in test_backends.py.
 """
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -88,6 +89,25 @@ def test_nan_in_gives_nan_out():
                                  rng.standard_normal((4 * H, H)).astype(np.float32), backend="cpp")
     assert np.isnan(y[1:, 0]).all() and np.isnan(h_n[0]).all() and np.isnan(c_n[0]).all()
     assert np.isfinite(y[:, 1]).all() and np.isfinite(y[0]).all()
+
+
+def _cpp_lstm(x, w_ih, w_hh):
+    return fastrnn.lstm(x, w_ih, w_hh, backend="cpp")[0]
+
+
+@needs_ext
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_runs_the_cpp_backend():
+    """The kernels' thread pool does not survive fork() (its workers stay in the parent): a child, e.g. a
+    DataLoader worker, starts its own and gets the parent's results, on a problem that takes 2 threads."""
+    T, B, I, H = 6, 2, 5, 64           # B * 4H * H = 32768 multiply-adds a step: config.PARALLEL_MIN_MACS
+    rng = np.random.default_rng(4)
+    args = (rng.standard_normal((T, B, I)), rng.standard_normal((4 * H, I)) * 0.2,
+            rng.standard_normal((4 * H, H)) * 0.2)
+    want = _cpp_lstm(*args)            # the parent's pool is running now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_cpp_lstm, args).get(timeout=120)
+    np.testing.assert_array_equal(got, want)
 
 
 def _install_and_import(tmp_path, env_changes):

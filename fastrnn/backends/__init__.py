@@ -94,7 +94,7 @@ register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
                  description="fused persistent CPU kernels compiled by Numba"))
 register(Backend("cpp", "fastrnn.backends.cpp", requires=("fastrnn._ext",),
                  install_hint="it is built by `pip install .` with a C++17 compiler (unless FASTRNN_NO_EXT=1)",
-                 description="fused persistent CPU kernels in C++ (OpenMP, AVX-512/AVX2 chosen at run time)"))
+                 description="fused persistent CPU kernels in C++ (a thread pool, AVX-512/AVX2 chosen at run time)"))
 register(Backend("cuda", "fastrnn.backends.numba_cuda", requires=("numba", "numba_cuda"),
                  install_hint="install it with: pip install fastrnn[cuda]",
                  description="persistent fused GPU kernels (Numba CUDA), cuBLAS GEMMs through CuPy",

@@ -1,13 +1,13 @@
 """C++ backend ("cpp"): the header-only kernels of kernels/include/fastrnn/ through fastrnn._ext.
 
-    forward:  one OpenMP parallel region per call: each thread packs the W_ih and W_hh rows of its
-              hidden-unit tiles once, computes their input projection x W_ih^T + b_ih for all steps,
-              then per step h_{t-1} W_hh^T + b_hh and the cell's pointwise update, one barrier a step
+    forward:  one team of threads per call (kernels/include/fastrnn/detail/team.h): each thread packs
+              the W_ih and W_hh rows of its hidden-unit tiles once, computes their input projection
+              x W_ih^T + b_ih for all steps, then per step h_{t-1} W_hh^T + b_hh and the cell's pointwise update, one barrier a step
               (two for the GRU of Cho et al.)
     backward: the reverse loop in the same form (pointwise backward, barrier, dh_{t-1} = dG_t W_hh),
-              then dx = dG W_ih, dW_ih = dG^T x, dW_hh = dG_h^T h_prev and the bias sums in that region
+              then dx = dG W_ih, dW_ih = dG^T x, dW_hh = dG_h^T h_prev and the bias sums on that team
 Equations and shapes: kernels/include/fastrnn/cells.h and sequence.h. Everything, GEMMs included, runs
-in C++ on one OpenMP team: NumPy's BLAS threads spinning beside it would slow both (see numba_cpu.py).
+in C++ on one team: NumPy's BLAS threads spinning beside it would slow both (see numba_cpu.py).
 Weights are packed per call (one pass over them, against T in the loop), so in-place updates between
 calls are always seen; a call on a PackedWeights snapshot (fastrnn.pack_weights) keeps its packed
 weights there for the later ones (fastrnn::PackedForward).

@@ -7,6 +7,9 @@
 // Exit status 0 when everything matches; the first mismatch is printed.
 #include <fastrnn/sequence.h>
 
+#include <atomic>
+#include <thread>
+
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -108,7 +111,7 @@ Vd numeric_grad(Case k, Vd Case::*array) {
     return g;
 }
 
-int failures = 0;
+std::atomic<int> failures{0};
 
 template <class Real> void expect_close(const std::string& what, const std::vector<Real>& got, const Vd& want, double rtol) {
     double diff = 0, scale = 1e-300;
@@ -222,6 +225,17 @@ int main() {
             check<double>(k, threads, 1e-12, 1e-6, tag + " double");
             check<float>(k, threads, 1e-5, 2e-4, tag + " float");
         }
-    std::printf("%s (isa %s): %d failure(s)\n", failures ? "FAILED" : "passed", fastrnn::isa(), failures);
-    return failures ? 1 : 0;
+    // callers on several threads at once: one has the pool, the others run alone (detail/team.h)
+    std::vector<std::thread> callers;
+    for (int c = 0; c < 3; ++c)
+        callers.emplace_back([c] {
+            for (int round = 0; round < 2; ++round) {
+                Case k = make_case(c == 0 ? Cell::lstm : Cell::gru, 5, 3, 4, 19, 100u + 10u * c + round);
+                check<double>(k, 2, 1e-12, 1e-6, "concurrent caller " + std::to_string(c) + " double");
+            }
+        });
+    for (std::thread& t : callers) t.join();
+    const int failed = failures.load();
+    std::printf("%s (isa %s): %d failure(s)\n", failed ? "FAILED" : "passed", fastrnn::isa(), failed);
+    return failed ? 1 : 0;
 }

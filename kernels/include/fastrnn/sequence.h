@@ -27,19 +27,20 @@
 // Cell::gru_cho (Cho et al. 2014, ONNX's default), Cell::rnn_tanh, Cell::rnn_relu. Real: float, double.
 //
 // How it runs. The hidden units are cut into tiles of one vector (R = 16 floats with AVX-512, 8 with
-// AVX2, 4 portable). ONE OpenMP parallel region per call walks the whole sequence; per step the
-// tiles are shared out (Phases: each thread claims its own share first, so it keeps the same weight
-// panels in its cache, and takes over a late thread's tiles) and a count of finished tiles is the
-// step's barrier. First each tile's weights are packed once (the W_ih and W_hh rows of every gate as
+// AVX2, 4 portable). ONE team of threads per call walks the whole sequence (detail/team.h: pooled
+// std::threads; the caller never waits for a worker late to join); per step the tiles are shared out
+// (Phases: each thread claims its own share first, so it keeps the same weight panels in its cache,
+// and takes over a late thread's tiles) and a count of finished tiles is the step's barrier. First each tile's weights are packed once (the W_ih and W_hh rows of every gate as
 // [k][R] panels, read with unit-stride vector loads) and its input projection computed for all steps;
 // then per step its recurrent product and pointwise cell update (Cho's GRU: two phases, the reset
 // gate of every unit before the candidate's product). Backward mirrors it: per step the pointwise
 // backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx and the weight
-// gradients are whole-sequence products in the same region afterwards. With projections a step has
+// gradients are whole-sequence products on the same team afterwards. With projections a step has
 // two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three backward
 // (dL/dh_t by tiles of P, the pointwise backward from dL/dm_t = dL/dh_t W_hr, dh_{t-1} by tiles of P).
 // Instruction set: AVX-512, AVX2+FMA or the portable path, chosen once at run time (kernels.h;
-// FASTRNN_ISA=portable|avx2|avx512 forces one). Without OpenMP everything runs on the calling thread.
+// FASTRNN_ISA=portable|avx2|avx512 forces one). Built with FASTRNN_SINGLE_THREAD defined, everything runs
+// on the calling thread.
 // Needs GCC or Clang (vector extensions).
 #pragma once
 
@@ -55,11 +56,8 @@
 #include <thread>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "detail/kernels.h"
+#include "detail/team.h"
 
 namespace fastrnn {
 
@@ -195,56 +193,37 @@ void pack_cols(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real
             dst[k * R + r] = r < n ? src[k * ld + r] * (mul ? mul[k * mul_ld + r] : Real(1)) : Real(0);
 }
 
-inline int team_id() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-inline int team_size() {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
 inline int resolve_threads(int threads) {
-#ifdef _OPENMP
-    return threads > 0 ? threads : omp_get_max_threads();
-#else
+#ifdef FASTRNN_SINGLE_THREAD
     (void)threads;
     return 1;
+#else
+    return threads > 0 ? threads : default_threads();
 #endif
 }
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-}
-
-// The step-by-step synchronisation of one parallel region: each phase (a step, or part of one) is
-// cut into chunks (unit tiles) that the threads claim with an atomic flag, each walking its own
-// share first so that it keeps the same weights in its cache from step to step; a per-phase count
-// of finished chunks is the barrier. A thread that is late or descheduled (a busy machine) does
-// not hold the others up: they claim its chunks. (An OpenMP barrier would wait for it.)
+// The step-by-step synchronisation of one call's team (detail/team.h): each phase (a step, or part of
+// one) is cut into chunks (unit tiles) that the threads claim with an atomic flag, each walking its own
+// share first so that it keeps the same weights in its cache from step to step; a per-phase count of
+// finished chunks is the barrier. A thread that is late or descheduled (a busy machine) does not hold
+// the others up: they claim its chunks; one that joins late passes the finished phases at a glance.
 class Phases {
 public:
-    // `chunks`: the most chunks a phase has
-    Phases(std::ptrdiff_t phases, std::ptrdiff_t chunks)
-        : chunks_(chunks), claims_(new std::atomic<int>[phases * chunks]()), done_(new std::atomic<std::ptrdiff_t>[phases]()) {}
+    // sizes[i]: the most chunks phase i has
+    explicit Phases(const std::vector<std::ptrdiff_t>& sizes) : offset_(sizes.size() + 1, 0) {
+        for (std::size_t i = 0; i < sizes.size(); ++i) offset_[i + 1] = offset_[i] + sizes[i];
+        claims_.reset(new std::atomic<int>[offset_.back() > 0 ? offset_.back() : 1]());
+        done_.reset(new std::atomic<std::ptrdiff_t>[sizes.size()]());
+    }
 
     // work(chunk) for every chunk (of n) of `phase` this thread claims, then wait until all are done.
     template <class Work> void run(std::ptrdiff_t phase, std::ptrdiff_t n, Work&& work) {
+        if (done_[phase].load(std::memory_order_acquire) >= n) return;
         const std::ptrdiff_t start = n * team_id() / team_size();
+        std::atomic<int>* claims = claims_.get() + offset_[phase];
         for (std::ptrdiff_t i = 0; i < n; ++i) {
             const std::ptrdiff_t chunk = (start + i) % n;
-            if (claims_[phase * chunks_ + chunk].exchange(1, std::memory_order_relaxed) == 0) {
+            if (claims[chunk].exchange(1, std::memory_order_relaxed) == 0) {
                 work(chunk);
                 done_[phase].fetch_add(1, std::memory_order_release);
             }
@@ -255,7 +234,7 @@ public:
     }
 
 private:
-    std::ptrdiff_t chunks_;
+    std::vector<std::ptrdiff_t> offset_;
     std::unique_ptr<std::atomic<int>[]> claims_;
     std::unique_ptr<std::atomic<std::ptrdiff_t>[]> done_;
 };
@@ -302,7 +281,8 @@ template <class Real> std::int64_t packed_forward_size(const Problem<Real>& p) {
     return n;
 }
 
-// Runs the sequence forward; with a tape, records what backward needs. threads <= 0: OpenMP's default.
+// Runs the sequence forward; with a tape, records what backward needs. threads <= 0: every CPU this
+// process may use.
 // packed: weights packed by an earlier call, or room to pack them for later ones (PackedForward).
 template <class Real>
 void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Real* h_n, Real* c_n,
@@ -353,11 +333,10 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const std::ptrdiff_t parts = (NT + part_tiles - 1) / part_tiles, ih_items = row_items * G * parts;
     const std::ptrdiff_t per_step = cho || projected ? 2 : 1;
     // packing, input projection, the steps
-    Phases sync(2 + per_step * T, std::max({NT, NP, ih_items}));
-#ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads)
-#endif
-    {
+    std::vector<std::ptrdiff_t> phase_sizes{std::max(NT, NP), ih_items};
+    phase_sizes.resize(2 + per_step * T, std::max(NT, NP));
+    Phases sync(phase_sizes);
+    run_team(n_threads, [&] {
         Real* gh = scratch + team_id() * scratch_size;
         sync.run(0, packed.ready ? 0 : std::max(NT, NP), [&](std::ptrdiff_t u) {
             if (projected && u < NP)
@@ -391,7 +370,7 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                 sync.run(2 + t, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
             }
         }
-    }
+    });
     if (h_n) std::memcpy(h_n, h + (T % S) * B * P, sizeof(Real) * B * P);
     if (lstm && c_n) std::memcpy(c_n, c + (T % S) * B * H, sizeof(Real) * B * H);
 }
@@ -436,11 +415,17 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     // packing W_hh (and W_hr) by columns, then per step: the pointwise backward and dh_{t-1}, with
     // Cho's reset gate between them, or the projection's dL/dh_t before them
     const std::ptrdiff_t per_step = cho || projected ? 3 : 2;
-    Phases sync(1 + per_step * T, std::max(NT, NP));
-#ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads)
-#endif
-    {
+    // then the whole-sequence products, in four more phases: packing their operands (W_ih^T and x by
+    // columns; h, Cho's r * h and m by columns), the products (dx by rows; dW_ih, dW_hh by rows of a
+    // gate; dW_hr), the bias sums
+    const std::ptrdiff_t gate_items = G * gate_row_items;
+    const std::ptrdiff_t projection_items = projected ? (P + kItemRows - 1) / kItemRows : 0;
+    const std::ptrdiff_t product_items = row_items + 2 * gate_items + projection_items;
+    const std::ptrdiff_t bias_items = (GH + kItemRows - 1) / kItemRows, tail = 1 + per_step * T;
+    std::vector<std::ptrdiff_t> phase_sizes(tail, std::max(NT, NP));
+    phase_sizes.insert(phase_sizes.end(), {NI, std::max(NT, NP), product_items, bias_items});
+    Phases sync(phase_sizes);
+    run_team(n_threads, [&] {
         Real* work = scratch + team_id() * 2 * B * R;
         sync.run(0, std::max(NT, NP), [&](std::ptrdiff_t u) {
             if (u < NP)
@@ -460,46 +445,34 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
         }
 
         // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)
-#ifdef _OPENMP
-#pragma omp for schedule(static) nowait
-#endif
-        for (std::ptrdiff_t ui = 0; ui < NI; ++ui) {
+        sync.run(tail, NI, [&](std::ptrdiff_t ui) {
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
             pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih + ui * GH * R, R);
             pack_cols(p.x + ui * R, I, n, N, pk_x + ui * N * R, R);
-        }
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (std::ptrdiff_t u = 0; u < std::max(NT, NP); ++u) {
+        });
+        sync.run(tail + 1, std::max(NT, NP), [&](std::ptrdiff_t u) {
             if (u < NP)
                 pack_cols(tape.h + u * R, P, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), N,
                           pk_h + u * N * R, R);
-            if (u >= NT) continue;
+            if (u >= NT) return;
             const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
             if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh + u * N * R, R, tape.gates + u * R, GH);
             if (projected) pack_cols(tape.m + u * R, H, n, N, pk_m + u * N * R, R);
-        }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic) nowait
-#endif
-        for (std::ptrdiff_t item = 0; item < row_items; ++item) {
-            const std::ptrdiff_t r0 = item * kItemRows;
-            op.product(pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
-                       out.dx + r0 * I, I, I, nullptr);
-        }
-        // weight gradients: items of 64 rows of one gate, of dW_ih then dW_hh; then of dW_hr = dh^T m
-        const std::ptrdiff_t gate_items = G * gate_row_items;
-        const std::ptrdiff_t projection_items = projected ? (P + kItemRows - 1) / kItemRows : 0;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic) nowait
-#endif
-        for (std::ptrdiff_t item = 0; item < 2 * gate_items + projection_items; ++item) {
+        });
+        // items: 64 rows of dx; 64 rows of one gate of dW_ih, then of dW_hh; 64 rows of dW_hr = dh^T m
+        sync.run(tail + 2, product_items, [&](std::ptrdiff_t item) {
+            if (item < row_items) {
+                const std::ptrdiff_t r0 = item * kItemRows;
+                op.product(pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
+                           out.dx + r0 * I, I, I, nullptr);
+                return;
+            }
+            item -= row_items;
             if (item >= 2 * gate_items) {
                 const std::ptrdiff_t r0 = (item - 2 * gate_items) * kItemRows;
                 op.product(pk_m, N * R, N, dh_step + r0, 1, P, std::min(kItemRows, P - r0), out.dw_hr + r0 * H, H, H,
                            nullptr);
-                continue;
+                return;
             }
             const bool ih = item < gate_items;
             const std::ptrdiff_t rest = ih ? item : item - gate_items, g = rest / gate_row_items;
@@ -508,13 +481,10 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
             const Real* panels = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
             op.product(panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
                        (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols, nullptr);
-        }
+        });
         // bias gradients: column sums, accumulated in double
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (std::ptrdiff_t k0 = 0; k0 < GH; k0 += kItemRows) {
-            const std::ptrdiff_t k1 = std::min(GH, k0 + kItemRows);
+        sync.run(tail + 3, bias_items, [&](std::ptrdiff_t item) {
+            const std::ptrdiff_t k0 = item * kItemRows, k1 = std::min(GH, k0 + kItemRows);
             double sum_i[kItemRows] = {}, sum_h[kItemRows] = {};
             for (std::ptrdiff_t r = 0; r < N; ++r)
                 for (std::ptrdiff_t k = k0; k < k1; ++k) {
@@ -525,8 +495,8 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
                 if (out.db_ih) out.db_ih[k] = static_cast<Real>(sum_i[k - k0]);
                 if (out.db_hh) out.db_hh[k] = static_cast<Real>(sum_h[k - k0]);
             }
-        }
-    }
+        });
+    });
 }
 
 // The instruction set the kernels use on this CPU: "avx512", "avx2" or "portable".
