@@ -111,13 +111,8 @@ public:
             generation_.fetch_add(1, std::memory_order_release);
         }
         wake_cv_.notify_all();
+        Closer closer{*this};       // also if body throws: no worker may still run it once this returns
         as_member(0, n, body);
-        // close: a worker that has not joined yet will find the job closed; wait for those inside it
-        // (seq_cst on both sides: either this load sees a worker's increment, or that worker sees closed)
-        open_.store(false, std::memory_order_seq_cst);
-        for (int spins = 0; active_.load(std::memory_order_seq_cst) != 0;)
-            if (++spins < 2000) cpu_relax();
-            else std::this_thread::yield();
     }
 
 private:
@@ -130,12 +125,25 @@ private:
         as_member(member, size, *static_cast<Body*>(context));
     }
 
+    // Close the job: a worker that has not joined yet will find it closed; wait for those inside it
+    // (seq_cst on both sides: either this load sees a worker's increment, or that worker sees closed).
+    struct Closer {
+        Team& team;
+        ~Closer() {
+            team.open_.store(false, std::memory_order_seq_cst);
+            for (int spins = 0; team.active_.load(std::memory_order_seq_cst) != 0;)
+                if (++spins < 2000) cpu_relax();
+                else std::this_thread::yield();
+        }
+    };
+
     template <class Body> static void as_member(int member, int size, Body& body) {
-        TeamSlot& slot = team_slot();
-        const TeamSlot saved = slot;
-        slot = {member, size};
+        struct Restore {
+            TeamSlot saved;
+            ~Restore() { team_slot() = saved; }
+        } restore{team_slot()};
+        team_slot() = {member, size};
         body();
-        slot = saved;
     }
 
     void work() {
