@@ -7,9 +7,10 @@ A stream is fed in chunks of T steps, the state carried from call to call, in ev
 ``torch.no_grad()`` (a speech or sensor model answering as data arrives). Competitors, all from the same
 weights: "torch" (torch.nn, oneDNN); "fastrnn[b]", the module after fastrnn.torch.convert with backend b,
 which packs its weights on every call; "fastrnn[b+packed]", the same after ``pack()``, which packs them
-once (fastrnn.pack_weights snapshots). One timing is ``--calls`` calls back-to-back (after an untimed one: thread pools awake);
-competitors run interleaved, one timing each per round, after warm-up calls; the table gives the median per call and
-the ratio to torch (> 1: fastrnn is faster). Every competitor's outputs are checked against torch's.
+once (fastrnn.pack_weights snapshots). One timing is ``--calls`` calls back-to-back (after an untimed
+one: thread pools awake); competitors run interleaved, one timing each per round, after warm-up calls;
+the table gives the median per call and the ratio to torch (> 1: fastrnn is faster). Every competitor's
+outputs are checked against torch's.
 """
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def main(argv=None):
     info = machine.describe("cpu", args.threads)
     lines = [f"Streaming inference (eval, no_grad, state carried between calls of T steps), one layer, I = H, "
              f"float32, {args.threads} threads, {args.calls} calls per timing, median of {args.rounds} interleaved "
-             f"rounds. Machine: {machine.label(info)}; fastrnn {fastrnn.__version__}, load average {info.get('load_average')}. ms per call; (x) = torch's time / this one.", "",
+             f"rounds. Machine: {machine.label(info)}; fastrnn {fastrnn.__version__}, load average "
+             f"{info.get('load_average')}. ms per call; (x) = torch's time / this one.", "",
              "| cell | T | B | H | " + " | ".join(names) + " |", "|---|--:|--:|--:|" + "--:|" * len(names)]
     for cell, T, B, H, medians in rows:
         base = medians["torch"]

@@ -162,7 +162,7 @@ class _FastRecurrent:
                 get("bias_hh") if self.bias else None, get("weight_hr") if self.proj_size else None)
 
     def _weights(self) -> list:
-        """Every layer's and direction's weight tensors, in order (None for absent biases and w_hr left out)."""
+        """Every layer's and direction's weight tensors, in order (absent biases and w_hr left out)."""
         return [p for layer in range(self.num_layers) for d in range(2 if self.bidirectional else 1)
                 for p in self._layer_weights(layer, d) if p is not None]
 

@@ -30,8 +30,9 @@
 // AVX2, 4 portable). ONE team of threads per call walks the whole sequence (detail/team.h: pooled
 // std::threads; the caller never waits for a worker late to join); per step the tiles are shared out
 // (Phases: each thread claims its own share first, so it keeps the same weight panels in its cache,
-// and takes over a late thread's tiles) and a count of finished tiles is the step's barrier. First each tile's weights are packed once (the W_ih and W_hh rows of every gate as
-// [k][R] panels, read with unit-stride vector loads) and its input projection computed for all steps;
+// and takes over a late thread's tiles) and a count of finished tiles is the step's barrier. First
+// each tile's weights are packed once (the W_ih and W_hh rows of every gate as [k][R] panels, read
+// with unit-stride vector loads) and its input projection computed for all steps;
 // then per step its recurrent product and pointwise cell update (Cho's GRU: two phases, the reset
 // gate of every unit before the candidate's product). Backward mirrors it: per step the pointwise
 // backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx and the weight

@@ -11,8 +11,9 @@
 // 30-100 ms after the last one cost 5.7-7.6 ms instead of 0.14 ms, T = 1, H = 256, while ONNX Runtime,
 // whose pool does the same as this one, took 0.4 ms); here such a call runs on the caller alone.
 // Workers spin for 5 ms after a call (FASTRNN_SPIN_US overrides it; back-to-back calls and a stream's
-// short gaps find them awake, like OpenMP's default spin), then sleep on a condition variable. One call uses the pool at a time; a call from another thread meanwhile runs on its own
-// thread alone (no oversubscription). After fork() the child starts a pool of its own.
+// short gaps find them awake, like OpenMP's default spin), then sleep on a condition variable. One call
+// uses the pool at a time; a call from another thread meanwhile runs on its own thread alone (no
+// oversubscription). After fork() the child starts a pool of its own.
 #pragma once
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <condition_variable>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -100,7 +102,11 @@ public:
             as_member(0, 1, body);
             return;
         }
-        while (static_cast<int>(workers_.size()) < n - 1) workers_.emplace_back([this] { work(); });
+        try {
+            while (static_cast<int>(workers_.size()) < n - 1) workers_.emplace_back([this] { work(); });
+        } catch (const std::system_error&) {
+            // no more threads to be had (a process limit): the call runs on those there are
+        }
         job_ = &call<Body>;
         context_ = &body;
         size_ = n;
