@@ -42,10 +42,7 @@ def test_streaming_inference(benchmark, request, impl):
     size = STREAM_SMOKE if request.config.getoption("benchmark_disable", False) else STREAM_FULL
     backends = [b for b in ("cpp", "numba") if impl.startswith(f"fastrnn[{b}")]
     models = torch_streaming_inference.competitors(size["cell"], size["H"], backends)
-    gen = torch.Generator().manual_seed(1)
-    chunks = [torch.randn(size["T"], size["B"], size["H"], generator=gen) for _ in range(size["calls"])]
-    state = torch.zeros(1, size["B"], size["H"])
-    state = (state, state.clone()) if size["cell"] == "lstm" else state
+    chunks, state = torch_streaming_inference.inputs(size["cell"], size["T"], size["B"], size["H"], size["calls"])
     want = torch_streaming_inference.stream(models["torch"], chunks, state)
     got = torch_streaming_inference.stream(models[impl], chunks, state)     # packs, compiles: outside the timing
     assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())

@@ -38,6 +38,14 @@ def competitors(cell, H, backends, seed=0):
     return models
 
 
+def inputs(cell, T, B, H, calls, seed=1):
+    """(chunks, state): ``calls`` random chunks (T, B, H) of a stream and its zero initial state."""
+    gen = torch.Generator().manual_seed(seed)
+    chunks = [torch.randn(T, B, H, generator=gen) for _ in range(calls)]
+    h0 = torch.zeros(1, B, H)
+    return chunks, ((h0, h0.clone()) if cell == "lstm" else h0)
+
+
 def stream(model, chunks, state):
     """Feed the chunks in order, carrying the state: the last chunk's output."""
     with torch.no_grad():
@@ -66,10 +74,7 @@ def main(argv=None):
     rows = []
     for cell, T, B, H in itertools.product(args.cells.split(","), ints(args.chunk), ints(args.batch), ints(args.hidden)):
         models = competitors(cell, H, backends)
-        gen = torch.Generator().manual_seed(1)
-        chunks = [torch.randn(T, B, H, generator=gen) for _ in range(args.calls)]
-        h0 = torch.zeros(1, B, H)
-        state = (h0, h0.clone()) if cell == "lstm" else h0
+        chunks, state = inputs(cell, T, B, H, args.calls)
         want = stream(models["torch"], chunks, state)
         for name, model in models.items():      # warm-up (compilation, the first packing) and the check
             got = stream(model, chunks, state)

@@ -161,10 +161,12 @@ class _FastRecurrent:
         return (get("weight_ih"), get("weight_hh"), get("bias_ih") if self.bias else None,
                 get("bias_hh") if self.bias else None, get("weight_hr") if self.proj_size else None)
 
+    def _layers_and_directions(self) -> list:
+        return [(layer, d) for layer in range(self.num_layers) for d in range(2 if self.bidirectional else 1)]
+
     def _weights(self) -> list:
         """Every layer's and direction's weight tensors, in order (absent biases and w_hr left out)."""
-        return [p for layer in range(self.num_layers) for d in range(2 if self.bidirectional else 1)
-                for p in self._layer_weights(layer, d) if p is not None]
+        return [p for slot in self._layers_and_directions() for p in self._layer_weights(*slot) if p is not None]
 
     def _weights_key(self) -> tuple:
         # what torch tracks of a tensor's contents: an in-place update bumps _version (optimizer steps,
@@ -188,12 +190,10 @@ class _FastRecurrent:
             raise TypeError(f"pack() is for parameters on the CPU (packed for the CPU backends); these are on "
                             f"{device}")
         cell = {"LSTM": "lstm", "GRU": "gru"}.get(self.mode, "rnn")
-        with torch.no_grad():
-            snapshots = {}
-            for layer in range(self.num_layers):
-                for direction in range(2 if self.bidirectional else 1):
-                    w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(layer, direction)
-                    snapshots[layer, direction] = pack_weights(cell, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr)
+        snapshots = {}
+        for slot in self._layers_and_directions():      # (pack_weights copies the tensors, detached)
+            w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(*slot)
+            snapshots[slot] = pack_weights(cell, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr)
         self._fastrnn_packed = (self._weights_key(), snapshots)
         return self
 

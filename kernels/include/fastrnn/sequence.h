@@ -229,9 +229,7 @@ public:
                 done_[phase].fetch_add(1, std::memory_order_release);
             }
         }
-        for (int spins = 0; done_[phase].load(std::memory_order_acquire) < n;)
-            if (++spins < 2000) cpu_relax();
-            else std::this_thread::yield();       // the thread we wait for may need this core
+        wait_until([&] { return done_[phase].load(std::memory_order_acquire) >= n; });
     }
 
 private:

@@ -44,6 +44,13 @@ inline void cpu_relax() {
 #endif
 }
 
+// Wait until done(): spin briefly, then yield (the thread waited for may need this core).
+template <class Done> void wait_until(Done&& done) {
+    for (int spins = 0; !done();)
+        if (++spins < 2000) cpu_relax();
+        else std::this_thread::yield();
+}
+
 struct TeamSlot {
     int member = 0, size = 1;
 };
@@ -137,9 +144,7 @@ private:
         Team& team;
         ~Closer() {
             team.open_.store(false, std::memory_order_seq_cst);
-            for (int spins = 0; team.active_.load(std::memory_order_seq_cst) != 0;)
-                if (++spins < 2000) cpu_relax();
-                else std::this_thread::yield();
+            wait_until([this] { return team.active_.load(std::memory_order_seq_cst) == 0; });
         }
     };
 
