@@ -1,0 +1,50 @@
+"""Smoke test of the C++ probes in benchmarks/cpp (tools to run by hand, not timings to track): each
+compiles with the command in its header and prints its table."""
+import pathlib
+import platform
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64"),
+                                reason="the probes are AVX2 programs built with g++")
+
+
+def build(tmp_path, source, *flags):
+    exe = tmp_path / pathlib.Path(source).stem
+    command = ["g++", "-O2", "-std=c++17", "-mavx2", "-mfma", "-Wno-psabi", *flags, str(ROOT / source), "-o", str(exe)]
+    subprocess.run(command, check=True)
+    return exe
+
+
+def avx2_fma():
+    try:
+        return {"avx2", "fma"} <= set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not avx2_fma(), reason="needs a CPU with AVX2 and FMA")
+def test_fma_peak_prints_percentiles(tmp_path):
+    out = subprocess.run([build(tmp_path, "benchmarks/cpp/fma_peak.cpp", "-pthread"), "1", "0.05"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "GFLOP/s per core p10" in out and "median" in out
+
+
+@pytest.mark.skipif(not avx2_fma(), reason="needs a CPU with AVX2 and FMA")
+def test_activations_probe_reports_cost_and_accuracy(tmp_path):
+    exe = build(tmp_path, "benchmarks/cpp/activations.cpp", "-I", str(ROOT / "kernels" / "include"))
+    out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+    assert out.count("cycles per 8 units") == 3
+    # the library's activations keep the accuracy the kernels' tests rely on (a few ulps)
+    library_tanh = next(line for line in out.splitlines() if line.startswith("library  tanh"))
+    assert float(library_tanh.split("max ")[1].split(" ulp")[0]) < 4
+
+
+@pytest.mark.skipif(not avx2_fma(), reason="needs a CPU with AVX2 and FMA")
+def test_product_rate_prints_its_rates(tmp_path):
+    exe = build(tmp_path, "benchmarks/cpp/product_rate.cpp", "-pthread", "-I", str(ROOT / "kernels" / "include"))
+    out = subprocess.run([exe, "64", "16", "40"], capture_output=True, text=True, check=True).stdout
+    assert "product 64 x 16 x 40" in out and "median" in out
