@@ -1,6 +1,7 @@
-// The cost and the accuracy of the C++ kernels' float32 activations (cells.h), against the cheaper
-// rational tanh that ONNX Runtime's MLAS-style kernels use, to show why the kernels keep the
-// exponential-based ones (see benchmarks/results/cpu-bounds-epyc-2core.md).
+// The cost and the accuracy of the C++ kernels' float32 activations (cells.h), against a cheaper
+// rational tanh of the form ONNX Runtime's MLAS uses (Eigen's x P(x^2) / Q(x^2), clamped at +-9; our
+// own fit here), to show why the kernels keep the exponential-based ones
+// (see benchmarks/results/cpu-bounds-epyc-2core.md).
 //
 //   g++ -O3 -std=c++17 -mavx2 -mfma -Wno-psabi -I kernels/include benchmarks/cpp/activations.cpp -o /tmp/activations
 //   /tmp/activations            # cycles per 8 units of an LSTM cell, then max errors over sampled floats
