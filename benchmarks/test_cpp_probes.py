@@ -8,8 +8,17 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64"),
-                                reason="the probes are AVX2 programs built with g++")
+
+
+def avx2_fma():
+    try:
+        return {"avx2", "fma"} <= set(pathlib.Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64")
+                                or not avx2_fma(), reason="the probes are AVX2 + FMA programs built with g++")
 
 
 def build(tmp_path, source, *flags):
@@ -19,21 +28,12 @@ def build(tmp_path, source, *flags):
     return exe
 
 
-def avx2_fma():
-    try:
-        return {"avx2", "fma"} <= set(open("/proc/cpuinfo").read().split())
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not avx2_fma(), reason="needs a CPU with AVX2 and FMA")
 def test_fma_peak_prints_percentiles(tmp_path):
     out = subprocess.run([build(tmp_path, "benchmarks/cpp/fma_peak.cpp", "-pthread"), "1", "0.05"],
                          capture_output=True, text=True, check=True).stdout
     assert "GFLOP/s per core p10" in out and "median" in out
 
 
-@pytest.mark.skipif(not avx2_fma(), reason="needs a CPU with AVX2 and FMA")
 def test_activations_probe_reports_cost_and_accuracy(tmp_path):
     exe = build(tmp_path, "benchmarks/cpp/activations.cpp", "-I", str(ROOT / "kernels" / "include"))
     out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout
@@ -44,7 +44,6 @@ def test_activations_probe_reports_cost_and_accuracy(tmp_path):
         assert float(line.split("max ")[1].split(" ulp")[0]) < 4, line
 
 
-@pytest.mark.skipif(not avx2_fma(), reason="needs a CPU with AVX2 and FMA")
 def test_product_rate_prints_its_rates(tmp_path):
     exe = build(tmp_path, "benchmarks/cpp/product_rate.cpp", "-pthread", "-I", str(ROOT / "kernels" / "include"))
     out = subprocess.run([exe, "64", "16", "40"], capture_output=True, text=True, check=True).stdout
