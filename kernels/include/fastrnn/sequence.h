@@ -262,6 +262,21 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
 
 // Rows per work item of the whole-sequence products.
 constexpr std::ptrdiff_t kItemRows = 64;
+// Columns per work item of the bias gradients' sums: 32 doubles stay in registers (8 of AVX2's 16).
+constexpr std::ptrdiff_t kBiasColumns = 32;
+
+// sums[k] = sum over r < rows of a[r*ld + k], k < cols (<= kBiasColumns), in double.
+template <class Real> void column_sums(const Real* a, std::ptrdiff_t ld, std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                       double* sums) {
+    double acc[kBiasColumns] = {};
+    if (cols == kBiasColumns)       // the common case, with a constant trip count the compiler unrolls
+        for (std::ptrdiff_t r = 0; r < rows; ++r)
+            for (std::ptrdiff_t k = 0; k < kBiasColumns; ++k) acc[k] += a[r * ld + k];
+    else
+        for (std::ptrdiff_t r = 0; r < rows; ++r)
+            for (std::ptrdiff_t k = 0; k < cols; ++k) acc[k] += a[r * ld + k];
+    for (std::ptrdiff_t k = 0; k < cols; ++k) sums[k] = acc[k];
+}
 
 // Sizes of the packed forward weights' parts, in their order: W_ih and W_hh by unit tiles
 // ([tile][k][R]), the b_ih and b_hh tiles, W_hr by tiles of its P rows (0 without projections).
@@ -323,7 +338,7 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     Real* scratch = ws.get<Real>(scratch_size * n_threads);
     ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates,
                        tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh,
-                       P, NP, pk_hr, m, tape ? B * H : 0};
+                       P, NP, pk_hr, m, tape ? B * H : 0, tape != nullptr};
     const std::ptrdiff_t N = T * B, row_items = (N + kItemRows - 1) / kItemRows;
     // the input projection's items: up to 64 rows of x times one gate's tiles, or a part of them
     // when the rows are few (a short call), so that every thread gets a share of W_ih to read
@@ -420,7 +435,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     const std::ptrdiff_t gate_items = G * gate_row_items;
     const std::ptrdiff_t projection_items = projected ? (P + kItemRows - 1) / kItemRows : 0;
     const std::ptrdiff_t product_items = row_items + 2 * gate_items + projection_items;
-    const std::ptrdiff_t bias_items = (GH + kItemRows - 1) / kItemRows, tail = 1 + per_step * T;
+    const std::ptrdiff_t bias_items = (GH + kBiasColumns - 1) / kBiasColumns, tail = 1 + per_step * T;
     std::vector<std::ptrdiff_t> phase_sizes(tail, std::max(NT, NP));
     phase_sizes.insert(phase_sizes.end(), {NI, std::max(NT, NP), product_items, bias_items});
     Phases sync(phase_sizes);
@@ -481,18 +496,15 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
             op.product(panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
                        (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols, nullptr);
         });
-        // bias gradients: column sums, accumulated in double
+        // bias gradients: column sums, accumulated in double (one pass where dgh is dgi)
         sync.run(tail + 3, bias_items, [&](std::ptrdiff_t item) {
-            const std::ptrdiff_t k0 = item * kItemRows, k1 = std::min(GH, k0 + kItemRows);
-            double sum_i[kItemRows] = {}, sum_h[kItemRows] = {};
-            for (std::ptrdiff_t r = 0; r < N; ++r)
-                for (std::ptrdiff_t k = k0; k < k1; ++k) {
-                    sum_i[k - k0] += dgi[r * GH + k];
-                    sum_h[k - k0] += dgh[r * GH + k];
-                }
+            const std::ptrdiff_t k0 = item * kBiasColumns, k1 = std::min(GH, k0 + kBiasColumns);
+            double sum_i[kBiasColumns] = {}, sum_h[kBiasColumns] = {};
+            column_sums(dgi + k0, GH, N, k1 - k0, sum_i);
+            if (dgh != dgi) column_sums(dgh + k0, GH, N, k1 - k0, sum_h);
             for (std::ptrdiff_t k = k0; k < k1; ++k) {
                 if (out.db_ih) out.db_ih[k] = static_cast<Real>(sum_i[k - k0]);
-                if (out.db_hh) out.db_hh[k] = static_cast<Real>(sum_h[k - k0]);
+                if (out.db_hh) out.db_hh[k] = static_cast<Real>(dgh != dgi ? sum_h[k - k0] : sum_i[k - k0]);
             }
         });
     });

@@ -54,6 +54,7 @@ template <class Real> struct ForwardCtx {
     Real* m;                       // m_t = o * tanh(c_t) (B, H) at m + t * m_step
     ptrdiff_t m_step;              // B*H when the tape keeps every step's m, else 0 (one slot)
     bool projected() const { return pk_hr != nullptr; }
+    bool keep_activations;         // the gate activations replace the input projection (a tape's gates)
 };
 
 template <class Real> struct BackwardCtx {
@@ -360,10 +361,12 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
             auto st = cells::lstm_forward(load<Vr>(gates, n) + load<Vr>(gh_b), load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R),
                                           load<Vr>(gates + 2 * H, n) + load<Vr>(gh_b + 2 * B * R),
                                           load<Vr>(gates + 3 * H, n) + load<Vr>(gh_b + 3 * B * R), load<Vr>(c_in + bj, n));
-            store(gates, st.i, n);
-            store(gates + H, st.f, n);
-            store(gates + 2 * H, st.g, n);
-            store(gates + 3 * H, st.o, n);
+            if (s.keep_activations) {
+                store(gates, st.i, n);
+                store(gates + H, st.f, n);
+                store(gates + 2 * H, st.g, n);
+                store(gates + 3 * H, st.o, n);
+            }
             store(c_out + bj, st.c, n);
             if (projected) {
                 store(s.m + t * s.m_step + bj, st.h, n);
@@ -375,9 +378,11 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
             Vr z = simd::sigmoid(load<Vr>(gates + H, n) + load<Vr>(gh_b + B * R));
             Vr ghn = load<Vr>(gh_b + 2 * B * R);
             Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + r * ghn);
-            store(gates, r, n);
-            store(gates + H, z, n);
-            store(gates + 2 * H, nn, n);
+            if (s.keep_activations) {
+                store(gates, r, n);
+                store(gates + H, z, n);
+                store(gates + 2 * H, nn, n);
+            }
             if (s.ghn) store(s.ghn + (t * B + b) * H + j, ghn, n);   // saved for backward only
             h_new = cells::gru_update(z, nn, load<Vr>(h_in + bj, n));     // (P = H without projections)
         } else {
@@ -437,7 +442,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<
             continue;
         }
         Vr nn = simd::tanh(load<Vr>(gates + 2 * H, n) + load<Vr>(gh + b * R));
-        store(gates + 2 * H, nn, n);
+        if (s.keep_activations) store(gates + 2 * H, nn, n);
         advance<Real, W>(s, t, b, j, cells::gru_update(load<Vr>(gates + H, n), nn, load<Vr>(h_in + bj, n)), n);
     }
 }
