@@ -233,5 +233,10 @@ def backward(seq, saved, dy, dh_n, dc_n):
     dx = _gemm(dgi, seq.w_ih).reshape(T, B, I)
     dw_ih = _gemm(dgi, seq.x.reshape(T * B, I), a_transposed=True)
     db_ih = dgi.sum(axis=0) if seq.b_ih is not None else None
-    db_hh = dgh.sum(axis=0) if seq.b_hh is not None else None
+    if seq.b_hh is None:
+        db_hh = None
+    elif dgh is dgi and db_ih is not None:      # one pass over dG where both biases see the same gradient
+        db_hh = db_ih.copy()
+    else:
+        db_hh = dgh.sum(axis=0)
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None       # no projection (w_hr)
