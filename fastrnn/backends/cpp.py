@@ -1,9 +1,10 @@
 """C++ backend ("cpp"): the header-only kernels of kernels/include/fastrnn/ through fastrnn._ext.
 
     forward:  one team of threads per call (kernels/include/fastrnn/detail/team.h): each thread packs
-              the W_ih and W_hh rows of its hidden-unit tiles once, computes their input projection
-              x W_ih^T + b_ih for all steps, then per step h_{t-1} W_hh^T + b_hh and the cell's pointwise
-              update, one barrier a step (two for the GRU of Cho et al.)
+              the W_ih and W_hh rows of its hidden-unit tiles once; then per chunk of steps (~8 MiB of
+              gates; inference keeps one chunk, not T steps) the input projection x W_ih^T + b_ih, then
+              per step h_{t-1} W_hh^T + b_hh and the cell's pointwise update, one barrier a step (two
+              for the GRU of Cho et al.)
     backward: the reverse loop in the same form (pointwise backward, barrier, dh_{t-1} = dG_t W_hh),
               then dx = dG W_ih, dW_ih = dG^T x, dW_hh = dG_h^T h_prev and the bias sums on that team
 Equations and shapes: kernels/include/fastrnn/cells.h and sequence.h. Everything, GEMMs included, runs

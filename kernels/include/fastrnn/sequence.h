@@ -32,9 +32,11 @@
 // (Phases: each thread claims its own share first, so it keeps the same weight panels in its cache,
 // and takes over a late thread's tiles) and a count of finished tiles is the step's barrier. First
 // each tile's weights are packed once (the W_ih and W_hh rows of every gate as [k][R] panels, read
-// with unit-stride vector loads) and its input projection computed for all steps;
-// then per step its recurrent product and pointwise cell update (Cho's GRU: two phases, the reset
-// gate of every unit before the candidate's product). Backward mirrors it: per step the pointwise
+// with unit-stride vector loads); then the steps go in chunks (about 8 MiB of gates each): the chunk's
+// input projection x W_ih^T + b_ih as one product, then per step each tile's recurrent product and
+// pointwise cell update (Cho's GRU: two phases, the reset gate of every unit before the candidate's
+// product). Without a tape the chunks share one ring of gates, so inference needs O(chunk) memory, not
+// O(T) (at T = 512, B = 64 the T-long array's fresh pages cost 15-30% of a call). Backward mirrors it: per step the pointwise
 // backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx and the weight
 // gradients are whole-sequence products on the same team afterwards. With projections a step has
 // two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three backward
@@ -56,6 +58,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>   // madvise (Workspace)
+#endif
 
 #include "detail/kernels.h"
 #include "detail/team.h"
@@ -140,6 +146,12 @@ template <class Real> const Ops<Real>& ops() {
 // later calls: fresh pages cost a page fault each (about 1 ms for the 4 MiB of packed weights of an
 // H = 512 LSTM, as much as a short sequence's compute). Slots are handed out in call order, so the
 // same call shape gets the same blocks back.
+// Frees a block of Workspace with the alignment it was made with.
+struct AlignedFree {
+    std::size_t align = 64;
+    void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(align)); }
+};
+
 class Workspace {
 public:
     template <class Real> Real* get(std::int64_t n) {
@@ -158,17 +170,26 @@ public:
     }
 
 private:
-    struct AlignedFree {
-        void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(64)); }
-    };
     using Block = std::unique_ptr<unsigned char[], AlignedFree>;
     struct Cached {
         Block block;
         std::size_t bytes = 0;
     };
     static constexpr std::size_t kSlots = 12, kKeepBytes = std::size_t(32) << 20;
+    // Blocks of 2 MiB or more are asked to be backed by transparent huge pages where Linux offers them
+    // (madvise mode): a block too big to keep costs a page fault per 2 MiB on each call rather than
+    // one per 4 KiB (measured: 9-15% of a T = 512, B = 64 forward+backward), and the whole-sequence
+    // products that stream it miss the TLB less. (NumPy does the same for its arrays of 4 MiB or more.)
+    static constexpr std::size_t kHugePage = std::size_t(2) << 20;
     static Block new_block(std::size_t bytes) {
-        return Block(static_cast<unsigned char*>(::operator new[](bytes, std::align_val_t(64))));
+        const bool huge = bytes >= kHugePage;
+        const std::size_t align = huge ? kHugePage : 64;
+        if (huge) bytes = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+        Block block(static_cast<unsigned char*>(::operator new[](bytes, std::align_val_t(align))), AlignedFree{align});
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (huge) madvise(block.get(), bytes, MADV_HUGEPAGE);      // advice only: failure changes nothing
+#endif
+        return block;
     }
     static std::array<Cached, kSlots>& cache() {
         thread_local std::array<Cached, kSlots> blocks;
@@ -262,6 +283,19 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
 
 // Rows per work item of the whole-sequence products.
 constexpr std::ptrdiff_t kItemRows = 64;
+
+// Steps per chunk of the forward's input projection: about kInputChunkBytes of gates (in the last
+// level cache when the chunk's steps read them), at least kItemRows rows (whole product items).
+// (Measured against 2 MiB chunks, which cost 3-5% at T = 128, and against one chunk of all T steps.)
+// FASTRNN_CHUNK_STEPS = n > 0, read per call, fixes it (the tests run several chunks at small sizes).
+constexpr std::size_t kInputChunkBytes = std::size_t(8) << 20;
+inline std::ptrdiff_t input_chunk_steps(std::ptrdiff_t T, std::ptrdiff_t B, std::ptrdiff_t GH, std::size_t real_size) {
+    const char* forced = std::getenv("FASTRNN_CHUNK_STEPS");
+    if (forced && std::atol(forced) > 0) return std::min<std::ptrdiff_t>(T, std::atol(forced));
+    const auto step_bytes = static_cast<std::size_t>(B * GH) * real_size;
+    const auto by_size = static_cast<std::ptrdiff_t>(kInputChunkBytes / step_bytes);
+    return std::min(T, std::max<std::ptrdiff_t>({1, by_size, (kItemRows + B - 1) / B}));
+}
 // Columns per work item of the bias gradients' sums: 32 doubles stay in registers (8 of AVX2's 16).
 constexpr std::ptrdiff_t kBiasColumns = 32;
 
@@ -322,7 +356,10 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     }
     Real *pk_ih = pk[0], *pk_hh = pk[1], *pb_ih = pk[2], *pb_hh = pk[3], *pk_hr = pk[4];
     const std::ptrdiff_t S = tape ? T + 1 : 2;
-    Real* gates = tape && tape->gates ? tape->gates : ws.get<Real>(T * B * GH);
+    // the input projection runs a chunk of steps ahead of them (its gates still in cache when read);
+    // without a tape the chunks share one ring of chunk_steps steps
+    const std::ptrdiff_t chunk_steps = input_chunk_steps(T, B, GH, sizeof(Real));
+    Real* gates = tape && tape->gates ? tape->gates : ws.get<Real>(chunk_steps * B * GH);
     Real* h = tape ? tape->h : ws.get<Real>(2 * B * P);
     Real* c = nullptr;
     if (lstm) c = tape ? tape->c : ws.get<Real>(2 * B * H);
@@ -336,19 +373,29 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const int n_threads = resolve_threads(threads);
     const std::ptrdiff_t scratch_size = G * B * R;
     Real* scratch = ws.get<Real>(scratch_size * n_threads);
-    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates,
+    const bool ring = !(tape && tape->gates);
+    ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates, ring ? chunk_steps : T,
                        tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh,
                        P, NP, pk_hr, m, tape ? B * H : 0, tape != nullptr};
-    const std::ptrdiff_t N = T * B, row_items = (N + kItemRows - 1) / kItemRows;
-    // the input projection's items: up to 64 rows of x times one gate's tiles, or a part of them
+    // a chunk's input projection items: up to 64 rows of x times one gate's tiles, or a part of them
     // when the rows are few (a short call), so that every thread gets a share of W_ih to read
-    const std::ptrdiff_t wanted_parts = (4 * n_threads + row_items * G - 1) / (row_items * G);
-    const std::ptrdiff_t part_tiles = (NT + std::min(NT, wanted_parts) - 1) / std::min(NT, wanted_parts);
-    const std::ptrdiff_t parts = (NT + part_tiles - 1) / part_tiles, ih_items = row_items * G * parts;
+    struct InputItems {
+        std::ptrdiff_t row_items, part_tiles, parts, count;
+    };
+    const auto input_items = [&](std::ptrdiff_t steps) {
+        const std::ptrdiff_t row_items = (steps * B + kItemRows - 1) / kItemRows;
+        const std::ptrdiff_t wanted_parts = std::min(NT, (4 * n_threads + row_items * G - 1) / (row_items * G));
+        const std::ptrdiff_t part_tiles = (NT + wanted_parts - 1) / wanted_parts;
+        const std::ptrdiff_t parts = (NT + part_tiles - 1) / part_tiles;
+        return InputItems{row_items, part_tiles, parts, row_items * G * parts};
+    };
     const std::ptrdiff_t per_step = cho || projected ? 2 : 1;
-    // packing, input projection, the steps
-    std::vector<std::ptrdiff_t> phase_sizes{std::max(NT, NP), ih_items};
-    phase_sizes.resize(2 + per_step * T, std::max(NT, NP));
+    // packing; then per chunk of steps its input projection and its steps
+    std::vector<std::ptrdiff_t> phase_sizes{std::max(NT, NP)};
+    for (std::ptrdiff_t t0 = 0; t0 < T; t0 += chunk_steps) {
+        phase_sizes.push_back(input_items(std::min(chunk_steps, T - t0)).count);
+        phase_sizes.resize(phase_sizes.size() + per_step * std::min(chunk_steps, T - t0), std::max(NT, NP));
+    }
     Phases sync(phase_sizes);
     run_team(n_threads, [&] {
         Real* gh = scratch + team_id() * scratch_size;
@@ -366,22 +413,30 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                 pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh + tile * R, R);
             }
         });
-        // the input projection x W_ih^T + b_ih of all steps, by the items above (rows x tiles of a gate)
-        sync.run(1, ih_items, [&](std::ptrdiff_t item) {
-            const std::ptrdiff_t r0 = item / (G * parts) * kItemRows, g = item / parts % G;
-            const std::ptrdiff_t u0 = item % parts * part_tiles, tile = g * NT + u0;
-            op.product(pk_ih + tile * I * R, I * R, I, p.x + r0 * I, I, 1, std::min(kItemRows, N - r0),
-                       gates + r0 * GH + g * H + u0 * R, GH, std::min(part_tiles * R, H - u0 * R), pb_ih + tile * R);
-        });
-        for (std::ptrdiff_t t = 0; t < T; ++t) {
-            if (cho) {
-                sync.run(2 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
-                sync.run(3 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
-            } else if (projected) {
-                sync.run(2 + 2 * t, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
-                sync.run(3 + 2 * t, NP, [&](std::ptrdiff_t v) { op.forward_project(s, t, v, gh); });
-            } else {
-                sync.run(2 + t, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
+        std::ptrdiff_t phase = 1;
+        for (std::ptrdiff_t t0 = 0; t0 < T; t0 += chunk_steps) {
+            const std::ptrdiff_t t1 = std::min(T, t0 + chunk_steps), rows = (t1 - t0) * B;
+            // the input projection x W_ih^T + b_ih of the chunk's steps (rows x tiles of a gate)
+            const InputItems in = input_items(t1 - t0);
+            const Real* x = p.x + t0 * B * I;
+            Real* chunk_gates = s.gates_at(t0, 0);
+            sync.run(phase++, in.count, [&](std::ptrdiff_t item) {
+                const std::ptrdiff_t r0 = item / (G * in.parts) * kItemRows, g = item / in.parts % G;
+                const std::ptrdiff_t u0 = item % in.parts * in.part_tiles, tile = g * NT + u0;
+                op.product(pk_ih + tile * I * R, I * R, I, x + r0 * I, I, 1, std::min(kItemRows, rows - r0),
+                           chunk_gates + r0 * GH + g * H + u0 * R, GH, std::min(in.part_tiles * R, H - u0 * R),
+                           pb_ih + tile * R);
+            });
+            for (std::ptrdiff_t t = t0; t < t1; ++t) {
+                if (cho) {
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
+                } else if (projected) {
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
+                    sync.run(phase++, NP, [&](std::ptrdiff_t v) { op.forward_project(s, t, v, gh); });
+                } else {
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
+                }
             }
         }
     });

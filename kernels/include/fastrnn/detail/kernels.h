@@ -41,7 +41,10 @@ template <class Real> struct ForwardCtx {
     const std::int64_t* lengths;   // (B,)
     const Real* pk_hh;             // (G, NT, P, R)
     const Real* pb_hh;             // (G, NT, R) biases, zero-padded
-    Real* gates;                   // (T, B, G*H): the input projection, overwritten by the activations
+    Real* gates;                   // (T, B, G*H): the input projection, overwritten by the activations;
+                                   // without a tape a ring of gates_steps steps (step t in slot t % gates_steps)
+    ptrdiff_t gates_steps;         // T with a tape
+    Real* gates_at(ptrdiff_t t, ptrdiff_t b) const { return gates + ((t % gates_steps) * B + b) * G * H; }
     Real* ghn;                     // (T, B, H) GRU linear_before_reset: h W_hn^T + b_hn, when saving; else null
     Real* h;                       // (S, B, P) states, S = T + 1 when saving, else 2 (ping-pong)
     Real* c;                       // (S, B, H) LSTM
@@ -345,7 +348,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_step(const ForwardCtx<R
     recurrent_product<Real, W>(s, h_in, u, 0, s.G, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
-        Real* gates = s.gates + (t * B + b) * GH + j;
+        Real* gates = s.gates_at(t, b) + j;
         const Real* gh_b = gh + b * R;                  // gate g at gh_b + g * B * R
         if (!active(s.lengths, t, b)) {
             carry<Real, W>(s, t, b, j, n, !projected);
@@ -415,7 +418,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_rz(const ForwardCtx
     const Real* h_in = h_state(s, t);
     recurrent_product<Real, W>(s, h_in, u, 0, 2, gh);
     for (ptrdiff_t b = 0; b < B; ++b) {
-        Real* gates = s.gates + (t * B + b) * GH + j;
+        Real* gates = s.gates_at(t, b) + j;
         Vr r = simd::sigmoid(load<Vr>(gates, n) + load<Vr>(gh + b * R));
         Vr z = simd::sigmoid(load<Vr>(gates + H, n) + load<Vr>(gh + (B + b) * R));
         store(gates, r, n);
@@ -436,7 +439,7 @@ template <class Real, int W> FASTRNN_INLINE void forward_cho_n(const ForwardCtx<
     tile_rows<Real, W>(s.pk_hh + tile * H * R, H, s.rh, H, 1, B, gh, R, R, s.pb_hh + tile * R, false);
     for (ptrdiff_t b = 0; b < B; ++b) {
         const ptrdiff_t bj = b * H + j;
-        Real* gates = s.gates + (t * B + b) * GH + j;
+        Real* gates = s.gates_at(t, b) + j;
         if (!active(s.lengths, t, b)) {
             carry<Real, W>(s, t, b, j, n);
             continue;
