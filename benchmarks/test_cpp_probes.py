@@ -21,9 +21,10 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None or platform.machine(
                                 or not avx2_fma(), reason="the probes are AVX2 + FMA programs built with g++")
 
 
-def build(tmp_path, source, *flags):
+def build(tmp_path, source, *flags, libraries=()):
     exe = tmp_path / pathlib.Path(source).stem
-    command = ["g++", "-O2", "-std=c++17", "-mavx2", "-mfma", "-Wno-psabi", *flags, str(ROOT / source), "-o", str(exe)]
+    command = ["g++", "-O2", "-std=c++17", "-mavx2", "-mfma", "-Wno-psabi", *flags, str(ROOT / source), *libraries,
+               "-o", str(exe)]
     subprocess.run(command, check=True)
     return exe
 
@@ -48,3 +49,19 @@ def test_product_rate_prints_its_rates(tmp_path):
     exe = build(tmp_path, "benchmarks/cpp/product_rate.cpp", "-pthread", "-I", str(ROOT / "kernels" / "include"))
     out = subprocess.run([exe, "64", "16", "40"], capture_output=True, text=True, check=True).stdout
     assert "product 64 x 16 x 40" in out and "median" in out
+
+
+def numpy_openblas():
+    """NumPy's bundled OpenBLAS (numpy >= 2 wheels: numpy.libs/libscipy_openblas64_*.so), or None."""
+    import numpy
+    found = sorted((pathlib.Path(numpy.__file__).parent.parent / "numpy.libs").glob("libscipy_openblas64_*.so"))
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(numpy_openblas() is None, reason="this NumPy does not bundle libscipy_openblas64_")
+def test_product_vs_openblas_prints_both_rates(tmp_path):
+    lib = numpy_openblas()
+    exe = build(tmp_path, "benchmarks/cpp/product_vs_openblas.cpp", "-pthread", "-I", str(ROOT / "kernels" / "include"),
+                libraries=(str(lib), f"-Wl,-rpath,{lib.parent}"))
+    out = subprocess.run([exe, "128", "16", "32", "16", "5"], capture_output=True, text=True, check=True).stdout
+    assert "128 x 16 x 32 (H = 16), 1 thread(s)" in out and "fastrnn best" in out and "OpenBLAS best" in out

@@ -3,8 +3,8 @@
 FASTRNN_CPU_BACKENDS      comma-separated order in which "auto" tries backends for NumPy (CPU)
                           arrays; the first available one wins. Default "cpp,numba,reference", with
                           "numba" moved ahead of "cpp" for the shapes where it measured faster
-                          (prefer_numba below: training at H >= 256 or B >= 64); setting the
-                          variable fixes the order for every shape.
+                          (prefer_numba below: at present none); setting the variable fixes the
+                          order for every shape.
 FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numba's thread count,
                           itself NUMBA_NUM_THREADS or the number of cores).
 FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
@@ -57,20 +57,18 @@ CPU_ORDER_BY_SHAPE: bool = "FASTRNN_CPU_BACKENDS" not in os.environ
 
 def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
     """Whether "numba" beat "cpp" at this shape (float32, 2 threads, I = H; ``training``: a forward that
-    saves for backward, judged by forward+backward).
+    saves for backward, judged by forward+backward). At present: nowhere, by more than the noise.
 
-    Measured after both backends' step products went to outer-product register blocks (2026-11-27,
-    the 2-core AMD EPYC, interleaved medians: `fastrnn bench --backends cpp,numba --cells lstm,gru
-    --mode fwd,fwdbwd --seq-lens 16,128 --hidden 128,256,512,1024 --batch 1,8,64`;
-    benchmarks/results/cpu-epyc-2core-t128-s14.md). Forward alone: "cpp" is ahead at H <= 256
-    (T=16: 1.2-1.5x) and for short single sequences at H = 1024 (T=16 B=1: LSTM 12.9 / 26.7 ms, where
-    numba's per-call packing of 32 MiB of weights dominates); elsewhere the two are within 7%, so
-    inference always prefers "cpp". Forward+backward: "numba" is ahead from H = 256 up or at B = 64
-    (T=128 B=8: GRU H=512 85 / 107 ms, LSTM B=64 H=1024 3.70 / 4.53 s; T=16 B=64 H=256 LSTM 32 / 42;
-    elsewhere within ~10%), and "cpp" below (T=16 B=1 H=128 LSTM 0.47 / 0.91 ms, B=8 1.50 / 1.84).
+    Inference: "cpp" was ahead or within 7% everywhere measured (2026-11-27, the 2-core AMD EPYC,
+    benchmarks/results/cpu-epyc-2core-t128-s14.md). Training was given to "numba" at H >= 256 or B >= 64
+    after that session's table; three later tables, interleaved medians, said otherwise: over those
+    shapes numba's forward+backward took 1.045x cpp's time (geometric mean of 40 configs, T = 16 and
+    128; cpu-epyc-2core-s17.md), 1.038x (18 configs, T = 512; cpu-epyc-2core-t512-s18.md) and 1.025x
+    (18 configs, T = 128, 5 rounds; cpu-epyc-2core-cpp-vs-numba-fwdbwd-s18.md), and cpp was faster by
+    more than 10% in 21 configs against numba's 7, which scatter (GRU B = 64 H = 512: 0.82x at T = 128 in
+    one run, 1.11x at T = 512 in another). So "cpp" everywhere; the order still goes through here, so
+    that a rule measured on another machine has one place to live.
     """
-    if training:
-        return H >= 256 or B >= 64
     return False
 
 

@@ -36,9 +36,10 @@
 // input projection x W_ih^T + b_ih as one product, then per step each tile's recurrent product and
 // pointwise cell update (Cho's GRU: two phases, the reset gate of every unit before the candidate's
 // product). Without a tape the chunks share one ring of gates, so inference needs O(chunk) memory, not
-// O(T) (at T = 512, B = 64 the T-long array's fresh pages cost 15-30% of a call). Backward mirrors it: per step the pointwise
-// backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx and the weight
-// gradients are whole-sequence products on the same team afterwards. With projections a step has
+// O(T) (at T = 512, B = 64 the T-long array's fresh pages cost 15-30% of a call). Backward mirrors it:
+// per step the pointwise backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx
+// and the weight gradients are whole-sequence products on the same team afterwards. Workspace blocks of
+// 2 MiB or more ask for transparent huge pages (Workspace). With projections a step has
 // two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three backward
 // (dL/dh_t by tiles of P, the pointwise backward from dL/dm_t = dL/dh_t W_hr, dh_{t-1} by tiles of P).
 // Instruction set: AVX-512, AVX2+FMA or the portable path, chosen once at run time (kernels.h;
