@@ -143,16 +143,16 @@ template <class Real> const Ops<Real>& ops() {
     return table;
 }
 
-// Memory for one call, 64-byte aligned. Blocks up to kKeepBytes stay with the calling thread for its
-// later calls: fresh pages cost a page fault each (about 1 ms for the 4 MiB of packed weights of an
-// H = 512 LSTM, as much as a short sequence's compute). Slots are handed out in call order, so the
-// same call shape gets the same blocks back.
 // Frees a block of Workspace with the alignment it was made with.
 struct AlignedFree {
     std::size_t align = 64;
     void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(align)); }
 };
 
+// Memory for one call, 64-byte aligned. Blocks up to kKeepBytes stay with the calling thread for its
+// later calls: fresh pages cost a page fault each (about 1 ms for the 4 MiB of packed weights of an
+// H = 512 LSTM, as much as a short sequence's compute). Slots are handed out in call order, so the
+// same call shape gets the same blocks back.
 class Workspace {
 public:
     template <class Real> Real* get(std::int64_t n) {
@@ -297,6 +297,7 @@ inline std::ptrdiff_t input_chunk_steps(std::ptrdiff_t T, std::ptrdiff_t B, std:
     const auto by_size = static_cast<std::ptrdiff_t>(kInputChunkBytes / step_bytes);
     return std::min(T, std::max<std::ptrdiff_t>({1, by_size, (kItemRows + B - 1) / B}));
 }
+
 // Columns per work item of the bias gradients' sums: 32 doubles stay in registers (8 of AVX2's 16).
 constexpr std::ptrdiff_t kBiasColumns = 32;
 
@@ -377,18 +378,18 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const bool ring = !(tape && tape->gates);
     ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates, ring ? chunk_steps : T,
                        tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh,
-                       P, NP, pk_hr, m, tape ? B * H : 0, tape != nullptr};
+                       P, NP, pk_hr, m, tape ? B * H : 0, !ring};
     // a chunk's input projection items: up to 64 rows of x times one gate's tiles, or a part of them
     // when the rows are few (a short call), so that every thread gets a share of W_ih to read
     struct InputItems {
-        std::ptrdiff_t row_items, part_tiles, parts, count;
+        std::ptrdiff_t part_tiles, parts, count;
     };
     const auto input_items = [&](std::ptrdiff_t steps) {
         const std::ptrdiff_t row_items = (steps * B + kItemRows - 1) / kItemRows;
         const std::ptrdiff_t wanted_parts = std::min(NT, (4 * n_threads + row_items * G - 1) / (row_items * G));
         const std::ptrdiff_t part_tiles = (NT + wanted_parts - 1) / wanted_parts;
         const std::ptrdiff_t parts = (NT + part_tiles - 1) / part_tiles;
-        return InputItems{row_items, part_tiles, parts, row_items * G * parts};
+        return InputItems{part_tiles, parts, row_items * G * parts};
     };
     const std::ptrdiff_t per_step = cho || projected ? 2 : 1;
     // packing; then per chunk of steps its input projection and its steps
