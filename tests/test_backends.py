@@ -96,15 +96,15 @@ def test_reference_float32_is_close_to_float64(rng, cell, variant):
         assert rel_error(low[name], value) < 1e-4, name   # ~1000 float32 ulps over 20 steps
 
 
-CHUNK_CASES = [(cell, variant, config) for cell, variant in CELL_FORMS
-               for config in ("plain", "lengths", "batch-first+lengths")] + [("lstm", None, "projections")]
+CHUNK_CASES = [pytest.param(cell, variant, config, id=f"{name}-{config}")
+               for (cell, variant), name in zip(CELL_FORMS, CELL_FORM_IDS)
+               for config in ("plain", "lengths", "batch-first+lengths")]
+CHUNK_CASES.append(pytest.param("lstm", None, "projections", id="lstm-projections"))
 
 
 @pytest.mark.skipif("cpp" not in fastrnn.available_backends(), reason="the C++ extension is not built")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("cell,variant,config", CHUNK_CASES,
-                         ids=[f"{name}-{config}" for name in CELL_FORM_IDS
-                              for config in ("plain", "lengths", "batch-first+lengths")] + ["lstm-projections"])
+@pytest.mark.parametrize("cell,variant,config", CHUNK_CASES)
 def test_cpp_forward_in_chunks_of_steps(rng, monkeypatch, cell, variant, config, dtype):
     """The C++ forward computes the input projection a chunk of steps ahead (sequence.h; without a tape
     in one ring of gates): chunks of 3 steps over T = 8 (3 + 3 + 2; at test sizes a call is one chunk).

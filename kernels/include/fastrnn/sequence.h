@@ -361,7 +361,8 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     // the input projection runs a chunk of steps ahead of them (its gates still in cache when read);
     // without a tape the chunks share one ring of chunk_steps steps
     const std::ptrdiff_t chunk_steps = input_chunk_steps(T, B, GH, sizeof(Real));
-    Real* gates = tape && tape->gates ? tape->gates : ws.get<Real>(chunk_steps * B * GH);
+    const bool ring = !(tape && tape->gates);
+    Real* gates = ring ? ws.get<Real>(chunk_steps * B * GH) : tape->gates;
     Real* h = tape ? tape->h : ws.get<Real>(2 * B * P);
     Real* c = nullptr;
     if (lstm) c = tape ? tape->c : ws.get<Real>(2 * B * H);
@@ -375,7 +376,6 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
     const int n_threads = resolve_threads(threads);
     const std::ptrdiff_t scratch_size = G * B * R;
     Real* scratch = ws.get<Real>(scratch_size * n_threads);
-    const bool ring = !(tape && tape->gates);
     ForwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), pk_hh, pb_hh, gates, ring ? chunk_steps : T,
                        tape && p.cell == Cell::gru ? tape->ghn : nullptr, h, c, S, y, rh,
                        P, NP, pk_hr, m, tape ? B * H : 0, !ring};
@@ -559,9 +559,10 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
             double sum_i[kBiasColumns] = {}, sum_h[kBiasColumns] = {};
             column_sums(dgi + k0, GH, N, k1 - k0, sum_i);
             if (dgh != dgi) column_sums(dgh + k0, GH, N, k1 - k0, sum_h);
+            const double* sums_hh = dgh != dgi ? sum_h : sum_i;
             for (std::ptrdiff_t k = k0; k < k1; ++k) {
                 if (out.db_ih) out.db_ih[k] = static_cast<Real>(sum_i[k - k0]);
-                if (out.db_hh) out.db_hh[k] = static_cast<Real>(dgh != dgi ? sum_h[k - k0] : sum_i[k - k0]);
+                if (out.db_hh) out.db_hh[k] = static_cast<Real>(sums_hh[k - k0]);
             }
         });
     });
