@@ -105,11 +105,13 @@ CHUNK_CASES.append(pytest.param("lstm", None, "projections", id="lstm-projection
 @pytest.mark.skipif("cpp" not in fastrnn.available_backends(), reason="the C++ extension is not built")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell,variant,config", CHUNK_CASES)
-def test_cpp_forward_in_chunks_of_steps(rng, monkeypatch, cell, variant, config, dtype):
+def test_cpp_in_chunks_of_steps(rng, monkeypatch, split_work, cell, variant, config, dtype):
     """The C++ forward computes the input projection a chunk of steps ahead (sequence.h; without a tape
-    in one ring of gates): chunks of 3 steps over T = 8 (3 + 3 + 2; at test sizes a call is one chunk).
-    With a tape every output and gradient against the reference; the inference call (the ring) must give
-    the taped forward's outputs exactly."""
+    in one ring of gates), and the backward runs the whole-sequence products (dx, the weight and bias
+    gradients summed over the chunks) after each chunk of steps, its dG in a ring: chunks of 3 steps
+    over T = 8 (3 + 3 + 2; at test sizes a call is one chunk), on 3 workers. With a tape every output
+    and gradient against the reference; the inference call (the ring) must give the taped forward's
+    outputs exactly."""
     monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "3")
     options = dict(proj_size=4, lengths=True) if config == "projections" else CONFIGS[config]
     problem = make_problem(rng, cell, variant, 8, 3, 5, 9, **options).astype(dtype)

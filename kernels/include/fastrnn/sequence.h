@@ -36,9 +36,10 @@
 // input projection x W_ih^T + b_ih as one product, then per step each tile's recurrent product and
 // pointwise cell update (Cho's GRU: two phases, the reset gate of every unit before the candidate's
 // product). Without a tape the chunks share one ring of gates, so inference needs O(chunk) memory, not
-// O(T) (at T = 512, B = 64 the T-long array's fresh pages cost 15-30% of a call). Backward mirrors it:
-// per step the pointwise backward of every tile, then dh_{t-1} = dG_t W_hh (W_hh packed by columns); dx
-// and the weight gradients are whole-sequence products on the same team afterwards. Workspace blocks of
+// O(T) (at T = 512, B = 64 the T-long array's fresh pages cost 15-30% of a call). Backward mirrors it,
+// in chunks of steps from the last: per step the pointwise backward of every tile, then dh_{t-1} =
+// dG_t W_hh (W_hh packed by columns); after each chunk its rows of dx and its share of the weight
+// gradients, products on the same team while its dG (a ring of one chunk) is in cache. Workspace blocks of
 // 2 MiB or more ask for transparent huge pages (Workspace). With projections a step has
 // two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three backward
 // (dL/dh_t by tiles of P, the pointwise backward from dL/dm_t = dL/dh_t W_hr, dh_{t-1} by tiles of P).
@@ -286,7 +287,8 @@ template <class Real> void copy_or_zero(Real* dst, const Real* src, std::int64_t
 constexpr std::ptrdiff_t kItemRows = 64;
 
 // Steps per chunk of the forward's input projection: about kInputChunkBytes of gates (in the last
-// level cache when the chunk's steps read them), at least kItemRows rows (whole product items).
+// level cache when the chunk's steps read them), at least kItemRows rows (whole product items); the
+// backward's chunks of dG too.
 // (Measured against 2 MiB chunks, which cost 3-5% at T = 128, and against one chunk of all T steps.)
 // FASTRNN_CHUNK_STEPS = n > 0, read per call, fixes it (the tests run several chunks at small sizes).
 constexpr std::size_t kInputChunkBytes = std::size_t(8) << 20;
@@ -301,17 +303,17 @@ inline std::ptrdiff_t input_chunk_steps(std::ptrdiff_t T, std::ptrdiff_t B, std:
 // Columns per work item of the bias gradients' sums: 32 doubles stay in registers (8 of AVX2's 16).
 constexpr std::ptrdiff_t kBiasColumns = 32;
 
-// sums[k] = sum over r < rows of a[r*ld + k], k < cols (<= kBiasColumns), in double.
+// sums[k] += sum over r < rows of a[r*ld + k], k < cols (<= kBiasColumns), in double.
 template <class Real> void column_sums(const Real* a, std::ptrdiff_t ld, std::ptrdiff_t rows, std::ptrdiff_t cols,
                                        double* sums) {
     double acc[kBiasColumns] = {};
     if (cols == kBiasColumns)       // the common case, with a constant trip count the compiler unrolls
         for (std::ptrdiff_t r = 0; r < rows; ++r)
-            for (std::ptrdiff_t k = 0; k < kBiasColumns; ++k) acc[k] += a[r * ld + k];
+            FASTRNN_UNROLL for (std::ptrdiff_t k = 0; k < kBiasColumns; ++k) acc[k] += a[r * ld + k];
     else
         for (std::ptrdiff_t r = 0; r < rows; ++r)
             for (std::ptrdiff_t k = 0; k < cols; ++k) acc[k] += a[r * ld + k];
-    for (std::ptrdiff_t k = 0; k < cols; ++k) sums[k] = acc[k];
+    for (std::ptrdiff_t k = 0; k < cols; ++k) sums[k] += acc[k];
 }
 
 // Sizes of the packed forward weights' parts, in their order: W_ih and W_hh by unit tiles
@@ -427,7 +429,7 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                 const std::ptrdiff_t u0 = item % in.parts * in.part_tiles, tile = g * NT + u0;
                 op.product(pk_ih + tile * I * R, I * R, I, x + r0 * I, I, 1, std::min(kItemRows, rows - r0),
                            chunk_gates + r0 * GH + g * H + u0 * R, GH, std::min(in.part_tiles * R, H - u0 * R),
-                           pb_ih + tile * R);
+                           pb_ih + tile * R, false);
             });
             for (std::ptrdiff_t t = t0; t < t1; ++t) {
                 if (cho) {
@@ -454,7 +456,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     check_problem(p);
     const Ops<Real>& op = ops<Real>();
     const int R = op.lanes;
-    const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H, N = T * B;
+    const std::ptrdiff_t T = p.T, B = p.B, I = p.I, H = p.H, G = num_gates(p.cell), GH = G * H;
     const std::ptrdiff_t P = state_size(p), NT = (H + R - 1) / R, NP = (P + R - 1) / R, NI = (I + R - 1) / R;
     const bool lstm = p.cell == Cell::lstm, cho = p.cell == Cell::gru_cho, gru = p.cell == Cell::gru;
     const bool projected = p.w_hr != nullptr;
@@ -463,15 +465,24 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     if (!out.dx || !out.dh0 || !out.dw_ih || !out.dw_hh || (lstm && !out.dc0) || (projected && !out.dw_hr))
         throw std::invalid_argument("fastrnn: a gradient output is missing");
     const std::vector<std::int64_t> lengths = lengths_of(p);
+    // The steps go in chunks of about kInputChunkBytes of dG, the last chunk first; right after a
+    // chunk's steps come its whole-sequence products (its rows of dx, its part of the weight gradients,
+    // summed over the chunks), while its dG is still in cache. dG and the products' packed operands
+    // are rings of one chunk: O(chunk) memory, not O(T) (a T-long dG's fresh pages cost more than
+    // the backward's pointwise work at T = 512, B = 64: two threads faulting in the same huge pages).
+    const std::ptrdiff_t chunk_steps = input_chunk_steps(T, B, GH, sizeof(Real)), NC = chunk_steps * B;
+    const std::ptrdiff_t chunks = (T + chunk_steps - 1) / chunk_steps;
 
     Workspace ws;
-    Real *pkT_hh = ws.get<Real>(NP * GH * R), *dgi = ws.get<Real>(N * GH);
-    Real* dgh = gru ? ws.get<Real>(N * GH) : dgi;
-    Real *pkT_ih = ws.get<Real>(NI * GH * R), *pk_x = ws.get<Real>(NI * N * R), *pk_h = ws.get<Real>(NP * N * R);
-    Real* pk_rh = cho ? ws.get<Real>(NT * N * R) : nullptr;
+    Real *pkT_hh = ws.get<Real>(NP * GH * R), *pkT_ih = ws.get<Real>(NI * GH * R), *dgi = ws.get<Real>(NC * GH);
+    Real* dgh = gru ? ws.get<Real>(NC * GH) : dgi;
+    Real *pk_x = ws.get<Real>(NI * NC * R), *pk_h = ws.get<Real>(NP * NC * R);
+    Real* pk_rh = cho ? ws.get<Real>(NT * NC * R) : nullptr;
     Real* pkT_hr = projected ? ws.get<Real>(NT * P * R) : nullptr;
-    Real* pk_m = projected ? ws.get<Real>(NT * N * R) : nullptr;
-    Real* dh_step = projected ? ws.get<Real>(N * P) : nullptr;
+    Real* pk_m = projected ? ws.get<Real>(NT * NC * R) : nullptr;
+    Real* dh_step = projected ? ws.get<Real>(NC * P) : nullptr;
+    double* bias_sums = ws.get<double>(2 * GH);       // db_ih's, then db_hh's (the GRU's), over the chunks
+    std::fill(bias_sums, bias_sums + 2 * GH, 0.0);
     Real* dh = out.dh0;                 // carried in place: dh0 after the last step
     Real* dc = lstm ? out.dc0 : nullptr;
     copy_or_zero(dh, dh_n, B * P);
@@ -480,91 +491,97 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     const int n_threads = resolve_threads(threads);
     Real* scratch = ws.get<Real>(2 * B * R * n_threads);     // (backward_dh: two tiles)
     BackwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), tape.h, tape.c, tape.gates, tape.ghn, dy,
-                        pkT_hh, dgi, dgh, dh, dc, P, NP, pkT_hr, dh_step};
-    const std::ptrdiff_t row_items = (N + kItemRows - 1) / kItemRows;
-    const std::ptrdiff_t gate_row_items = (H + kItemRows - 1) / kItemRows;
-    // packing W_hh (and W_hr) by columns, then per step: the pointwise backward and dh_{t-1}, with
-    // Cho's reset gate between them, or the projection's dL/dh_t before them
+                        pkT_hh, dgi, dgh, dh, dc, P, NP, pkT_hr, dh_step, chunk_steps};
+    const auto row_items = [](std::ptrdiff_t rows) { return (rows + kItemRows - 1) / kItemRows; };
+    const auto width = [R](std::ptrdiff_t size, std::ptrdiff_t tile) {
+        return static_cast<int>(std::min<std::ptrdiff_t>(R, size - tile * R));
+    };
+    // packing W_hh (and W_hr) by columns for the steps and W_ih by columns for dx; then per step the
+    // pointwise backward and dh_{t-1}, with Cho's reset gate between them, or the projection's dL/dh_t
+    // before them; per chunk three more phases: packing the weight gradients' operands by columns
+    // (x, h_{t-1}, Cho's r * h_{t-1}, m), the products (dx by rows; dW_ih, dW_hh by rows of a gate;
+    // dW_hr), the bias sums
     const std::ptrdiff_t per_step = cho || projected ? 3 : 2;
-    // then the whole-sequence products, in four more phases: packing their operands (W_ih^T and x by
-    // columns; h, Cho's r * h and m by columns), the products (dx by rows; dW_ih, dW_hh by rows of a
-    // gate; dW_hr), the bias sums
-    const std::ptrdiff_t gate_items = G * gate_row_items;
-    const std::ptrdiff_t projection_items = projected ? (P + kItemRows - 1) / kItemRows : 0;
-    const std::ptrdiff_t product_items = row_items + 2 * gate_items + projection_items;
-    const std::ptrdiff_t bias_items = (GH + kBiasColumns - 1) / kBiasColumns, tail = 1 + per_step * T;
-    std::vector<std::ptrdiff_t> phase_sizes(tail, std::max(NT, NP));
-    phase_sizes.insert(phase_sizes.end(), {NI, std::max(NT, NP), product_items, bias_items});
+    const std::ptrdiff_t gate_row_items = row_items(H), gate_items = G * gate_row_items;
+    const std::ptrdiff_t projection_items = projected ? row_items(P) : 0;
+    const std::ptrdiff_t bias_items = (GH + kBiasColumns - 1) / kBiasColumns;
+    const std::ptrdiff_t tiles = std::max({NT, NP, NI});
+    std::vector<std::ptrdiff_t> phase_sizes{tiles};
+    for (std::ptrdiff_t c = chunks - 1; c >= 0; --c) {
+        const std::ptrdiff_t steps = std::min(T, (c + 1) * chunk_steps) - c * chunk_steps;
+        phase_sizes.resize(phase_sizes.size() + per_step * steps, std::max(NT, NP));
+        phase_sizes.insert(phase_sizes.end(),
+                           {tiles, row_items(steps * B) + 2 * gate_items + projection_items, bias_items});
+    }
     Phases sync(phase_sizes);
     run_team(n_threads, [&] {
         Real* work = scratch + team_id() * 2 * B * R;
-        sync.run(0, std::max(NT, NP), [&](std::ptrdiff_t u) {
-            if (u < NP)
-                pack_cols(p.w_hh + u * R, P, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), GH,
-                          pkT_hh + u * GH * R, R);
-            if (projected && u < NT)
-                pack_cols(p.w_hr + u * R, H, static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R)), P,
-                          pkT_hr + u * P * R, R);
+        sync.run(0, tiles, [&](std::ptrdiff_t u) {
+            if (u < NP) pack_cols(p.w_hh + u * R, P, width(P, u), GH, pkT_hh + u * GH * R, R);
+            if (u < NI) pack_cols(p.w_ih + u * R, I, width(I, u), GH, pkT_ih + u * GH * R, R);
+            if (projected && u < NT) pack_cols(p.w_hr + u * R, H, width(H, u), P, pkT_hr + u * P * R, R);
         });
-        for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
-            const std::ptrdiff_t phase = 1 + (T - 1 - t) * per_step;
-            if (projected) sync.run(phase, NP, [&](std::ptrdiff_t v) { op.backward_gather(s, t, v); });
-            sync.run(phase + (projected ? 1 : 0), NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
-            if (cho) sync.run(phase + 1, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
-            sync.run(phase + per_step - 1, (NP + 1) / 2,
-                     [&](std::ptrdiff_t v) { op.backward_dh(s, t, v, 0, cho ? 2 * H : GH, work); });
-        }
+        std::ptrdiff_t phase = 1;
+        for (std::ptrdiff_t c = chunks - 1; c >= 0; --c) {
+            const std::ptrdiff_t t0 = c * chunk_steps, t1 = std::min(T, t0 + chunk_steps), n = (t1 - t0) * B;
+            for (std::ptrdiff_t t = t1 - 1; t >= t0; --t) {
+                if (projected) sync.run(phase++, NP, [&](std::ptrdiff_t v) { op.backward_gather(s, t, v); });
+                sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
+                if (cho) sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
+                sync.run(phase++, (NP + 1) / 2,
+                         [&](std::ptrdiff_t v) { op.backward_dh(s, t, v, 0, cho ? 2 * H : GH, work); });
+            }
 
-        // whole-sequence products: dx = dgi W_ih, dW_ih = dgi^T x, dW_hh = dgh^T h_prev (Cho: (r h_prev) for n)
-        sync.run(tail, NI, [&](std::ptrdiff_t ui) {
-            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, I - ui * R));
-            pack_cols(p.w_ih + ui * R, I, n, GH, pkT_ih + ui * GH * R, R);
-            pack_cols(p.x + ui * R, I, n, N, pk_x + ui * N * R, R);
-        });
-        sync.run(tail + 1, std::max(NT, NP), [&](std::ptrdiff_t u) {
-            if (u < NP)
-                pack_cols(tape.h + u * R, P, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), N,
-                          pk_h + u * N * R, R);
-            if (u >= NT) return;
-            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
-            if (cho) pack_cols(tape.h + u * R, H, n, N, pk_rh + u * N * R, R, tape.gates + u * R, GH);
-            if (projected) pack_cols(tape.m + u * R, H, n, N, pk_m + u * N * R, R);
-        });
-        // items: 64 rows of dx; 64 rows of one gate of dW_ih, then of dW_hh; 64 rows of dW_hr = dh^T m
-        sync.run(tail + 2, product_items, [&](std::ptrdiff_t item) {
-            if (item < row_items) {
-                const std::ptrdiff_t r0 = item * kItemRows;
-                op.product(pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, N - r0),
-                           out.dx + r0 * I, I, I, nullptr);
-                return;
-            }
-            item -= row_items;
-            if (item >= 2 * gate_items) {
-                const std::ptrdiff_t r0 = (item - 2 * gate_items) * kItemRows;
-                op.product(pk_m, N * R, N, dh_step + r0, 1, P, std::min(kItemRows, P - r0), out.dw_hr + r0 * H, H, H,
-                           nullptr);
-                return;
-            }
-            const bool ih = item < gate_items;
-            const std::ptrdiff_t rest = ih ? item : item - gate_items, g = rest / gate_row_items;
-            const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
-            const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : P;
-            const Real* panels = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
-            op.product(panels, N * R, N, (ih ? dgi : dgh) + r0, 1, GH, rows,
-                       (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols, nullptr);
-        });
-        // bias gradients: column sums, accumulated in double (one pass where dgh is dgi)
-        sync.run(tail + 3, bias_items, [&](std::ptrdiff_t item) {
-            const std::ptrdiff_t k0 = item * kBiasColumns, k1 = std::min(GH, k0 + kBiasColumns);
-            double sum_i[kBiasColumns] = {}, sum_h[kBiasColumns] = {};
-            column_sums(dgi + k0, GH, N, k1 - k0, sum_i);
-            if (dgh != dgi) column_sums(dgh + k0, GH, N, k1 - k0, sum_h);
-            const double* sums_hh = dgh != dgi ? sum_h : sum_i;
-            for (std::ptrdiff_t k = k0; k < k1; ++k) {
-                if (out.db_ih) out.db_ih[k] = static_cast<Real>(sum_i[k - k0]);
-                if (out.db_hh) out.db_hh[k] = static_cast<Real>(sums_hh[k - k0]);
-            }
-        });
+            // the chunk's rows (t0 * B onwards; slot 0 of the rings) of dx = dgi W_ih, dW_ih += dgi^T x,
+            // dW_hh += dgh^T h_prev (Cho: (r h_prev) for n), dW_hr += dh^T m
+            const Real* h_prev = tape.h + t0 * B * P;
+            sync.run(phase++, tiles, [&](std::ptrdiff_t u) {
+                if (u < NI) pack_cols(p.x + t0 * B * I + u * R, I, width(I, u), n, pk_x + u * NC * R, R);
+                if (u < NP) pack_cols(h_prev + u * R, P, width(P, u), n, pk_h + u * NC * R, R);
+                if (u >= NT) return;
+                if (cho)
+                    pack_cols(h_prev + u * R, H, width(H, u), n, pk_rh + u * NC * R, R, tape.gates + t0 * B * GH + u * R,
+                              GH);
+                if (projected) pack_cols(tape.m + t0 * B * H + u * R, H, width(H, u), n, pk_m + u * NC * R, R);
+            });
+            const bool add = c < chunks - 1;        // the weight gradients sum over the chunks
+            const std::ptrdiff_t dx_items = row_items(n);
+            // items: 64 rows of dx; 64 rows of one gate of dW_ih, then of dW_hh; 64 rows of dW_hr
+            sync.run(phase++, dx_items + 2 * gate_items + projection_items, [&](std::ptrdiff_t item) {
+                if (item < dx_items) {
+                    const std::ptrdiff_t r0 = item * kItemRows;
+                    op.product(pkT_ih, GH * R, GH, dgi + r0 * GH, GH, 1, std::min(kItemRows, n - r0),
+                               out.dx + (t0 * B + r0) * I, I, I, nullptr, false);
+                    return;
+                }
+                item -= dx_items;
+                if (item >= 2 * gate_items) {
+                    const std::ptrdiff_t r0 = (item - 2 * gate_items) * kItemRows;
+                    op.product(pk_m, NC * R, n, dh_step + r0, 1, P, std::min(kItemRows, P - r0), out.dw_hr + r0 * H,
+                               H, H, nullptr, add);
+                    return;
+                }
+                const bool ih = item < gate_items;
+                const std::ptrdiff_t rest = ih ? item : item - gate_items, g = rest / gate_row_items;
+                const std::ptrdiff_t r0 = g * H + (rest % gate_row_items) * kItemRows;
+                const std::ptrdiff_t rows = std::min(kItemRows, (g + 1) * H - r0), cols = ih ? I : P;
+                const Real* panels = ih ? pk_x : (cho && g == 2 ? pk_rh : pk_h);
+                op.product(panels, NC * R, n, (ih ? dgi : dgh) + r0, 1, GH, rows,
+                           (ih ? out.dw_ih : out.dw_hh) + r0 * cols, cols, cols, nullptr, add);
+            });
+            // bias gradients: column sums, accumulated in double (one pass where dgh is dgi)
+            sync.run(phase++, bias_items, [&](std::ptrdiff_t item) {
+                const std::ptrdiff_t k0 = item * kBiasColumns, k1 = std::min(GH, k0 + kBiasColumns);
+                column_sums(dgi + k0, GH, n, k1 - k0, bias_sums + k0);
+                if (dgh != dgi) column_sums(dgh + k0, GH, n, k1 - k0, bias_sums + GH + k0);
+                if (c > 0) return;
+                const double* sums_hh = dgh != dgi ? bias_sums + GH : bias_sums;
+                for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                    if (out.db_ih) out.db_ih[k] = static_cast<Real>(bias_sums[k]);
+                    if (out.db_hh) out.db_hh[k] = static_cast<Real>(sums_hh[k]);
+                }
+            });
+        }
     });
 }
 

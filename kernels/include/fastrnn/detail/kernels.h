@@ -70,15 +70,19 @@ template <class Real> struct BackwardCtx {
     const Real* ghn;               // (T, B, H) GRU linear_before_reset
     const Real* dy;                // (T, B, H) or null
     const Real* pkT_hh;            // (NP, G*H, R): W_hh's columns of each tile of h
-    Real* dgi;                     // (T, B, G*H) d/d(input-side pre-activations)
-    Real* dgh;                     // (T, B, G*H) d/d(h-side ones); == dgi except for the GRU
+    Real* dgi;                     // (S, B, G*H) d/d(input-side pre-activations), step t in slot t % S
+    Real* dgh;                     // (S, B, G*H) d/d(h-side ones); == dgi except for the GRU
     Real* dh;                      // (B, P) carried dL/dh
     Real* dc;                      // (B, H) carried dL/dc (LSTM)
     // LSTM with projections: else P = H, NP = NT and the rest null
     ptrdiff_t P, NP;
     const Real* pkT_hr;            // (NT, P, R): W_hr's columns of each unit tile
-    Real* dh_step;                 // (T, B, P): dL/dh_t in full (carried + dy_t) for the sequences active at t
+    Real* dh_step;                 // (S, B, P): dL/dh_t in full (carried + dy_t) for the sequences active at t
     bool projected() const { return pkT_hr != nullptr; }
+    // dgi, dgh and dh_step are rings of S steps (a chunk of steps, whose whole-sequence products run
+    // before the next chunk's steps overwrite them): the row of sequence b at step t
+    ptrdiff_t S;
+    ptrdiff_t row(ptrdiff_t t, ptrdiff_t b) const { return (t % S) * B + b; }
 };
 
 // out[b*ldo + r] (+)= sum_{k<K} P[k*R + r] V[b*vb + k*vk] (+ bias[r]) for b < NB, r < cols.
@@ -90,21 +94,21 @@ FASTRNN_INLINE void tile_block(const Real* P, ptrdiff_t K, const Real* V, ptrdif
     // few rows: several independent sums per row so that FMA latency does not serialise the loop
     constexpr int U = NB >= 4 ? 1 : 4 / NB;
     Vr acc[U][NB];
-    for (int u = 0; u < U; ++u)
-        for (int b = 0; b < NB; ++b) acc[u][b] = Vr{};
+    FASTRNN_UNROLL for (int u = 0; u < U; ++u)
+        FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][b] = Vr{};
     ptrdiff_t k = 0;
     for (; k + U <= K; k += U)
-        for (int u = 0; u < U; ++u) {
+        FASTRNN_UNROLL for (int u = 0; u < U; ++u) {
             Vr p = load<Vr>(P + (k + u) * R);
-            for (int b = 0; b < NB; ++b) acc[u][b] += p * V[b * vb + (k + u) * vk];
+            FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][b] += p * V[b * vb + (k + u) * vk];
         }
     for (; k < K; ++k) {
         Vr p = load<Vr>(P + k * R);
-        for (int b = 0; b < NB; ++b) acc[0][b] += p * V[b * vb + k * vk];
+        FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[0][b] += p * V[b * vb + k * vk];
     }
-    for (int b = 0; b < NB; ++b) {
+    FASTRNN_UNROLL for (int b = 0; b < NB; ++b) {
         Vr s = acc[0][b];
-        for (int u = 1; u < U; ++u) s += acc[u][b];
+        FASTRNN_UNROLL for (int u = 1; u < U; ++u) s += acc[u][b];
         if (bias) s += load<Vr>(bias);
         Real* o = out + b * ldo;
         if (accumulate) s += load<Vr>(o, cols);
@@ -140,7 +144,7 @@ FASTRNN_INLINE void tile_rows(const Real* P, ptrdiff_t K, const Real* V, ptrdiff
 
 // The whole-sequence products (input projection, dx, weight gradients): every column tile of `cols`
 // columns (panels `panel_size` apart, each P[k][R]) times `rows` rows of V read as V[b*vb + k*vk]:
-//     out[b*ldo + c] = sum_k P_tile(c)[k][c % R] V[b][k] (+ bias[c])
+//     out[b*ldo + c] (+)= sum_k P_tile(c)[k][c % R] V[b][k] (+ bias[c])     (+= when `accumulate`)
 // A register block is kPanelRows rows x 2 tiles (12 accumulators, 2 panel vectors, a broadcast:
 // 15 of AVX2's 16 registers), against the recurrent step's 8 x 1 (9 loads per 8 FMAs there, 8 per
 // 12 here). Rows of V whose values lie in a row (vk = 1: x, dG) are read in place; a V whose rows
@@ -158,18 +162,18 @@ FASTRNN_INLINE void product_block(const Real* P, ptrdiff_t panel_size, const Rea
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
     Vr acc[MR][NTL];
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NTL; ++j) acc[i][j] = Vr{};
+    FASTRNN_UNROLL for (int i = 0; i < MR; ++i)
+        FASTRNN_UNROLL for (int j = 0; j < NTL; ++j) acc[i][j] = Vr{};
     for (ptrdiff_t k = 0; k < kn; ++k) {
         Vr p[NTL];
-        for (int j = 0; j < NTL; ++j) p[j] = load<Vr>(P + j * panel_size + k * R);
-        for (int i = 0; i < MR; ++i) {
+        FASTRNN_UNROLL for (int j = 0; j < NTL; ++j) p[j] = load<Vr>(P + j * panel_size + k * R);
+        FASTRNN_UNROLL for (int i = 0; i < MR; ++i) {
             const Real a = A[i * a_row + k * a_k];
-            for (int j = 0; j < NTL; ++j) acc[i][j] += p[j] * a;
+            FASTRNN_UNROLL for (int j = 0; j < NTL; ++j) acc[i][j] += p[j] * a;
         }
     }
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NTL; ++j) {
+    FASTRNN_UNROLL for (int i = 0; i < MR; ++i)
+        FASTRNN_UNROLL for (int j = 0; j < NTL; ++j) {
             const int n = j == NTL - 1 ? cols_last : R;
             Vr s = acc[i][j];
             if (bias) s += load<Vr>(bias + j * R);
@@ -199,7 +203,7 @@ FASTRNN_INLINE void product_rows(int rows, const Real* P, ptrdiff_t panel_size, 
 template <class Real, int W>
 FASTRNN_INLINE void panel_product(const Real* panels, ptrdiff_t panel_size, ptrdiff_t K, const Real* V, ptrdiff_t vb,
                                   ptrdiff_t vk, ptrdiff_t rows, Real* out, ptrdiff_t ldo, ptrdiff_t cols,
-                                  const Real* bias) {
+                                  const Real* bias, bool accumulate) {
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t tiles = (cols + R - 1) / R, blocks = (rows + kPanelRows - 1) / kPanelRows;
     const ptrdiff_t strip_size = kPanelRows * kProductChunk;
@@ -212,7 +216,7 @@ FASTRNN_INLINE void panel_product(const Real* panels, ptrdiff_t panel_size, ptrd
         strips.resize((blocks - first_copied) * strip_size);
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kProductChunk) {
         const ptrdiff_t kn = std::min(kProductChunk, K - k0);
-        const bool first = k0 == 0;
+        const bool first = k0 == 0, add = accumulate || !first;
         for (ptrdiff_t block = first_copied; block < blocks; ++block) {
             Real* strip = strips.data() + (block - first_copied) * strip_size;
             const ptrdiff_t b0 = block * kPanelRows;
@@ -233,8 +237,8 @@ FASTRNN_INLINE void panel_product(const Real* panels, ptrdiff_t panel_size, ptrd
                 const Real* A = copied ? strips.data() + (block - first_copied) * strip_size : V + b0 * vb + k0;
                 const ptrdiff_t a_row = copied ? 1 : vb, a_k = copied ? kPanelRows : 1;
                 Real* o = out + b0 * ldo + tile * R;
-                if (pair) product_rows<Real, W, 2>(nb, P, panel_size, A, a_row, a_k, kn, o, ldo, last, bt, !first);
-                else product_rows<Real, W, 1>(nb, P, panel_size, A, a_row, a_k, kn, o, ldo, last, bt, !first);
+                if (pair) product_rows<Real, W, 2>(nb, P, panel_size, A, a_row, a_k, kn, o, ldo, last, bt, add);
+                else product_rows<Real, W, 1>(nb, P, panel_size, A, a_row, a_k, kn, o, ldo, last, bt, add);
             }
         }
         if (K == 0) break;
@@ -256,16 +260,16 @@ FASTRNN_INLINE void pair_block(const Real* P0, const Real* P1, ptrdiff_t K, cons
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
     Vr acc0[NR], acc1[NR];
-    for (int i = 0; i < NR; ++i) acc0[i] = acc1[i] = Vr{};
+    FASTRNN_UNROLL for (int i = 0; i < NR; ++i) acc0[i] = acc1[i] = Vr{};
     for (ptrdiff_t k = 0; k < K; ++k) {
         const Vr p0 = load<Vr>(P0 + k * R), p1 = load<Vr>(P1 + k * R);
-        for (int i = 0; i < NR; ++i) {
+        FASTRNN_UNROLL for (int i = 0; i < NR; ++i) {
             const Real a = V[i * vb + k];
             acc0[i] += p0 * a;
             acc1[i] += p1 * a;
         }
     }
-    for (int i = 0; i < NR; ++i) {
+    FASTRNN_UNROLL for (int i = 0; i < NR; ++i) {
         store(out0 + i * R, acc0[i] + load<Vr>(bias0), R);
         store(out1 + i * R, acc1[i] + load<Vr>(bias1), R);
     }
@@ -459,7 +463,7 @@ template <class Real, int W> FASTRNN_INLINE void backward_gather(const BackwardC
     const ptrdiff_t B = s.B, P = s.P, j = v * R;
     const int n = tile_width(P, v, R);
     for (ptrdiff_t b = 0; b < B; ++b) {
-        Real* dh_t = s.dh_step + (t * B + b) * P + j;
+        Real* dh_t = s.dh_step + s.row(t, b) * P + j;
         if (!active(s.lengths, t, b)) {
             store(dh_t, Vr{}, n);
             continue;
@@ -483,10 +487,10 @@ template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const Backwa
     const int n = tile_width(H, u, R);
     const bool projected = s.projected();
     if (projected)
-        tile_rows<Real, W>(s.pkT_hr + u * s.P * R, s.P, s.dh_step + t * B * s.P, s.P, 1, B, scratch, R, R, nullptr,
+        tile_rows<Real, W>(s.pkT_hr + u * s.P * R, s.P, s.dh_step + s.row(t, 0) * s.P, s.P, 1, B, scratch, R, R, nullptr,
                            false);
     for (ptrdiff_t b = 0; b < B; ++b) {
-        const ptrdiff_t bj = b * H + j, row = (t * B + b) * GH + j;
+        const ptrdiff_t bj = b * H + j, row = s.row(t, b) * GH + j;
         Real* dgi = s.dgi + row;
         Real* dgh = s.dgh + row;
         if (!active(s.lengths, t, b)) {
@@ -503,7 +507,7 @@ template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const Backwa
             dh = load<Vr>(s.dh + bj, n);
             if (s.dy) dh += load<Vr>(s.dy + t * B * H + bj, n);
         }
-        const Real* gates = s.gates + row;
+        const Real* gates = s.gates + (t * B + b) * GH + j;
         if (s.cell == Cell::lstm) {
             auto d = cells::lstm_backward(dh, load<Vr>(s.dc + bj, n), load<Vr>(gates, n), load<Vr>(gates + H, n),
                                           load<Vr>(gates + 2 * H, n), load<Vr>(gates + 3 * H, n),
@@ -545,7 +549,7 @@ template <class Real, int W> FASTRNN_INLINE void backward_dh(const BackwardCtx<R
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, P = s.P, GH = s.G * s.H, u0 = 2 * v, K = k1 - k0;
     const int tiles = static_cast<int>(std::min<ptrdiff_t>(2, s.NP - u0));
-    const Real* dg = s.dgh + t * B * GH + k0;
+    const Real* dg = s.dgh + s.row(t, 0) * GH + k0;
     const Real* panel[2] = {s.pkT_hh + (u0 * GH + k0) * R, s.pkT_hh + ((u0 + tiles - 1) * GH + k0) * R};
     Real* out[2] = {scratch, scratch + B * R};
     const ptrdiff_t paired_rows = tiles == 2 ? B / 4 * 4 : 0;
@@ -571,12 +575,12 @@ template <class Real, int W> FASTRNN_INLINE void backward_cho_reset(const Backwa
     constexpr int R = W / static_cast<int>(sizeof(Real));
     const ptrdiff_t B = s.B, H = s.H, GH = s.G * s.H, j = u * R;
     const int n = tile_width(H, u, R);
-    tile_rows<Real, W>(s.pkT_hh + (u * GH + 2 * H) * R, H, s.dgi + t * B * GH + 2 * H, GH, 1, B, scratch, R, R,
+    tile_rows<Real, W>(s.pkT_hh + (u * GH + 2 * H) * R, H, s.dgi + s.row(t, 0) * GH + 2 * H, GH, 1, B, scratch, R, R,
                     nullptr, false);
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!active(s.lengths, t, b)) continue;
         const ptrdiff_t bj = b * H + j;
-        Real* dgi = s.dgi + (t * B + b) * GH + j;
+        Real* dgi = s.dgi + s.row(t, b) * GH + j;
         Vr drh = load<Vr>(scratch + b * R), r = load<Vr>(s.gates + (t * B + b) * GH + j, n);
         store(dgi, cells::sigmoid_backward(drh * load<Vr>(s.h + t * B * H + bj, n), r), n);
         store(s.dh + bj, load<Vr>(s.dh + bj, n) + drh * r, n);
@@ -587,7 +591,7 @@ template <class Real, int W> FASTRNN_INLINE void backward_cho_reset(const Backwa
 // attribute) that the driver in sequence.h calls through a table chosen once at run time.
 template <class Real> struct Ops {
     void (*product)(const Real*, ptrdiff_t, ptrdiff_t, const Real*, ptrdiff_t, ptrdiff_t, ptrdiff_t, Real*,
-                    ptrdiff_t, ptrdiff_t, const Real*);
+                    ptrdiff_t, ptrdiff_t, const Real*, bool);
     void (*forward_step)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_rz)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
     void (*forward_cho_n)(const ForwardCtx<Real>&, ptrdiff_t, ptrdiff_t, Real*);
@@ -603,8 +607,8 @@ template <class Real> struct Ops {
 #define FASTRNN_OPS_FOR(REAL, ATTR, W)                                                                         \
     ATTR inline void product_##REAL(const REAL* P, ptrdiff_t panel_size, ptrdiff_t K, const REAL* V,          \
                                     ptrdiff_t vb, ptrdiff_t vk, ptrdiff_t rows, REAL* out, ptrdiff_t ldo,        \
-                                    ptrdiff_t cols, const REAL* bias) {                                        \
-        detail::panel_product<REAL, W>(P, panel_size, K, V, vb, vk, rows, out, ldo, cols, bias);                \
+                                    ptrdiff_t cols, const REAL* bias, bool accumulate) {                       \
+        detail::panel_product<REAL, W>(P, panel_size, K, V, vb, vk, rows, out, ldo, cols, bias, accumulate);    \
     }                                                                                                          \
     ATTR inline void forward_step_##REAL(const ForwardCtx<REAL>& s, ptrdiff_t t, ptrdiff_t u, REAL* w) {       \
         detail::forward_step<REAL, W>(s, t, u, w);                                                                \
