@@ -275,35 +275,94 @@ FASTRNN_INLINE void pair_block(const Real* P0, const Real* P1, ptrdiff_t K, cons
     }
 }
 
+// NP panels (`ps` apart) times NB rows of V (read in place, rows vb apart), every panel in the same
+// pass over k (one stream each):
+//     out[j*os + b*R + r] = bias[j*bs + r] (or 0 when null) + sum_k P_j[k*R + r] V[b*vb + k]
+// For the few rows (1-3) that 4-row blocks leave: a panel per pass would leave one load per FMA with
+// one stream in flight, and its few sums short of FMA latency (measured at B = 1, H = 256, LSTM, one
+// step's product: 4.2 -> 2.8 us, the L2's bandwidth for its weights being 2.4).
+template <class Real, int W, int NP, int NB>
+FASTRNN_INLINE void panels_block(const Real* P, ptrdiff_t ps, ptrdiff_t K, const Real* V, ptrdiff_t vb, Real* out,
+                                 ptrdiff_t os, const Real* bias, ptrdiff_t bs) {
+    typedef Vec<Real, W> Vr;
+    constexpr int R = W / static_cast<int>(sizeof(Real));
+    constexpr int U = NP * NB >= 8 ? 1 : (8 + NP * NB - 1) / (NP * NB);    // at least 8 sums in flight
+    Vr acc[U][NP][NB];
+    FASTRNN_UNROLL for (int u = 0; u < U; ++u)
+        FASTRNN_UNROLL for (int j = 0; j < NP; ++j)
+            FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][j][b] = Vr{};
+    ptrdiff_t k = 0;
+    for (; k + U <= K; k += U)
+        FASTRNN_UNROLL for (int u = 0; u < U; ++u)
+            FASTRNN_UNROLL for (int j = 0; j < NP; ++j) {
+                const Vr p = load<Vr>(P + j * ps + (k + u) * R);
+                FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][j][b] += p * V[b * vb + k + u];
+            }
+    for (; k < K; ++k)
+        FASTRNN_UNROLL for (int j = 0; j < NP; ++j) {
+            const Vr p = load<Vr>(P + j * ps + k * R);
+            FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[0][j][b] += p * V[b * vb + k];
+        }
+    FASTRNN_UNROLL for (int j = 0; j < NP; ++j)
+        FASTRNN_UNROLL for (int b = 0; b < NB; ++b) {
+            Vr sum = acc[0][j][b];
+            FASTRNN_UNROLL for (int u = 1; u < U; ++u) sum += acc[u][j][b];
+            if (bias) sum += load<Vr>(bias + j * bs);
+            store(out + j * os + b * R, sum, R);
+        }
+}
+
+template <class Real, int W, int NP>
+FASTRNN_INLINE void panels_rows(int rows, const Real* P, ptrdiff_t ps, ptrdiff_t K, const Real* V, ptrdiff_t vb,
+                                Real* out, ptrdiff_t os, const Real* bias, ptrdiff_t bs) {
+    switch (rows) {
+        case 1: return panels_block<Real, W, NP, 1>(P, ps, K, V, vb, out, os, bias, bs);
+        case 2: return panels_block<Real, W, NP, 2>(P, ps, K, V, vb, out, os, bias, bs);
+        default: return panels_block<Real, W, NP, 3>(P, ps, K, V, vb, out, os, bias, bs);
+    }
+}
+
+// panels_block for 2-4 panels and 1-3 rows.
+template <class Real, int W>
+FASTRNN_INLINE void panel_group(int panels, int rows, const Real* P, ptrdiff_t ps, ptrdiff_t K, const Real* V,
+                                ptrdiff_t vb, Real* out, ptrdiff_t os, const Real* bias, ptrdiff_t bs) {
+    switch (panels) {
+        case 2: return panels_rows<Real, W, 2>(rows, P, ps, K, V, vb, out, os, bias, bs);
+        case 3: return panels_rows<Real, W, 3>(rows, P, ps, K, V, vb, out, os, bias, bs);
+        default: return panels_rows<Real, W, 4>(rows, P, ps, K, V, vb, out, os, bias, bs);
+    }
+}
+
 // gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1): gates in pairs on
-// blocks of 4 rows, the other rows and an odd gate by tile_rows (whose few-row blocks keep
-// several sums per row in flight).
+// blocks of 4 rows (an odd gate by tile_rows), then the rows left (B % 4) with every gate at once
+// (panel_group). One gate: tile_rows on every row (its few-row blocks keep several sums in flight).
 template <class Real, int W>
 FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_in, ptrdiff_t u, ptrdiff_t g0,
                                       ptrdiff_t g1, Real* gh) {
     constexpr int R = W / static_cast<int>(sizeof(Real));
-    const ptrdiff_t B = s.B, P = s.P;
-    const Real* pk = s.pk_hh;
-    const Real* pb = s.pb_hh;
+    const ptrdiff_t B = s.B, P = s.P, gate_panels = s.NT * P * R;
+    const Real* pk = s.pk_hh + u * P * R;           // gate g's panel: pk + g * gate_panels
+    const Real* pb = s.pb_hh + u * R;               // its bias: pb + g * NT * R
+    if (g1 - g0 == 1) {
+        tile_rows<Real, W>(pk + g0 * gate_panels, P, h_in, P, 1, B, gh + g0 * B * R, R, R, pb + g0 * s.NT * R, false);
+        return;
+    }
     const ptrdiff_t paired_rows = B / 4 * 4;
-    ptrdiff_t g = g0;
-    for (; paired_rows > 0 && g + 2 <= g1; g += 2) {
-        const ptrdiff_t t0 = g * s.NT + u, t1 = (g + 1) * s.NT + u;
-        Real* out0 = gh + g * B * R;
-        Real* out1 = gh + (g + 1) * B * R;
-        for (ptrdiff_t b = 0; b < paired_rows; b += 4)
-            pair_block<Real, W, 4>(pk + t0 * P * R, pk + t1 * P * R, P, h_in + b * P, P, out0 + b * R, out1 + b * R,
-                                   pb + t0 * R, pb + t1 * R);
-        for (ptrdiff_t j = 0; j < 2 && paired_rows < B; ++j) {
-            const ptrdiff_t tile = j == 0 ? t0 : t1;
-            tile_rows<Real, W>(pk + tile * P * R, P, h_in + paired_rows * P, P, 1, B - paired_rows,
-                               (j == 0 ? out0 : out1) + paired_rows * R, R, R, pb + tile * R, false);
-        }
+    if (paired_rows > 0) {
+        ptrdiff_t g = g0;
+        for (; g + 2 <= g1; g += 2)
+            for (ptrdiff_t b = 0; b < paired_rows; b += 4)
+                pair_block<Real, W, 4>(pk + g * gate_panels, pk + (g + 1) * gate_panels, P, h_in + b * P, P,
+                                       gh + (g * B + b) * R, gh + ((g + 1) * B + b) * R, pb + g * s.NT * R,
+                                       pb + (g + 1) * s.NT * R);
+        if (g < g1)
+            tile_rows<Real, W>(pk + g * gate_panels, P, h_in, P, 1, paired_rows, gh + g * B * R, R, R,
+                               pb + g * s.NT * R, false);
     }
-    for (; g < g1; ++g) {
-        const ptrdiff_t tile = g * s.NT + u;
-        tile_rows<Real, W>(pk + tile * P * R, P, h_in, P, 1, B, gh + g * B * R, R, R, pb + tile * R, false);
-    }
+    if (paired_rows < B)
+        panel_group<Real, W>(static_cast<int>(g1 - g0), static_cast<int>(B - paired_rows), pk + g0 * gate_panels,
+                             gate_panels, P, h_in + paired_rows * P, P, gh + (g0 * B + paired_rows) * R, B * R,
+                             pb + g0 * s.NT * R, s.NT * R);
 }
 
 // The state entering step t: slot t of the tape, or of the ping-pong pair (h: (B, P), c: (B, H)).
@@ -556,10 +615,12 @@ template <class Real, int W> FASTRNN_INLINE void backward_dh(const BackwardCtx<R
     const Real zero[R] = {};
     for (ptrdiff_t b = 0; b < paired_rows; b += 4)
         pair_block<Real, W, 4>(panel[0], panel[1], K, dg + b * GH, GH, out[0] + b * R, out[1] + b * R, zero, zero);
+    if (tiles == 1)
+        tile_rows<Real, W>(panel[0], K, dg, GH, 1, B, out[0], R, R, nullptr, false);
+    else if (paired_rows < B)           // both tiles' panels in one pass for the rows left (B % 4)
+        panel_group<Real, W>(2, static_cast<int>(B - paired_rows), panel[0], panel[1] - panel[0], K,
+                             dg + paired_rows * GH, GH, out[0] + paired_rows * R, B * R, nullptr, 0);
     for (int j = 0; j < tiles; ++j) {
-        if (paired_rows < B)
-            tile_rows<Real, W>(panel[j], K, dg + paired_rows * GH, GH, 1, B - paired_rows, out[j] + paired_rows * R, R,
-                               R, nullptr, false);
         const ptrdiff_t col = (u0 + j) * R;
         const int n = tile_width(P, u0 + j, R);
         for (ptrdiff_t b = 0; b < B; ++b)
