@@ -78,8 +78,8 @@ def test_later_calls_read_the_stored_packing(rng, backend, cell, variant, dtype,
     """After the first call, the snapshot's own w_ih and w_hh are overwritten with NaN (reaching past
     the read-only views): a later call that packed again would return NaN. The packed parts only:
     numba reads the biases as they are (and in its input GEMM, the columns beyond its last full panel
-    of 2 vectors, so G*H is a multiple of 16 here)."""
-    H = 16 if cell != "rnn" else 32
+    of 2 vectors, so G*H is a multiple of 32 here: 2 vectors of float32 with AVX-512)."""
+    H = 32
     T, B = (3, 2) if rows == "fused" else (40, 3)       # T*B within / beyond FASTRNN_FUSE_INPUT_ROWS
     problem = make_problem(rng, cell, variant, T, B, 5, H, lengths=True, dtype=dtype)
     args, packed = _on_snapshot(problem)

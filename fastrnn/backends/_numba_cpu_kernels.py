@@ -9,7 +9,7 @@ Backward, for each step t from T-1 down to 0, carrying dh (and dc):
 then dW_ih, dW_hh, biases and dx are whole-sequence GEMMs (numba_cpu.py).
 
 Shapes: xp (T, B, G*H); w_hh (G*H, H), gate-major as in PyTorch; panels (count, K, L): W_hh packed
-by tiles of L units (L = one vector: 8 float32, 4 float64), its rows (forward, K = H) or its
+by tiles of L units (L = one vector: 16 float32 and 8 float64 with AVX-512, else 8 and 4), its rows (forward, K = H) or its
 columns (backward, K = G*H);
 h_states, c_states (S, B, H) where S = T + 1 when saving for backward (entry t = state entering
 step t) and S = 2 otherwise (ping-pong); gates (T, B, G*H) the saved activations; dgi, dgh (T, B, G*H)
@@ -79,7 +79,7 @@ def _unit_span(chunk, chunk_units, H):
 
 # ----------------------------------------------------------------------------- forward pointwise
 # One function per cell and chunk of units u0..u0+n-1. The cell's math (cells/) runs on vectors of
-# consecutive units (_numba_simd.py: one AVX2 register of float32), then one unit at a time for
+# consecutive units (_numba_simd.py: one native register of float32), then one unit at a time for
 # the rest of the chunk: the same code with scalar loads and stores (_units_* below take the pair
 # as arguments). (Left to LLVM's loop vectoriser, the loops over n units of ~10 arrays stayed
 # scalar: ~20 ns a unit, against ~1 with vectors.) gh holds the chunk's recurrent products

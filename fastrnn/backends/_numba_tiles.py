@@ -6,7 +6,10 @@ accumulators (_numba_simd.py), with one operand packed into panels of vector wid
     gemm_chunk:     C = op(A) op(B), op(B) packed into 2-vector panels       whole-sequence GEMMs
 
 A step's result holds each gate's units side by side (gs columns per gate), for the pointwise code's
-vector loads.
+vector loads. L = vlanes(...) is fixed when a kernel compiles (_numba_simd.VECTOR_BYTES, by the CPU);
+Numba's disk cache keys a kernel by its own file, so a change of the vector width must come with a
+change to every file whose kernels use it (or a fresh NUMBA_CACHE_DIR): a kernel cached for the old
+width beside Python code sized for the new one computes garbage.
 """
 import numpy as np
 from numba import njit
@@ -160,7 +163,7 @@ def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs):
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
 # C = op(A) op(B), op(X) = X or X^T, every operand row-major as the kernels store it: an
 # outer-product micro-kernel (6 rows of C x 2 vectors of columns: 12 vector accumulators, the
-# classic AVX2 shape) broadcasts elements of op(A) and loads 2 vectors of a row of op(B). op(B) is
+# classic AVX2 shape, kept for AVX-512's 16-lane vectors) broadcasts elements of op(A) and loads 2 vectors of a row of op(B). op(B) is
 # first packed, once per call, into contiguous panels of 2 vectors' width (pack_gemm_panels: K x 2L
 # each), which every row block then reads with unit stride: read in place, a panel's rows lie a
 # row of B apart, and at N = 512 or 2048 float32 columns (2 or 8 KiB) they all fell into the same
