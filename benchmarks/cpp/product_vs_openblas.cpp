@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
             sync.run(0, items, [&](long item) {
                 const long r0 = item / G * 64, g = item % G;
                 op.product(panels.data() + g * NT * K * R, K * R, K, rows.data() + r0 * K, K, 1,
-                           std::min(64L, M - r0), out.data() + r0 * N + g * H, N, H, bias.data() + g * H);
+                           std::min(64L, M - r0), out.data() + r0 * N + g * H, N, H, bias.data() + g * H, false);
             });
         });
     };

@@ -9,8 +9,8 @@ Backward, for each step t from T-1 down to 0, carrying dh (and dc):
 then dW_ih, dW_hh, biases and dx are whole-sequence GEMMs (numba_cpu.py).
 
 Shapes: xp (T, B, G*H); w_hh (G*H, H), gate-major as in PyTorch; panels (count, K, L): W_hh packed
-by tiles of L units (L = one vector: 16 float32 and 8 float64 with AVX-512, else 8 and 4), its rows (forward, K = H) or its
-columns (backward, K = G*H);
+by tiles of L units (L = one vector: 16 float32 and 8 float64 with AVX-512, else 8 and 4), its rows
+(forward, K = H) or its columns (backward, K = G*H);
 h_states, c_states (S, B, H) where S = T + 1 when saving for backward (entry t = state entering
 step t) and S = 2 otherwise (ping-pong); gates (T, B, G*H) the saved activations; dgi, dgh (T, B, G*H)
 gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).

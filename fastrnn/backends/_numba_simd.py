@@ -17,7 +17,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
 
-
 def _vector_bytes() -> int:
     """64 where the code Numba generates may use AVX-512 registers, else 32. Numba compiles for this
     CPU unless NUMBA_CPU_NAME / NUMBA_CPU_FEATURES say otherwise (a portable cache): then what they

@@ -163,10 +163,10 @@ def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs):
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
 # C = op(A) op(B), op(X) = X or X^T, every operand row-major as the kernels store it: an
 # outer-product micro-kernel (6 rows of C x 2 vectors of columns: 12 vector accumulators, the
-# classic AVX2 shape, kept for AVX-512's 16-lane vectors) broadcasts elements of op(A) and loads 2 vectors of a row of op(B). op(B) is
-# first packed, once per call, into contiguous panels of 2 vectors' width (pack_gemm_panels: K x 2L
-# each), which every row block then reads with unit stride: read in place, a panel's rows lie a
-# row of B apart, and at N = 512 or 2048 float32 columns (2 or 8 KiB) they all fell into the same
+# classic AVX2 shape, kept for AVX-512's 16-lane vectors) broadcasts elements of op(A) and loads 2
+# vectors of a row of op(B). op(B) is first packed, once per call, into contiguous panels of 2
+# vectors' width (pack_gemm_panels: K x 2L each), which every row block then reads with unit
+# stride: read in place, a panel's rows lie a row of B apart, and at N = 512 or 2048 float32 columns (2 or 8 KiB) they all fell into the same
 # few L1 sets (the input projection of an H = 512 LSTM ran at 67 GFLOP/s on 2 threads); packed
 # per chunk instead of once, the copies of B^T cost a quarter of the time. A chunk is GEMM_M x
 # GEMM_N of C, walked in k blocks of GEMM_K so that a panel's block (16 KiB) stays in L1.

@@ -275,35 +275,35 @@ FASTRNN_INLINE void pair_block(const Real* P0, const Real* P1, ptrdiff_t K, cons
     }
 }
 
-// NP panels (`ps` apart) times NB rows of V (read in place, rows vb apart), every panel in the same
+// NPAN panels (`ps` apart) times NB rows of V (read in place, rows vb apart), every panel in the same
 // pass over k (one stream each):
 //     out[j*os + b*R + r] = bias[j*bs + r] (or 0 when null) + sum_k P_j[k*R + r] V[b*vb + k]
 // For the few rows (1-3) that 4-row blocks leave: a panel per pass would leave one load per FMA with
 // one stream in flight, and its few sums short of FMA latency (measured at B = 1, H = 256, LSTM, one
 // step's product: 4.2 -> 2.8 us, the L2's bandwidth for its weights being 2.4).
-template <class Real, int W, int NP, int NB>
+template <class Real, int W, int NPAN, int NB>
 FASTRNN_INLINE void panels_block(const Real* P, ptrdiff_t ps, ptrdiff_t K, const Real* V, ptrdiff_t vb, Real* out,
                                  ptrdiff_t os, const Real* bias, ptrdiff_t bs) {
     typedef Vec<Real, W> Vr;
     constexpr int R = W / static_cast<int>(sizeof(Real));
-    constexpr int U = NP * NB >= 8 ? 1 : (8 + NP * NB - 1) / (NP * NB);    // at least 8 sums in flight
-    Vr acc[U][NP][NB];
+    constexpr int U = NPAN * NB >= 8 ? 1 : (8 + NPAN * NB - 1) / (NPAN * NB);    // at least 8 sums in flight
+    Vr acc[U][NPAN][NB];
     FASTRNN_UNROLL for (int u = 0; u < U; ++u)
-        FASTRNN_UNROLL for (int j = 0; j < NP; ++j)
+        FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j)
             FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][j][b] = Vr{};
     ptrdiff_t k = 0;
     for (; k + U <= K; k += U)
         FASTRNN_UNROLL for (int u = 0; u < U; ++u)
-            FASTRNN_UNROLL for (int j = 0; j < NP; ++j) {
+            FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j) {
                 const Vr p = load<Vr>(P + j * ps + (k + u) * R);
                 FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][j][b] += p * V[b * vb + k + u];
             }
     for (; k < K; ++k)
-        FASTRNN_UNROLL for (int j = 0; j < NP; ++j) {
+        FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j) {
             const Vr p = load<Vr>(P + j * ps + k * R);
             FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[0][j][b] += p * V[b * vb + k];
         }
-    FASTRNN_UNROLL for (int j = 0; j < NP; ++j)
+    FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j)
         FASTRNN_UNROLL for (int b = 0; b < NB; ++b) {
             Vr sum = acc[0][j][b];
             FASTRNN_UNROLL for (int u = 1; u < U; ++u) sum += acc[u][j][b];
@@ -312,13 +312,13 @@ FASTRNN_INLINE void panels_block(const Real* P, ptrdiff_t ps, ptrdiff_t K, const
         }
 }
 
-template <class Real, int W, int NP>
+template <class Real, int W, int NPAN>
 FASTRNN_INLINE void panels_rows(int rows, const Real* P, ptrdiff_t ps, ptrdiff_t K, const Real* V, ptrdiff_t vb,
                                 Real* out, ptrdiff_t os, const Real* bias, ptrdiff_t bs) {
     switch (rows) {
-        case 1: return panels_block<Real, W, NP, 1>(P, ps, K, V, vb, out, os, bias, bs);
-        case 2: return panels_block<Real, W, NP, 2>(P, ps, K, V, vb, out, os, bias, bs);
-        default: return panels_block<Real, W, NP, 3>(P, ps, K, V, vb, out, os, bias, bs);
+        case 1: return panels_block<Real, W, NPAN, 1>(P, ps, K, V, vb, out, os, bias, bs);
+        case 2: return panels_block<Real, W, NPAN, 2>(P, ps, K, V, vb, out, os, bias, bs);
+        default: return panels_block<Real, W, NPAN, 3>(P, ps, K, V, vb, out, os, bias, bs);
     }
 }
 
