@@ -405,10 +405,10 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
         Real* gh = scratch + team_id() * scratch_size;
         sync.run(0, packed.ready ? 0 : std::max(NT, NP), [&](std::ptrdiff_t u) {
             if (projected && u < NP)
-                pack_rows(p.w_hr + u * R * H, H, static_cast<int>(std::min<std::ptrdiff_t>(R, P - u * R)), H,
+                pack_rows(p.w_hr + u * R * H, H, tile_width(P, u, R), H,
                           pk_hr + u * H * R, R);
             if (u >= NT) return;
-            const int n = static_cast<int>(std::min<std::ptrdiff_t>(R, H - u * R));
+            const int n = tile_width(H, u, R);
             for (std::ptrdiff_t g = 0; g < G; ++g) {
                 const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
                 pack_rows(p.w_ih + row * I, I, n, I, pk_ih + tile * I * R, R);
@@ -493,9 +493,6 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     BackwardCtx<Real> s{p.cell, T, B, I, H, G, NT, lengths.data(), tape.h, tape.c, tape.gates, tape.ghn, dy,
                         pkT_hh, dgi, dgh, dh, dc, P, NP, pkT_hr, dh_step, chunk_steps};
     const auto row_items = [](std::ptrdiff_t rows) { return (rows + kItemRows - 1) / kItemRows; };
-    const auto width = [R](std::ptrdiff_t size, std::ptrdiff_t tile) {
-        return static_cast<int>(std::min<std::ptrdiff_t>(R, size - tile * R));
-    };
     // packing W_hh (and W_hr) by columns for the steps and W_ih by columns for dx; then per step the
     // pointwise backward and dh_{t-1}, with Cho's reset gate between them, or the projection's dL/dh_t
     // before them; per chunk three more phases: packing the weight gradients' operands by columns
@@ -517,9 +514,9 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     run_team(n_threads, [&] {
         Real* work = scratch + team_id() * 2 * B * R;
         sync.run(0, tiles, [&](std::ptrdiff_t u) {
-            if (u < NP) pack_cols(p.w_hh + u * R, P, width(P, u), GH, pkT_hh + u * GH * R, R);
-            if (u < NI) pack_cols(p.w_ih + u * R, I, width(I, u), GH, pkT_ih + u * GH * R, R);
-            if (projected && u < NT) pack_cols(p.w_hr + u * R, H, width(H, u), P, pkT_hr + u * P * R, R);
+            if (u < NP) pack_cols(p.w_hh + u * R, P, tile_width(P, u, R), GH, pkT_hh + u * GH * R, R);
+            if (u < NI) pack_cols(p.w_ih + u * R, I, tile_width(I, u, R), GH, pkT_ih + u * GH * R, R);
+            if (projected && u < NT) pack_cols(p.w_hr + u * R, H, tile_width(H, u, R), P, pkT_hr + u * P * R, R);
         });
         std::ptrdiff_t phase = 1;
         for (std::ptrdiff_t c = chunks - 1; c >= 0; --c) {
@@ -536,13 +533,13 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
             // dW_hh += dgh^T h_prev (Cho: (r h_prev) for n), dW_hr += dh^T m
             const Real* h_prev = tape.h + t0 * B * P;
             sync.run(phase++, tiles, [&](std::ptrdiff_t u) {
-                if (u < NI) pack_cols(p.x + t0 * B * I + u * R, I, width(I, u), n, pk_x + u * NC * R, R);
-                if (u < NP) pack_cols(h_prev + u * R, P, width(P, u), n, pk_h + u * NC * R, R);
+                if (u < NI) pack_cols(p.x + t0 * B * I + u * R, I, tile_width(I, u, R), n, pk_x + u * NC * R, R);
+                if (u < NP) pack_cols(h_prev + u * R, P, tile_width(P, u, R), n, pk_h + u * NC * R, R);
                 if (u >= NT) return;
                 if (cho)
-                    pack_cols(h_prev + u * R, H, width(H, u), n, pk_rh + u * NC * R, R, tape.gates + t0 * B * GH + u * R,
+                    pack_cols(h_prev + u * R, H, tile_width(H, u, R), n, pk_rh + u * NC * R, R, tape.gates + t0 * B * GH + u * R,
                               GH);
-                if (projected) pack_cols(tape.m + t0 * B * H + u * R, H, width(H, u), n, pk_m + u * NC * R, R);
+                if (projected) pack_cols(tape.m + t0 * B * H + u * R, H, tile_width(H, u, R), n, pk_m + u * NC * R, R);
             });
             const bool add = c < chunks - 1;        // the weight gradients sum over the chunks
             const std::ptrdiff_t dx_items = row_items(n);

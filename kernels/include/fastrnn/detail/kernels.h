@@ -250,37 +250,15 @@ FASTRNN_INLINE bool active(const std::int64_t* lengths, ptrdiff_t t, ptrdiff_t b
 // Units in tile u (R wide) of H: R, or fewer in the last tile.
 FASTRNN_INLINE int tile_width(ptrdiff_t H, ptrdiff_t u, int R) { return static_cast<int>(std::min<ptrdiff_t>(R, H - u * R)); }
 
-// Two panels (two gates of one unit tile) times NR rows of V (read in place, rows vb apart):
-//     out_j[b*R + r] = bias_j[r] + sum_k P_j[k*R + r] V[b*vb + k]        j = 0, 1
-// 2*NR accumulators; with NR = 4, 6 loads per 8 FMAs against tile_block's 9 per 8 (measured one
-// thread, LSTM step products: B = 64 80 -> 96 GFLOP/s, B = 8 H = 128 53 -> 84 in the Numba twin).
-template <class Real, int W, int NR>
-FASTRNN_INLINE void pair_block(const Real* P0, const Real* P1, ptrdiff_t K, const Real* V, ptrdiff_t vb, Real* out0,
-                               Real* out1, const Real* bias0, const Real* bias1) {
-    typedef Vec<Real, W> Vr;
-    constexpr int R = W / static_cast<int>(sizeof(Real));
-    Vr acc0[NR], acc1[NR];
-    FASTRNN_UNROLL for (int i = 0; i < NR; ++i) acc0[i] = acc1[i] = Vr{};
-    for (ptrdiff_t k = 0; k < K; ++k) {
-        const Vr p0 = load<Vr>(P0 + k * R), p1 = load<Vr>(P1 + k * R);
-        FASTRNN_UNROLL for (int i = 0; i < NR; ++i) {
-            const Real a = V[i * vb + k];
-            acc0[i] += p0 * a;
-            acc1[i] += p1 * a;
-        }
-    }
-    FASTRNN_UNROLL for (int i = 0; i < NR; ++i) {
-        store(out0 + i * R, acc0[i] + load<Vr>(bias0), R);
-        store(out1 + i * R, acc1[i] + load<Vr>(bias1), R);
-    }
-}
-
 // NPAN panels (`ps` apart) times NB rows of V (read in place, rows vb apart), every panel in the same
 // pass over k (one stream each):
 //     out[j*os + b*R + r] = bias[j*bs + r] (or 0 when null) + sum_k P_j[k*R + r] V[b*vb + k]
-// For the few rows (1-3) that 4-row blocks leave: a panel per pass would leave one load per FMA with
-// one stream in flight, and its few sums short of FMA latency (measured at B = 1, H = 256, LSTM, one
-// step's product: 4.2 -> 2.8 us, the L2's bandwidth for its weights being 2.4).
+// Two panels on 4 rows (two gates of a unit tile, or two tiles of h) are the recurrent steps' main
+// block: 8 accumulators, 6 loads per 8 FMAs against tile_block's 9 per 8 (measured one thread, LSTM
+// step products: B = 64 80 -> 96 GFLOP/s, B = 8 H = 128 53 -> 84 in the Numba twin). For the few rows
+// (1-3) that 4-row blocks leave, all of a step's panels: one panel per pass would leave one load per
+// FMA with one stream in flight, and its few sums short of FMA latency (measured at B = 1, H = 256,
+// LSTM, one step's product: 4.2 -> 2.8 us, the L2's bandwidth for its weights being 2.4).
 template <class Real, int W, int NPAN, int NB>
 FASTRNN_INLINE void panels_block(const Real* P, ptrdiff_t ps, ptrdiff_t K, const Real* V, ptrdiff_t vb, Real* out,
                                  ptrdiff_t os, const Real* bias, ptrdiff_t bs) {
@@ -292,17 +270,18 @@ FASTRNN_INLINE void panels_block(const Real* P, ptrdiff_t ps, ptrdiff_t K, const
         FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j)
             FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][j][b] = Vr{};
     ptrdiff_t k = 0;
-    for (; k + U <= K; k += U)
-        FASTRNN_UNROLL for (int u = 0; u < U; ++u)
-            FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j) {
-                const Vr p = load<Vr>(P + j * ps + (k + u) * R);
-                FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[u][j][b] += p * V[b * vb + k + u];
-            }
-    for (; k < K; ++k)
-        FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j) {
-            const Vr p = load<Vr>(P + j * ps + k * R);
-            FASTRNN_UNROLL for (int b = 0; b < NB; ++b) acc[0][j][b] += p * V[b * vb + k];
+    // per k: the panels' vectors, then each row's value once for all of them
+    const auto step = [&](ptrdiff_t kk, Vr (&sums)[NPAN][NB]) {
+        Vr p[NPAN];
+        FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j) p[j] = load<Vr>(P + j * ps + kk * R);
+        FASTRNN_UNROLL for (int b = 0; b < NB; ++b) {
+            const Real a = V[b * vb + kk];
+            FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j) sums[j][b] += p[j] * a;
         }
+    };
+    for (; k + U <= K; k += U)
+        FASTRNN_UNROLL for (int u = 0; u < U; ++u) step(k + u, acc[u]);
+    for (; k < K; ++k) step(k, acc[0]);
     FASTRNN_UNROLL for (int j = 0; j < NPAN; ++j)
         FASTRNN_UNROLL for (int b = 0; b < NB; ++b) {
             Vr sum = acc[0][j][b];
@@ -352,9 +331,8 @@ FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_i
         ptrdiff_t g = g0;
         for (; g + 2 <= g1; g += 2)
             for (ptrdiff_t b = 0; b < paired_rows; b += 4)
-                pair_block<Real, W, 4>(pk + g * gate_panels, pk + (g + 1) * gate_panels, P, h_in + b * P, P,
-                                       gh + (g * B + b) * R, gh + ((g + 1) * B + b) * R, pb + g * s.NT * R,
-                                       pb + (g + 1) * s.NT * R);
+                panels_block<Real, W, 2, 4>(pk + g * gate_panels, gate_panels, P, h_in + b * P, P, gh + (g * B + b) * R,
+                                            B * R, pb + g * s.NT * R, s.NT * R);
         if (g < g1)
             tile_rows<Real, W>(pk + g * gate_panels, P, h_in, P, 1, paired_rows, gh + g * B * R, R, R,
                                pb + g * s.NT * R, false);
@@ -600,7 +578,7 @@ template <class Real, int W> FASTRNN_INLINE void backward_pointwise(const Backwa
 
 // dh_{t-1} += dgh[t][:, k0:k1] W_hh[k0:k1, tiles 2v, 2v+1] for the sequences active at step t (tiles
 // of P; one when it is the last and P has an odd count): both tiles' panels on 4-row blocks
-// (pair_block: 6 loads per 8 FMAs, against tile_rows' 9 per 8), the rows left over by tile_rows.
+// (panels_block: 6 loads per 8 FMAs, against tile_rows' 9 per 8), the rows left over by panel_group.
 // scratch: 2 * B * R values.
 template <class Real, int W> FASTRNN_INLINE void backward_dh(const BackwardCtx<Real>& s, ptrdiff_t t, ptrdiff_t v,
                                                       ptrdiff_t k0, ptrdiff_t k1, Real* scratch) {
@@ -612,9 +590,8 @@ template <class Real, int W> FASTRNN_INLINE void backward_dh(const BackwardCtx<R
     const Real* panel[2] = {s.pkT_hh + (u0 * GH + k0) * R, s.pkT_hh + ((u0 + tiles - 1) * GH + k0) * R};
     Real* out[2] = {scratch, scratch + B * R};
     const ptrdiff_t paired_rows = tiles == 2 ? B / 4 * 4 : 0;
-    const Real zero[R] = {};
     for (ptrdiff_t b = 0; b < paired_rows; b += 4)
-        pair_block<Real, W, 4>(panel[0], panel[1], K, dg + b * GH, GH, out[0] + b * R, out[1] + b * R, zero, zero);
+        panels_block<Real, W, 2, 4>(panel[0], panel[1] - panel[0], K, dg + b * GH, GH, out[0] + b * R, B * R, nullptr, 0);
     if (tiles == 1)
         tile_rows<Real, W>(panel[0], K, dg, GH, 1, B, out[0], R, R, nullptr, false);
     else if (paired_rows < B)           // both tiles' panels in one pass for the rows left (B % 4)
