@@ -24,6 +24,9 @@ FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and the fused products' re-reads of W_ih ((
                           MiB) 0.68 / 0.50, T=16 B=1 H=1024 15.2 / 7.0, T=2 B=1 H=1024 (16 MiB) 2.6 / 2.0;
                           T=4 B=1 H=512 (12 MiB) 0.49 / 0.54, T=8 B=8 H=512 (3.5 MiB a sequence) 1.8 / 2.0,
                           T=1 B=1 H=512 0.22 / 0.34.
+FASTRNN_CHUNK_STEPS       steps per chunk of the CPU forwards' input projection (cpp and numba) and of the
+                          cpp backward's whole-sequence products; default: ~8 MiB of gates, at least 64
+                          rows (T*B). Read at each call (tests set it small).
 FASTRNN_CUDA_BATCH_GROUPS the "cuda" backend's batch groups: blocks that take batch tiles of the same
                           hidden units in parallel. 0 (default): as many as the GPU holds at once;
                           1: one block per unit group walks all tiles; N: at most N.

@@ -102,22 +102,27 @@ CHUNK_CASES = [pytest.param(cell, variant, config, id=f"{name}-{config}")
 CHUNK_CASES.append(pytest.param("lstm", None, "projections", id="lstm-projections"))
 
 
-@pytest.mark.skipif("cpp" not in fastrnn.available_backends(), reason="the C++ extension is not built")
+CHUNKED_BACKENDS = [name for name in ("cpp", "numba") if name in FAST_BACKENDS]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell,variant,config", CHUNK_CASES)
-def test_cpp_in_chunks_of_steps(rng, monkeypatch, split_work, cell, variant, config, dtype):
-    """The C++ forward computes the input projection a chunk of steps ahead (sequence.h; without a tape
-    in one ring of gates), and the backward runs the whole-sequence products (dx, the weight and bias
-    gradients summed over the chunks) after each chunk of steps, its dG in a ring: chunks of 3 steps
-    over T = 8 (3 + 3 + 2; at test sizes a call is one chunk), on 3 workers. With a tape every output
-    and gradient against the reference; the inference call (the ring) must give the taped forward's
-    outputs exactly."""
+@pytest.mark.parametrize("backend", CHUNKED_BACKENDS)
+def test_in_chunks_of_steps(rng, monkeypatch, split_work, backend, cell, variant, config, dtype):
+    """The CPU forwards compute the input projection a chunk of steps ahead (cpp: sequence.h, without a
+    tape in one ring of gates; numba: kernels.forward, in a ring of projections), and the C++ backward
+    runs the whole-sequence products (dx, the weight and bias gradients summed over the chunks) after
+    each chunk of steps, its dG in a ring: chunks of 3 steps over T = 8 (3 + 3 + 2; at test sizes a
+    call is one chunk), on 3 workers. With a tape every output and gradient against the reference;
+    the inference call must give the taped forward's outputs exactly."""
+    if config == "projections" and backend not in backends.PROJECTION_BACKENDS:
+        pytest.skip(f"{backend} has no projections")
     monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "3")
     options = dict(proj_size=4, lengths=True) if config == "projections" else CONFIGS[config]
     problem = make_problem(rng, cell, variant, 8, 3, 5, 9, **options).astype(dtype)
-    assert_matches_oracle(problem, "cpp", dtype)
-    taped = run(problem, "cpp")
-    y, states = getattr(fastrnn, cell)(**problem.args, **problem.options, backend="cpp")
+    assert_matches_oracle(problem, backend, dtype)
+    taped = run(problem, backend)
+    y, states = getattr(fastrnn, cell)(**problem.args, **problem.options, backend=backend)
     np.testing.assert_array_equal(y, taped["y"])
     for got, name in zip(states if cell == "lstm" else (states,), ("h_n", "c_n")):
         np.testing.assert_array_equal(got, taped[name])

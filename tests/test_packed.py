@@ -70,15 +70,22 @@ def test_snapshot_serves_forward_and_backward(rng, backend):
                       [want["d" + name] for name in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")], "grads")
 
 
-@pytest.mark.parametrize("rows", ["fused", "separate-gemm"])
+@pytest.mark.parametrize("rows", ["fused", "separate-gemm", "gemm-in-chunks"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 @pytest.mark.parametrize("backend", PACKING_BACKENDS)
-def test_later_calls_read_the_stored_packing(rng, backend, cell, variant, dtype, rows):
+def test_later_calls_read_the_stored_packing(rng, monkeypatch, backend, cell, variant, dtype, rows):
     """After the first call, the snapshot's own w_ih and w_hh are overwritten with NaN (reaching past
     the read-only views): a later call that packed again would return NaN. The packed parts only:
     numba reads the biases as they are (and in its input GEMM, the columns beyond its last full panel
-    of 2 vectors, so G*H is a multiple of 32 here: 2 vectors of float32 with AVX-512)."""
+    of 2 vectors, so G*H is a multiple of 32 here: 2 vectors of float32 with AVX-512). numba's input
+    projection: inside each step (fused), one GEMM before the kernel (one worker), or by the kernel
+    in chunks of steps (several workers)."""
+    if rows == "gemm-in-chunks":
+        from fastrnn import config
+        monkeypatch.setattr(config, "THREADS", 2)
+        monkeypatch.setattr(config, "PARALLEL_MIN_MACS", 0)
+        monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "7")
     H = 32
     T, B = (3, 2) if rows == "fused" else (40, 3)       # T*B within / beyond FASTRNN_FUSE_INPUT_ROWS
     problem = make_problem(rng, cell, variant, T, B, 5, H, lengths=True, dtype=dtype)

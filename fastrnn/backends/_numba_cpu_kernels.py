@@ -1,6 +1,6 @@
 r"""Persistent fused sequence kernels for the CPU (Numba): one parallel region per call.
 
-Forward, for each step t (x-projection xp = x W_ih^T + b_ih precomputed for all steps by one GEMM):
+Forward, for each step t (x-projection xp = x W_ih^T + b_ih computed ahead by chunks of steps):
     gh = h_{t-1} W_hh^T + b_hh            (packed panels, by chunks of hidden units; _numba_tiles.py)
     h_t, c_t = cell pointwise(xp_t, gh, h_{t-1}, c_{t-1})      (cells/: lstm, gru, rnn)
 Backward, for each step t from T-1 down to 0, carrying dh (and dc):
@@ -8,9 +8,10 @@ Backward, for each step t from T-1 down to 0, carrying dh (and dc):
     dgi_t, dgh_t, dh_direct_t, dc_{t-1} = cell pointwise backward(dh_t, saved activations)
 then dW_ih, dW_hh, biases and dx are whole-sequence GEMMs (numba_cpu.py).
 
-Shapes: xp (T, B, G*H); w_hh (G*H, H), gate-major as in PyTorch; panels (count, K, L): W_hh packed
-by tiles of L units (L = one vector: 16 float32 and 8 float64 with AVX-512, else 8 and 4), its rows
-(forward, K = H) or its columns (backward, K = G*H);
+Shapes: xp (SX, B, G*H), step t in slot t % SX (SX = T, a chunk of steps, or 1 when fused);
+w_hh (G*H, H), gate-major as in PyTorch; panels (count, K, L): W_hh packed by tiles of L units
+(L = one vector: 16 float32 and 8 float64 with AVX-512, else 8 and 4), its rows (forward, K = H)
+or its columns (backward, K = G*H);
 h_states, c_states (S, B, H) where S = T + 1 when saving for backward (entry t = state entering
 step t) and S = 2 otherwise (ping-pong); gates (T, B, G*H) the saved activations; dgi, dgh (T, B, G*H)
 gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).
@@ -38,6 +39,9 @@ from ._numba_tiles import (gemm_a_buffer, gemm_chunk, gemm_chunks, pack_columns,
                             panel_product)
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3   # GRU: linear_before_reset=True; GRU of Cho et al.: own kernels
+# how forward gets the input projection xp = x W_ih^T + b_ih: computed before the call (all T steps),
+# by the kernel a chunk of steps at a time (a ring), or inside each step by each chunk of units
+PROJECTED, PROJECT_CHUNKS, PROJECT_FUSED = 0, 1, 2
 
 
 # ----------------------------------------------------------------------------- whole-sequence GEMMs
@@ -211,16 +215,26 @@ def _tile_span(u0, n, L):
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward(kind, x, w_ih, panels_ih, ih_ready, b_ih, fused, xp, w_hh, panels, hh_ready, b_hh, h_states, c_states,
-            lengths, y, gates, ghn, chunk_units, claims, done, n_workers):
+def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w_hh, panels, hh_ready, b_hh,
+            h_states, c_states, lengths, y, gates, ghn, chunk_units, claims, done, proj_claims, proj_done,
+            n_workers):
     """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0].
 
-    ``panels`` (G*NT, H, L) receives W_hh packed by unit tiles of L (phase 0: each chunk packs
-    its own; not when ``hh_ready``: packed by an earlier call); phase t + 1 is step t. ``fused``:
-    xp is one scratch step that each chunk fills with its own x_t W_ih^T + b_ih before its
-    recurrent product (small problems: no separate GEMM or launch; W_ih is packed into
-    ``panels_ih`` (G*NT, I, L) in phase 0 too, unless ``ih_ready``); otherwise xp holds the whole
-    sequence's input projection, computed before.
+    Phase 0 packs: ``panels`` (G*NT, H, L) receives W_hh's rows by unit tiles of L, each chunk of
+    units its own (not when ``hh_ready``: packed by an earlier call). Then, step by step, the chunks
+    of units claim their recurrent product and pointwise math (claims, done: phase t + 1 is step t).
+
+    The input projection xp_t = x_t W_ih^T + b_ih (``projection``): PROJECTED, xp holds all T steps,
+    computed before; or by the kernel, two ways:
+    - PROJECT_FUSED (small problems): xp is one scratch step that each chunk fills with its own units'
+      x_t W_ih^T + b_ih before its recurrent product (no GEMM); W_ih's rows are packed into
+      ``panels_ih`` (G*NT, I, L) in phase 0 as W_hh's are, unless ``ih_ready``;
+    - PROJECT_CHUNKS: xp is a ring of SX steps, and before steps t..t+SX-1 the workers
+      compute their projection as one GEMM (items of _numba_tiles.gemm_chunk; proj_claims holds
+      items_max counters per chunk of steps, proj_done one), so it is read from the last level
+      cache, not from a T-long array (whose fresh pages faulted in on every call). ``gemm_ih``:
+      W_ih^T packed into GEMM panels in phase 0 (items of PANELS_PER_ITEM, claimed past the steps'
+      claims, counted in done[0] after the chunks), unless ``ih_ready``.
     """
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[1]
@@ -230,26 +244,51 @@ def forward(kind, x, w_ih, panels_ih, ih_ready, b_ih, fused, xp, w_hh, panels, h
     NT = panels.shape[0] // G
     n_chunks = (H + chunk_units - 1) // chunk_units
     gs = (chunk_units + L - 1) // L * L          # gh columns per gate: whole tiles
+    SX = xp.shape[0]
+    fused, chunked = projection == PROJECT_FUSED, projection == PROJECT_CHUNKS
+    n_pack = 0 if not chunked or ih_ready else (gemm_ih.shape[0] + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
+    items_max = proj_claims.shape[0] // ((T + SX - 1) // SX)
+    x_rows, xp_rows = x.reshape((T * B, x.shape[2])), xp.reshape((SX * B, G * H))
     for w in prange(n_workers):
         gh = np.empty((B, G * gs), xp.dtype)
         gx = np.empty((B, G * gs), xp.dtype) if fused else gh
-        for p in range(T + 1):
-            t = p - 1
-            h_in, h_out = h_states[max(t, 0) % S], h_states[(t + 1) % S]
+        packed_a = np.empty((0, 0, 0), xp.dtype)        # (the GEMM reads x in place)
+        for i in range(n_chunks):
+            c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
+            if c >= 0:
+                t0, n_tiles = _tile_span(c * chunk_units, min(H - c * chunk_units, chunk_units), L)
+                for g in range(G):
+                    if not hh_ready:
+                        pack_rows(w_hh, G, H, panels, g * NT + t0, g * NT + t0 + n_tiles)
+                    if fused and not ih_ready:
+                        pack_rows(w_ih, G, H, panels_ih, g * NT + t0, g * NT + t0 + n_tiles)
+                finish(done, 0)
+        for i in range(n_pack):
+            c = claim_in_order(claims[(T + 1) * n_chunks:], 0, n_pack, w, n_workers, i)
+            if c >= 0:
+                pack_gemm_panels(w_ih, True, gemm_ih, c * PANELS_PER_ITEM,
+                                 min(gemm_ih.shape[0], (c + 1) * PANELS_PER_ITEM))
+                finish(done, 0)
+        wait_all(done, 0, n_chunks + n_pack)
+        for t in range(T):
+            if chunked and t % SX == 0:
+                j, rows = t // SX, (min(T, t + SX) - t) * B
+                A, C = x_rows[t * B:t * B + rows], xp_rows[:rows]
+                n_items = gemm_chunks(rows, G * H)
+                for i in range(n_items):
+                    c = claim_in_order(proj_claims[j * items_max:], 0, n_items, w, n_workers, i)
+                    if c >= 0:
+                        gemm_chunk(A, False, w_ih, True, C, b_ih, c, gemm_ih, packed_a)
+                        finish(proj_done, j)
+                wait_all(proj_done, j, n_items)
+            p = t + 1
+            h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
             for i in range(n_chunks):
                 c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
                 if c < 0:
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
                 t0, n_tiles = _tile_span(u0, n, L)
-                if p == 0:
-                    for g in range(G):
-                        if not hh_ready:
-                            pack_rows(w_hh, G, H, panels, g * NT + t0, g * NT + t0 + n_tiles)
-                        if fused and not ih_ready:
-                            pack_rows(w_ih, G, H, panels_ih, g * NT + t0, g * NT + t0 + n_tiles)
-                    finish(done, p)
-                    continue
                 if fused:
                     _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp)
                 panel_product(panels, G, NT, t0, n_tiles, h_in, B, gh, gs)

@@ -1,9 +1,9 @@
 """Numba CPU backend ("numba"): fused persistent kernels for the recurrence, tiled GEMMs for the rest.
 
-    forward:  xp = x W_ih^T + b_ih                     one GEMM over all T*B rows
-              kernel: every step's recurrent product and cell pointwise, one parallel region
-              (few rows, FASTRNN_FUSE_INPUT_ROWS: the kernel does each step's input
-              product too, so a call is one launch)
+    forward:  kernel, one parallel region: xp = x W_ih^T + b_ih, a GEMM per chunk of ~8 MiB of
+              steps into a ring, then each step's recurrent product and cell pointwise
+              (one worker: the GEMM over all T*B rows first, on all threads; few rows,
+              FASTRNN_FUSE_INPUT_ROWS: each step's input product inside the step)
     backward: kernel: the reverse loop, carrying dh (and dc), reusing the saved activations
               dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs
               (op(B) packed once per call into vector panels, dG^T's columns block by block);
@@ -21,6 +21,7 @@ first use and cached on disk (see _numba_cpu_kernels.py for the equations and th
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numba
@@ -90,9 +91,22 @@ def _threads():
     return config.THREADS or numba.get_num_threads()
 
 
-def _counters(phases, H, units):
+def _counters(phases, H, units, extra_claims=0):
+    """Claim counters for ``phases`` phases of the hidden units' chunks (+ ``extra_claims`` after
+    them), and a done counter per phase."""
     n_chunks = -(-H // units)
-    return np.zeros(phases * n_chunks, np.int64), np.zeros(phases, np.int64)
+    return np.zeros(phases * n_chunks + extra_claims, np.int64), np.zeros(phases, np.int64)
+
+
+def _projection_steps(T, B, GH, dtype):
+    """Steps per chunk of the forward's input projection (kernels.forward's ring): about 8 MiB of it, at
+    least 64 rows (T * B), as the C++ kernels do it (sequence.h, input_chunk_steps; FASTRNN_CHUNK_STEPS
+    sets it for both)."""
+    forced = int(os.environ.get("FASTRNN_CHUNK_STEPS", "0") or 0)
+    if forced > 0:
+        return min(T, forced)
+    by_size = (8 << 20) // (B * GH * np.dtype(dtype).itemsize)
+    return min(T, max(1, by_size, -(-64 // B)))
 
 
 def _launch(kernel, workers, *args):
@@ -150,21 +164,28 @@ def forward(seq, save):
     # W_hh's rows and W_ih's (x W_ih^T's GEMM panels, or rows when fused): packed by this call,
     # or taken packed from the PackedWeights snapshot the call runs on (_packed.py)
     hh = PackedSlot(seq, "numba rows w_hh", lambda: _panels(G * tiles, H, dtype))
+    workers, units = _plan(B, H, G, dtype)
     if fused:
-        xp = np.empty((1, B, G * H), dtype)
         ih = PackedSlot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
     else:
-        gemm_ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _gemm_panels(seq.w_ih, True))
-        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=gemm_ih.buffer,
-                   panels_ready=gemm_ih.ready).reshape(T, B, G * H)
-        gemm_ih.keep()
+        ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _gemm_panels(seq.w_ih, True))
+    # The input projection: by the kernel, a chunk of steps at a time into a ring (several workers;
+    # kernels.forward), or one GEMM over the whole sequence first (one worker, whose kernel would
+    # compute it on one thread; the GRU of Cho et al.)
+    ring = not fused and not cho and workers > 1
+    if fused:
+        xp = np.empty((1, B, G * H), dtype)
+    elif ring:
+        xp = np.empty((_projection_steps(T, B, G * H, dtype), B, G * H), dtype)
+    else:
+        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=ih.buffer,
+                   panels_ready=ih.ready).reshape(T, B, G * H)
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
     S = T + 1 if save else 2
     h_states = np.empty((S, B, H), dtype)
     h_states[0] = seq.h0
     y = np.empty((T, B, H), dtype)
-    workers, units = _plan(B, H, G, dtype)
     c_states = ghn = None
     if cho:
         gates = np.empty((T if save else 1, B, G * H), dtype)
@@ -179,14 +200,23 @@ def forward(seq, save):
         slots = T if save else 1
         gates = np.empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _dummy(dtype)
         ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
-        claims, done = _counters(T + 1, H, units)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
-        panels_ih, ih_ready = (ih.buffer, ih.ready) if fused else (_panels(0, I, dtype), False)
+        if ring:    # counters of the GEMM: packing items (after the steps' claims), items per chunk of steps
+            pack_items = -(-ih.buffer.shape[0] // kernels.PANELS_PER_ITEM)
+            chunks = -(-T // xp.shape[0])
+            proj_claims = np.zeros(chunks * kernels.gemm_chunks(xp.shape[0] * B, G * H), np.int64)
+            proj_done = np.zeros(chunks, np.int64)
+        else:
+            pack_items, proj_claims, proj_done = 0, np.zeros(1, np.int64), np.zeros(1, np.int64)
+        claims, done = _counters(T + 1, H, units, extra_claims=pack_items)
+        panels_ih = ih.buffer if fused else _panels(0, I, dtype)
+        gemm_ih = ih.buffer if ring else _gemm_panels(seq.w_ih[:0], True)
+        projection = kernels.PROJECT_FUSED if fused else kernels.PROJECT_CHUNKS if ring else kernels.PROJECTED
         _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
-                panels_ih, ih_ready, b_ih, fused, xp, w_hh, hh.buffer, hh.ready, b_hh, h_states,
-                c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims, done)
-        if fused:
-            ih.keep()
+                panels_ih, gemm_ih, ih.ready, b_ih, projection, xp, w_hh, hh.buffer, hh.ready, b_hh,
+                h_states, c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims,
+                done, proj_claims, proj_done)
+    ih.keep()
     hh.keep()
     h_n = h_states[T % S].copy()
     c_n = None if c_states is None else c_states[T % S].copy()
