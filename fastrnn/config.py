@@ -24,9 +24,11 @@ FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and the fused products' re-reads of W_ih ((
                           MiB) 0.68 / 0.50, T=16 B=1 H=1024 15.2 / 7.0, T=2 B=1 H=1024 (16 MiB) 2.6 / 2.0;
                           T=4 B=1 H=512 (12 MiB) 0.49 / 0.54, T=8 B=8 H=512 (3.5 MiB a sequence) 1.8 / 2.0,
                           T=1 B=1 H=512 0.22 / 0.34.
-FASTRNN_CHUNK_STEPS       steps per chunk of the CPU forwards' input projection (cpp and numba) and of the
-                          cpp backward's whole-sequence products; default: ~8 MiB of gates, at least 64
-                          rows (T*B). Read at each call (tests set it small).
+FASTRNN_CHUNK_STEPS       n > 0: steps per chunk of the CPU kernels' chunked loops over time (the forwards'
+                          input projection and the backwards' whole-sequence products, cpp and numba), read
+                          at each call (the tests force several chunks at small sizes). Unset or 0: about 8
+                          MiB of gates (dG) a chunk, at least 64 rows of T*B (chunk_steps below; sequence.h's
+                          input_chunk_steps in C++).
 FASTRNN_CUDA_BATCH_GROUPS the "cuda" backend's batch groups: blocks that take batch tiles of the same
                           hidden units in parallel. 0 (default): as many as the GPU holds at once;
                           1: one block per unit group walks all tiles; N: at most N.
@@ -91,3 +93,16 @@ CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))
 CUDA_BATCH_GROUPS: int = _env_int("FASTRNN_CUDA_BATCH_GROUPS", 0)
 FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 64)
 FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 12 << 20)
+
+
+CHUNK_BYTES: int = 8 << 20
+
+
+def chunk_steps(T: int, B: int, gate_columns: int, itemsize: int) -> int:
+    """Steps per chunk of a loop over time whose chunks each keep B x gate_columns values a step:
+    FASTRNN_CHUNK_STEPS when set, else about CHUNK_BYTES of them, at least 64 rows (T*B). The same rule
+    as the C++ kernels' input_chunk_steps (kernels/include/fastrnn/sequence.h), which apply it themselves."""
+    forced = _env_int("FASTRNN_CHUNK_STEPS", 0)
+    if forced > 0:
+        return min(T, forced)
+    return min(T, max(1, CHUNK_BYTES // (B * gate_columns * itemsize), -(-64 // B)))

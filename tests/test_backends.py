@@ -110,11 +110,12 @@ CHUNKED_BACKENDS = [name for name in ("cpp", "numba") if name in FAST_BACKENDS]
 @pytest.mark.parametrize("backend", CHUNKED_BACKENDS)
 def test_in_chunks_of_steps(rng, monkeypatch, split_work, backend, cell, variant, config, dtype):
     """The CPU forwards compute the input projection a chunk of steps ahead (cpp: sequence.h, without a
-    tape in one ring of gates; numba: kernels.forward, in a ring of projections), and the C++ backward
-    runs the whole-sequence products (dx, the weight and bias gradients summed over the chunks) after
-    each chunk of steps, its dG in a ring: chunks of 3 steps over T = 8 (3 + 3 + 2; at test sizes a
-    call is one chunk), on 3 workers. With a tape every output and gradient against the reference;
-    the inference call must give the taped forward's outputs exactly."""
+    tape in one ring of gates; numba: kernels.forward, in a ring of projections), and the backwards
+    run the whole-sequence products (dx, the weight and bias gradients summed over the chunks) after
+    each chunk of steps, their dG in a ring (numba: all but Cho's GRU): chunks of 3 steps over T = 8
+    (3 + 3 + 2; at test sizes a call is one chunk), on 3 workers. With a tape every output and
+    gradient against the reference; the inference call must give the taped forward's outputs
+    exactly."""
     if config == "projections" and backend not in backends.PROJECTION_BACKENDS:
         pytest.skip(f"{backend} has no projections")
     monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "3")

@@ -6,7 +6,7 @@ Forward, for each step t (x-projection xp = x W_ih^T + b_ih computed ahead by ch
 Backward, for each step t from T-1 down to 0, carrying dh (and dc):
     dh_t = dgh_{t+1} W_hh + dh_direct_{t+1} + dy_t
     dgi_t, dgh_t, dh_direct_t, dc_{t-1} = cell pointwise backward(dh_t, saved activations)
-then dW_ih, dW_hh, biases and dx are whole-sequence GEMMs (numba_cpu.py).
+with dx, dW_ih, dW_hh and the biases' sums after each chunk of steps (or all T: numba_cpu.py).
 
 Shapes: xp (SX, B, G*H), step t in slot t % SX (SX = T, a chunk of steps, or 1 when fused);
 w_hh (G*H, H), gate-major as in PyTorch; panels (count, K, L): W_hh packed by tiles of L units
@@ -49,6 +49,25 @@ PROJECTED, PROJECT_CHUNKS, PROJECT_FUSED = 0, 1, 2
 PANELS_PER_ITEM = 4       # GEMM panels packed per claimed item
 
 
+@njit(cache=True, error_model="numpy")
+def pack_items(panels):
+    """Claimed items of packing for GEMM ``panels``."""
+    return (panels.shape[0] + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
+
+
+@njit(cache=True, error_model="numpy")
+def _claim_packing(Bm, b_transposed, panels, claims, done, phase, w, n_workers):
+    """Worker w packs the items of op(Bm)'s GEMM panels it claims (claims: a counter per item), each
+    counted in done[phase] when packed."""
+    n = pack_items(panels)
+    for i in range(n):
+        c = claim_in_order(claims, 0, n, w, n_workers, i)
+        if c >= 0:
+            pack_gemm_panels(Bm, b_transposed, panels, c * PANELS_PER_ITEM,
+                             min(panels.shape[0], (c + 1) * PANELS_PER_ITEM))
+            finish(done, phase)
+
+
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
 def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, panels_ready, pack_claims, chunk_claims, done,
          n_workers):
@@ -57,21 +76,15 @@ def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, panels_ready, pack_
     ``panels_ready``: packed by an earlier call) by items of PANELS_PER_ITEM panels, then C's blocks
     are computed; workers claim both kinds of items."""
     n_chunks = gemm_chunks(C.shape[0], C.shape[1])
-    n_panels = panels.shape[0]
-    n_items = 0 if panels_ready else (n_panels + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
     for w in prange(n_workers):
         packed_a = gemm_a_buffer(C)
-        for i in range(n_items):
-            c = claim_in_order(pack_claims, 0, n_items, w, n_workers, i)
-            if c >= 0:
-                pack_gemm_panels(Bm, b_transposed, panels, c * PANELS_PER_ITEM,
-                                 min(n_panels, (c + 1) * PANELS_PER_ITEM))
-                finish(done, 0)
-        wait_all(done, 0, n_items)
+        if not panels_ready:
+            _claim_packing(Bm, b_transposed, panels, pack_claims, done, 0, w, n_workers)
+            wait_all(done, 0, pack_items(panels))
         for i in range(n_chunks):
             c = claim_in_order(chunk_claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:
-                gemm_chunk(A, a_transposed, Bm, b_transposed, C, bias, c, panels, packed_a)
+                gemm_chunk(A, a_transposed, Bm, b_transposed, C, bias, c, panels, packed_a, False)
 
 
 @njit(inline="always", error_model="numpy")
@@ -246,7 +259,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
     gs = (chunk_units + L - 1) // L * L          # gh columns per gate: whole tiles
     SX = xp.shape[0]
     fused, chunked = projection == PROJECT_FUSED, projection == PROJECT_CHUNKS
-    n_pack = 0 if not chunked or ih_ready else (gemm_ih.shape[0] + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
+    n_pack = 0 if not chunked or ih_ready else pack_items(gemm_ih)
     items_max = proj_claims.shape[0] // ((T + SX - 1) // SX)
     x_rows, xp_rows = x.reshape((T * B, x.shape[2])), xp.reshape((SX * B, G * H))
     for w in prange(n_workers):
@@ -263,12 +276,8 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
                     if fused and not ih_ready:
                         pack_rows(w_ih, G, H, panels_ih, g * NT + t0, g * NT + t0 + n_tiles)
                 finish(done, 0)
-        for i in range(n_pack):
-            c = claim_in_order(claims[(T + 1) * n_chunks:], 0, n_pack, w, n_workers, i)
-            if c >= 0:
-                pack_gemm_panels(w_ih, True, gemm_ih, c * PANELS_PER_ITEM,
-                                 min(gemm_ih.shape[0], (c + 1) * PANELS_PER_ITEM))
-                finish(done, 0)
+        if n_pack > 0:
+            _claim_packing(w_ih, True, gemm_ih, claims[(T + 1) * n_chunks:], done, 0, w, n_workers)
         wait_all(done, 0, n_chunks + n_pack)
         for t in range(T):
             if chunked and t % SX == 0:
@@ -278,7 +287,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
                 for i in range(n_items):
                     c = claim_in_order(proj_claims[j * items_max:], 0, n_items, w, n_workers, i)
                     if c >= 0:
-                        gemm_chunk(A, False, w_ih, True, C, b_ih, c, gemm_ih, packed_a)
+                        gemm_chunk(A, False, w_ih, True, C, b_ih, c, gemm_ih, packed_a, False)
                         finish(proj_done, j)
                 wait_all(proj_done, j, n_items)
             p = t + 1
@@ -304,7 +313,8 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
 
 
 # ----------------------------------------------------------------------------- backward pointwise
-# dh_carry holds dL/dh_t of the chunk's units before dy_t; dy has T slots, or one of zeros.
+# dh_carry holds dL/dh_t of the chunk's units before dy_t; dy has T slots, or one of zeros; dG's
+# arrays (dg, dgi, dgh) are rings: step t in slot t % their length.
 
 @njit(inline="always", error_model="numpy")
 def _lstm_units_backward(load, store, b, u, k, H, dh_carry, dy_t, dc, g_t, c_prev, c_t, dg_t):
@@ -321,7 +331,7 @@ def _lstm_units_backward(load, store, b, u, k, H, dh_carry, dy_t, dc, g_t, c_pre
 @njit(cache=True, error_model="numpy")
 def _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dg, dh_direct, dc):
     H = dh_direct.shape[1]
-    dy_t, g_t, dg_t, c_prev, c_t = dy[t % dy.shape[0]], gates[t], dg[t], c_states[t], c_states[t + 1]
+    dy_t, g_t, dg_t, c_prev, c_t = dy[t % dy.shape[0]], gates[t], dg[t % dg.shape[0]], c_states[t], c_states[t + 1]
     L = vlanes(dc)
     n_vec = n - n % L
     for b in range(dh_direct.shape[0]):
@@ -357,7 +367,8 @@ def _gru_units_backward(load, store, b, u, k, H, dh_carry, dy_t, g_t, ghn_t, h_p
 @njit(cache=True, error_model="numpy")
 def _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct):
     H = dh_direct.shape[1]
-    dy_t, g_t, ghn_t, h_prev, dgi_t, dgh_t = dy[t % dy.shape[0]], gates[t], ghn[t], h_states[t], dgi[t], dgh[t]
+    dy_t, g_t, ghn_t, h_prev = dy[t % dy.shape[0]], gates[t], ghn[t], h_states[t]
+    dgi_t, dgh_t = dgi[t % dgi.shape[0]], dgh[t % dgh.shape[0]]
     L = vlanes(dh_direct)
     n_vec = n - n % L
     for b in range(dh_direct.shape[0]):
@@ -380,7 +391,7 @@ def _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, d
 def _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dg, dh_direct, relu):
     dy_t = dy[t % dy.shape[0]]
     for b in range(dh_direct.shape[0]):
-        carry, direct, da = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dg[t, b, u0:u0 + n]
+        carry, direct, da = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dg[t % dg.shape[0], b, u0:u0 + n]
         if t < lengths[b]:
             dyb, h = dy_t[b, u0:u0 + n], h_states[t + 1, b, u0:u0 + n]
             for k in range(n):
@@ -408,19 +419,94 @@ def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out):
             out[b, uu] += dh_direct[b, u0 + uu]
 
 
+BIAS_COLUMNS = 128        # columns of dG per claimed item of the bias gradients' sums
+
+
+@njit(cache=True, error_model="numpy")
+def _column_sums(dg, rows, first, last, sums):
+    """sums[c] += sum over r < rows of dg[r, c] for c in [first, last), in float64 (sums' type)."""
+    for r in range(rows):
+        for c in range(first, last):
+            sums[c] += dg[r, c]
+
+
+@njit(cache=True, error_model="numpy")
+def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh, dx, dw_ih, dw_hh,
+                    db, sum_h, packed_a):
+    """Work item ``item`` of a chunk's whole-sequence products (steps t0.., ``rows`` = its steps * B rows
+    of dG, first in the rings dgi/dgh): dx's rows = dG_i W_ih, dW_ih += dG_i^T x, dW_hh += dG_h^T h_prev,
+    db[0] += dG_i's column sums (db[1] += dG_h's when ``sum_h``), in this order of items."""
+    B, I = x.shape[1], x.shape[2]
+    GH, H = dgi.shape[2], h_states.shape[2]
+    rows_i, rows_h = dgi.reshape((-1, GH))[:rows], dgh.reshape((-1, GH))[:rows]
+    n_dx, n_wi, n_wh = gemm_chunks(rows, I), gemm_chunks(GH, I), gemm_chunks(GH, H)
+    if item < n_dx:
+        gemm_chunk(rows_i, False, w_ih, False, dx.reshape((-1, I))[t0 * B:t0 * B + rows], rows_i[0, :0], item,
+                   panels_ih, packed_a, False)
+        return
+    item -= n_dx
+    if item < n_wi:
+        gemm_chunk(rows_i, True, x.reshape((-1, I))[t0 * B:t0 * B + rows], False, dw_ih, rows_i[0, :0], item,
+                   panels_x, packed_a, True)
+        return
+    item -= n_wi
+    if item < n_wh:
+        gemm_chunk(rows_h, True, h_states.reshape((-1, H))[t0 * B:t0 * B + rows], False, dw_hh, rows_i[0, :0],
+                   item, panels_h, packed_a, True)
+        return
+    item -= n_wh
+    n_cols = (GH + BIAS_COLUMNS - 1) // BIAS_COLUMNS
+    first, which = (item % n_cols) * BIAS_COLUMNS, item // n_cols
+    _column_sums(rows_i if which == 0 else rows_h, rows, first, min(GH, first + BIAS_COLUMNS), db[which])
+
+
+@njit(cache=True, error_model="numpy")
+def chunk_product_items(rows, I, GH, H, sum_h):
+    """How many work items _chunk_products has for a chunk of ``rows`` rows."""
+    return (gemm_chunks(rows, I) + gemm_chunks(GH, I) + gemm_chunks(GH, H)
+            + (2 if sum_h else 1) * ((GH + BIAS_COLUMNS - 1) // BIAS_COLUMNS))
+
+
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, ghn,
-             dgi, dgh, dh_direct, dc, dh0, chunk_units, claims, done, n_workers):
+def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, ghn, dgi, dgh, dh_direct, dc, dh0,
+             chunked, x, w_ih, panels_ih, panels_x, panels_h, dx, dw_ih, dw_hh, db, sum_h,
+             chunk_units, claims, done, product_claims, product_done, n_workers):
     """Reverse loop of LSTM, GRU (linear before reset) and RNN. ``dc`` enters holding dc_n and
     leaves holding dc0; ``dh0`` receives dL/dh0. Phase 0 packs W_hh's columns into ``panels``
-    (NT, G*H, L), each chunk its own unit tiles; phase p + 1 handles step T-1-p; phase T + 1 forms dh0."""
+    (NT, G*H, L), each chunk of units its own unit tiles; phase p + 1 handles step T-1-p; phase T + 1
+    forms dh0. dgi, dgh: step t's gradients in slot t % SX (SX = their length: T, or a chunk of >= 2 steps).
+
+    ``chunked``: after the steps of each chunk of SX steps (t0 = a multiple of SX, down to 0), the
+    workers compute its rows of dx, its share of dW_ih, dW_hh (zeroed by the caller) and of the bias
+    gradients' sums db (float64, (2, G*H): dG_i's, and dG_h's when ``sum_h``) before the next chunk's
+    steps overwrite the rings, so dG is O(chunk), not O(T): a chunk's x and h rows are first packed
+    (panels_x, panels_h: GEMM panels with room for SX*B rows; W_ih into panels_ih in phase 0, items
+    claimed past the steps' claims), then _chunk_products' items. product_claims: 2 blocks of
+    counters per chunk (packing, products), product_done 2 counters per chunk. Else the caller runs
+    the whole-sequence products after the call."""
     T = h_states.shape[0] - 1
     B, H = dh_n.shape
     L = panels.shape[2]
+    SX = dgi.shape[0]
+    GH = dgi.shape[2]
+    I = x.shape[2]
     n_chunks = (H + chunk_units - 1) // chunk_units
+    n_pack_ih = pack_items(panels_ih) if chunked else 0
+    n_step_chunks = (T + SX - 1) // SX
+    block = product_claims.shape[0] // max(1, 2 * n_step_chunks)
     for w in prange(n_workers):
         dh_carry = np.empty((B, (chunk_units + L - 1) // L * L), dh_n.dtype)
-        for phase in range(T + 2):
+        packed_a = gemm_a_buffer(dgi[0])
+        for i in range(n_chunks):
+            c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
+            if c >= 0:
+                t0, n_tiles = _tile_span(c * chunk_units, min(H - c * chunk_units, chunk_units), L)
+                pack_columns(w_hh, panels, t0, t0 + n_tiles)
+                finish(done, 0)
+        if n_pack_ih > 0:
+            _claim_packing(w_ih, False, panels_ih, claims[(T + 2) * n_chunks:], done, 0, w, n_workers)
+        wait_all(done, 0, n_chunks + n_pack_ih)
+        for phase in range(1, T + 2):
             p = phase - 1
             t = T - 1 - p
             for i in range(n_chunks):
@@ -428,25 +514,35 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
                 if c < 0:
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
-                if phase == 0:
-                    t0, n_tiles = _tile_span(u0, n, L)
-                    pack_columns(w_hh, panels, t0, t0 + n_tiles)
-                    finish(done, phase)
-                    continue
-                _incoming_dh(p == 0, panels, dgh[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, dh_carry)
+                _incoming_dh(p == 0, panels, dgh[(t + 1) % SX], dh_n, dh_direct, u0, n, dh_carry)
                 if p == T:
                     dh0[:, u0:u0 + n] = dh_carry[:, :n]
                 elif kind == LSTM:
-                    _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dgi,
-                                         dh_direct, dc)
+                    _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dgi, dh_direct, dc)
                 elif kind == GRU:
-                    _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh,
-                                        dh_direct)
+                    _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct)
                 else:
-                    _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dgi, dh_direct,
-                                        kind == RNN_RELU)
+                    _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dgi, dh_direct, kind == RNN_RELU)
                 finish(done, phase)
             wait_all(done, phase, n_chunks)
+            if chunked and t >= 0 and t % SX == 0:       # the chunk of steps t.. is done: its products
+                j = t // SX
+                rows = (min(T, t + SX) - t) * B
+                x_rows, h_rows = x.reshape((-1, I))[t * B:t * B + rows], h_states.reshape((-1, H))[t * B:t * B + rows]
+                n_px = pack_items(panels_x)
+                _claim_packing(x_rows, False, panels_x, product_claims[2 * j * block:], product_done, 2 * j, w,
+                               n_workers)
+                _claim_packing(h_rows, False, panels_h, product_claims[2 * j * block + n_px:], product_done, 2 * j,
+                               w, n_workers)
+                wait_all(product_done, 2 * j, n_px + pack_items(panels_h))
+                n_items = chunk_product_items(rows, I, GH, H, sum_h)
+                for i in range(n_items):
+                    c = claim_in_order(product_claims[(2 * j + 1) * block:], 0, n_items, w, n_workers, i)
+                    if c >= 0:
+                        _chunk_products(c, rows, t, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh,
+                                        dx, dw_ih, dw_hh, db, sum_h, packed_a)
+                        finish(product_done, 2 * j + 1)
+                wait_all(product_done, 2 * j + 1, n_items)
 
 
 # ----------------------------------------------------------------------------- GRU of Cho et al.

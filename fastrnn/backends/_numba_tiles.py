@@ -175,9 +175,10 @@ GEMM_M, GEMM_N, GEMM_K = 240, 128, 256
 
 @njit(cache=True, error_model="numpy")
 def pack_gemm_panels(Bm, b_t, panels, first, last):
-    """panels[p, k, :] = op(Bm)[k, p*2L : (p+1)*2L] for p in [first, last)."""
+    """panels[p, k, :] = op(Bm)[k, p*2L : (p+1)*2L] for p in [first, last), k < op(Bm)'s rows (panels
+    may have room for more)."""
     L = panels.shape[2] // 2
-    K = panels.shape[1]
+    K = Bm.shape[1] if b_t else Bm.shape[0]
     for p in range(first, last):
         panel, n = panels[p], p * 2 * L
         if b_t:
@@ -271,15 +272,15 @@ def gemm_a_buffer(C):
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a):
-    """The chunk-th GEMM_M x GEMM_N block of C = op(A) op(Bm) (+ bias on every row if not empty);
-    op(X) = X^T where a_t / b_t; panels: op(Bm) packed (pack_gemm_panels); packed_a: this worker's
-    gemm_a_buffer.
+def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
+    """The chunk-th GEMM_M x GEMM_N block of C = op(A) op(Bm) (+ bias on every row if not empty; C +=
+    that when ``accumulate``); op(X) = X^T where a_t / b_t; panels: op(Bm) packed (pack_gemm_panels);
+    packed_a: this worker's gemm_a_buffer.
 
     Per k block: A^T's blocks are packed (TN), then each panel's block (in L1) meets every 6-row
     block of the chunk (in L2) in turn."""
     M, N = C.shape
-    K = panels.shape[1] if panels.shape[0] > 0 else (Bm.shape[1] if b_t else Bm.shape[0])
+    K = A.shape[0] if a_t else A.shape[1]
     W = 2 * vlanes(C)                       # columns per micro-kernel
     n_blocks = (N + GEMM_N - 1) // GEMM_N
     m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * GEMM_N
@@ -288,7 +289,10 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a):
     m_blocks = (m1 - m0) // 6
     n_vec, m_vec = max(n0, p1 * W), m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edge paths
     for m in range(m0, m1):
-        if bias.shape[0] > 0:
+        if accumulate:
+            if bias.shape[0] > 0:
+                C[m, n0:n1] += bias[n0:n1]
+        elif bias.shape[0] > 0:
             C[m, n0:n1] = bias[n0:n1]
         else:
             C[m, n0:n1] = 0

@@ -4,10 +4,12 @@
               steps into a ring, then each step's recurrent product and cell pointwise
               (one worker: the GEMM over all T*B rows first, on all threads; few rows,
               FASTRNN_FUSE_INPUT_ROWS: each step's input product inside the step)
-    backward: kernel: the reverse loop, carrying dh (and dc), reusing the saved activations
-              dx = dG_i W_ih, dW_ih = dG_i^T x, dW_hh = dG_h^T h_prev: whole-sequence GEMMs
-              (op(B) packed once per call into vector panels, dG^T's columns block by block);
-              biases: column sums of dG
+    backward: kernel, one parallel region: the reverse loop, carrying dh (and dc), reusing the
+              saved activations, in chunks of ~8 MiB of dG (a ring), the last chunk first; after
+              each chunk its rows of dx = dG_i W_ih and its share of dW_ih = dG_i^T x,
+              dW_hh = dG_h^T h_prev (op(B) packed into vector panels) and of the biases' column
+              sums of dG (one worker, and the GRU of Cho et al.: the GEMMs over all T*B rows after
+              the kernel, on all threads)
 No library call is made per step, and no BLAS call at all: NumPy's OpenBLAS threads and Numba's
 OpenMP threads, alternating on two cores, spun against each other and slowed both tenfold.
 
@@ -21,7 +23,6 @@ first use and cached on disk (see _numba_cpu_kernels.py for the equations and th
 """
 from __future__ import annotations
 
-import os
 import threading
 
 import numba
@@ -79,10 +80,9 @@ def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False, panels=None,
     C = np.empty((M, N), A.dtype)
     workers = 1 if M * N * K < config.PARALLEL_MIN_GEMM_MACS else _threads()
     panels = _gemm_panels(Bm, b_transposed) if panels is None else panels
-    pack_items = -(-panels.shape[0] // kernels.PANELS_PER_ITEM)
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
             _writeable(bias) if bias is not None else np.empty(0, A.dtype), panels, panels_ready,
-            np.zeros(max(pack_items, 1), np.int64), np.zeros(kernels.gemm_chunks(M, N), np.int64),
+            np.zeros(max(kernels.pack_items(panels), 1), np.int64), np.zeros(kernels.gemm_chunks(M, N), np.int64),
             np.zeros(1, np.int64))
     return C
 
@@ -96,17 +96,6 @@ def _counters(phases, H, units, extra_claims=0):
     them), and a done counter per phase."""
     n_chunks = -(-H // units)
     return np.zeros(phases * n_chunks + extra_claims, np.int64), np.zeros(phases, np.int64)
-
-
-def _projection_steps(T, B, GH, dtype):
-    """Steps per chunk of the forward's input projection (kernels.forward's ring): about 8 MiB of it, at
-    least 64 rows (T * B), as the C++ kernels do it (sequence.h, input_chunk_steps; FASTRNN_CHUNK_STEPS
-    sets it for both)."""
-    forced = int(os.environ.get("FASTRNN_CHUNK_STEPS", "0") or 0)
-    if forced > 0:
-        return min(T, forced)
-    by_size = (8 << 20) // (B * GH * np.dtype(dtype).itemsize)
-    return min(T, max(1, by_size, -(-64 // B)))
 
 
 def _launch(kernel, workers, *args):
@@ -176,7 +165,7 @@ def forward(seq, save):
     if fused:
         xp = np.empty((1, B, G * H), dtype)
     elif ring:
-        xp = np.empty((_projection_steps(T, B, G * H, dtype), B, G * H), dtype)
+        xp = np.empty((config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize), B, G * H), dtype)
     else:
         xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=ih.buffer,
                    panels_ready=ih.ready).reshape(T, B, G * H)
@@ -202,7 +191,7 @@ def forward(seq, save):
         ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
         if ring:    # counters of the GEMM: packing items (after the steps' claims), items per chunk of steps
-            pack_items = -(-ih.buffer.shape[0] // kernels.PANELS_PER_ITEM)
+            pack_items = kernels.pack_items(ih.buffer)
             chunks = -(-T // xp.shape[0])
             proj_claims = np.zeros(chunks * kernels.gemm_chunks(xp.shape[0] * B, G * H), np.int64)
             proj_done = np.zeros(chunks, np.int64)
@@ -225,48 +214,88 @@ def forward(seq, save):
 
 
 def backward(seq, saved, dy, dh_n, dc_n):
-    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
-    G = seq.w_hh.shape[0] // H
+    B, H, dtype = seq.B, seq.H, seq.dtype
     dy = _writeable(dy) if dy is not None else np.zeros((1, B, H), dtype)   # one slot of zeros serves every step
     dh_n = _writeable(dh_n) if dh_n is not None else np.zeros((B, H), dtype)
+    workers, units = _plan(B, H, seq.w_hh.shape[0] // H, dtype)
+    if seq.cell == "gru" and not seq.variant:
+        return _backward_gru_cho(seq, saved, dy, dh_n, workers, units)
+    return _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units)
+
+
+def _backward_gru_cho(seq, saved, dy, dh_n, workers, units):
+    """GRU of Cho et al.: two phases per step over all T steps, then the whole-sequence GEMMs."""
+    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
     h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
-    dh_direct = np.zeros((B, H), dtype)
+    dg_rz = np.empty((T, B, 2 * H), dtype)
+    da_n = np.empty((T, B, H), dtype)
     dh0 = np.empty((B, H), dtype)
-    workers, units = _plan(B, H, G, dtype)
-    dc0 = None
-    if seq.cell == "gru" and not seq.variant:       # Cho et al.: two phases per step
-        dg_rz = np.empty((T, B, 2 * H), dtype)
-        da_n = np.empty((T, B, H), dtype)
-        claims, done = _counters(2 * T + 1, H, units)
-        _launch(kernels.backward_gru_cho, workers, _packed_columns(seq.w_hh[:2 * H]), _packed_columns(seq.w_hh[2 * H:]),
-                dy, dh_n, lengths, gates, h_states, dg_rz, da_n, dh_direct, dh0, units, claims, done)
-        h_prev = h_states[:T].reshape(T * B, H)
-        r_h_prev = gates[:, :, :H].reshape(T * B, H) * h_prev
-        dw_hh = np.concatenate([_gemm(dg_rz.reshape(T * B, 2 * H), h_prev, a_transposed=True),
-                                _gemm(da_n.reshape(T * B, H), r_h_prev, a_transposed=True)])
-        dgi = dgh = np.concatenate([dg_rz, da_n], axis=2).reshape(T * B, G * H)
+    claims, done = _counters(2 * T + 1, H, units)
+    _launch(kernels.backward_gru_cho, workers, _packed_columns(seq.w_hh[:2 * H]), _packed_columns(seq.w_hh[2 * H:]),
+            dy, dh_n, lengths, gates, h_states, dg_rz, da_n, np.zeros((B, H), dtype), dh0, units, claims, done)
+    h_prev = h_states[:T].reshape(T * B, H)
+    r_h_prev = gates[:, :, :H].reshape(T * B, H) * h_prev
+    dw_hh = np.concatenate([_gemm(dg_rz.reshape(T * B, 2 * H), h_prev, a_transposed=True),
+                            _gemm(da_n.reshape(T * B, H), r_h_prev, a_transposed=True)])
+    dg = np.concatenate([dg_rz, da_n], axis=2).reshape(T * B, 3 * H)     # both biases see this gradient
+    dx = _gemm(dg, seq.w_ih).reshape(T, B, I)
+    dw_ih = _gemm(dg, seq.x.reshape(T * B, I), a_transposed=True)
+    db = dg.sum(axis=0) if seq.b_ih is not None or seq.b_hh is not None else None
+    return (dx, dh0, None, dw_ih, dw_hh, db if seq.b_ih is not None else None,
+            None if seq.b_hh is None else db.copy() if seq.b_ih is not None else db, None)
+
+
+def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
+    """LSTM, GRU (linear before reset) and RNN. Several workers: one kernel runs the reverse loop in
+    chunks of steps (config.chunk_steps: ~8 MiB of dG, at least 2 steps), the last chunk first, and
+    after each chunk its rows of dx and its share of dW_ih, dW_hh and the bias gradients, so dG is a
+    ring of one chunk (a T-long dG's fresh pages cost more than the backward's pointwise work at
+    T = 512, B = 64; the C++ backward does the same). One worker: the kernel keeps all T steps of dG,
+    and the whole-sequence GEMMs run after it on all threads."""
+    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
+    G = seq.w_hh.shape[0] // H
+    gru = seq.cell == "gru"          # (linear before reset: dG differs on the h side, gate n)
+    h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
+    c_states = saved["c_states"] if saved["c_states"] is not None else _dummy(dtype)
+    chunked = workers > 1
+    steps = max(2, config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize)) if chunked else T
+    steps = min(T, steps)            # (>= 2 steps, or all: a step reads its successor's slot of dgh)
+    dgi = np.empty((steps, B, G * H), dtype)
+    dgh = np.empty((steps, B, G * H), dtype) if gru else dgi
+    dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
+    dh0 = np.empty((B, H), dtype)
+    x, w_ih = _writeable(seq.x), _writeable(seq.w_ih)
+    sum_h = gru and seq.b_hh is not None
+    if chunked:
+        dx = np.empty((T, B, I), dtype)
+        dw_ih, dw_hh = np.zeros((G * H, I), dtype), np.zeros((G * H, H), dtype)
+        db = np.zeros((2, G * H), np.float64)
+        panels_ih = _gemm_panels(w_ih, False)
+        panels_x = _gemm_panels(np.empty((steps * B, I), dtype), False)
+        panels_h = _gemm_panels(np.empty((steps * B, H), dtype), False)
+        chunks = -(-T // steps)
+        pack_items = kernels.pack_items(panels_ih)
+        block = max(kernels.chunk_product_items(steps * B, I, G * H, H, sum_h),
+                    kernels.pack_items(panels_x) + kernels.pack_items(panels_h))
+        product_claims, product_done = np.zeros(2 * chunks * block, np.int64), np.zeros(2 * chunks, np.int64)
     else:
-        dgi = np.empty((T, B, G * H), dtype)
-        dgh = np.empty((T, B, G * H), dtype) if seq.cell == "gru" else dgi
-        c_states = saved["c_states"]
-        dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
-        claims, done = _counters(T + 2, H, units)
-        _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.w_hh),
-                _panels(-(-H // _lanes(dtype)), G * H, dtype), dy, dh_n,
-                lengths, gates, h_states, c_states if c_states is not None else _dummy(dtype),
-                saved["ghn"], dgi, dgh, dh_direct, dc, dh0, units, claims, done)
-        # (the h-side gradients differ from the x-side ones only for the GRU's gate n)
-        dgi, dgh = dgi.reshape(T * B, G * H), dgh.reshape(T * B, G * H)
-        dw_hh = _gemm(dgh, h_states[:T].reshape(T * B, H), a_transposed=True)
-        if seq.cell == "lstm":
-            dc0 = dc
-    dx = _gemm(dgi, seq.w_ih).reshape(T, B, I)
-    dw_ih = _gemm(dgi, seq.x.reshape(T * B, I), a_transposed=True)
-    db_ih = dgi.sum(axis=0) if seq.b_ih is not None else None
-    if seq.b_hh is None:
-        db_hh = None
-    elif dgh is dgi and db_ih is not None:      # one pass over dG where both biases see the same gradient
-        db_hh = db_ih.copy()
-    else:
-        db_hh = dgh.sum(axis=0)
-    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None       # no projection (w_hr)
+        dx, dw_ih, dw_hh, db = np.empty((0, 0, I), dtype), np.empty((0, I), dtype), np.empty((0, H), dtype), None
+        panels_ih = panels_x = panels_h = _gemm_panels(np.empty((0, 0), dtype), False)
+        pack_items, product_claims, product_done = 0, np.zeros(1, np.int64), np.zeros(1, np.int64)
+    claims, done = _counters(T + 2, H, units, extra_claims=pack_items)
+    _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.w_hh),
+            _panels(-(-H // _lanes(dtype)), G * H, dtype), dy, dh_n, lengths, gates, h_states, c_states,
+            saved["ghn"], dgi, dgh, np.zeros((B, H), dtype), dc, dh0, chunked, x, w_ih, panels_ih, panels_x, panels_h,
+            dx, dw_ih, dw_hh, db if db is not None else np.zeros((2, 0), np.float64), sum_h, units, claims, done,
+            product_claims, product_done)
+    if chunked:
+        db_i, db_h = db[0].astype(dtype), db[1].astype(dtype) if sum_h else None
+    else:           # (the h-side gradients differ from the x-side ones only for the GRU's gate n)
+        rows_i, rows_h = dgi.reshape(T * B, G * H), dgh.reshape(T * B, G * H)
+        dw_hh = _gemm(rows_h, h_states[:T].reshape(T * B, H), a_transposed=True)
+        dx = _gemm(rows_i, w_ih).reshape(T, B, I)
+        dw_ih = _gemm(rows_i, x.reshape(T * B, I), a_transposed=True)
+        db_i, db_h = rows_i.sum(axis=0), rows_h.sum(axis=0) if sum_h else None
+    db_ih = db_i if seq.b_ih is not None else None
+    db_hh = None if seq.b_hh is None else db_h if gru else db_i.copy() if db_ih is not None else db_i
+    return dx, dh0, dc if seq.cell == "lstm" else None, dw_ih, dw_hh, db_ih, db_hh, None   # no projection (w_hr)
