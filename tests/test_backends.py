@@ -96,18 +96,17 @@ def test_reference_float32_is_close_to_float64(rng, cell, variant):
         assert rel_error(low[name], value) < 1e-4, name   # ~1000 float32 ulps over 20 steps
 
 
-CHUNK_CASES = [pytest.param(cell, variant, config, id=f"{name}-{config}")
+CHUNKED_BACKENDS = [name for name in ("cpp", "numba") if name in FAST_BACKENDS]
+CHUNK_CASES = [pytest.param(backend, cell, variant, config, id=f"{backend}-{name}-{config}")
+               for backend in CHUNKED_BACKENDS
                for (cell, variant), name in zip(CELL_FORMS, CELL_FORM_IDS)
                for config in ("plain", "lengths", "batch-first+lengths")]
-CHUNK_CASES.append(pytest.param("lstm", None, "projections", id="lstm-projections"))
-
-
-CHUNKED_BACKENDS = [name for name in ("cpp", "numba") if name in FAST_BACKENDS]
+CHUNK_CASES += [pytest.param(backend, "lstm", None, "projections", id=f"{backend}-lstm-projections")
+                for backend in CHUNKED_BACKENDS if backend in backends.PROJECTION_BACKENDS]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("cell,variant,config", CHUNK_CASES)
-@pytest.mark.parametrize("backend", CHUNKED_BACKENDS)
+@pytest.mark.parametrize("backend,cell,variant,config", CHUNK_CASES)
 def test_in_chunks_of_steps(rng, monkeypatch, split_work, backend, cell, variant, config, dtype):
     """The CPU forwards compute the input projection a chunk of steps ahead (cpp: sequence.h, without a
     tape in one ring of gates; numba: kernels.forward, in a ring of projections), and the backwards
@@ -116,8 +115,6 @@ def test_in_chunks_of_steps(rng, monkeypatch, split_work, backend, cell, variant
     (3 + 3 + 2; at test sizes a call is one chunk), on 3 workers. With a tape every output and
     gradient against the reference; the inference call must give the taped forward's outputs
     exactly."""
-    if config == "projections" and backend not in backends.PROJECTION_BACKENDS:
-        pytest.skip(f"{backend} has no projections")
     monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "3")
     options = dict(proj_size=4, lengths=True) if config == "projections" else CONFIGS[config]
     problem = make_problem(rng, cell, variant, 8, 3, 5, 9, **options).astype(dtype)
