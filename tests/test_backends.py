@@ -105,19 +105,24 @@ CHUNK_CASES += [pytest.param(backend, "lstm", None, "projections", id=f"{backend
                 for backend in CHUNKED_BACKENDS if backend in backends.PROJECTION_BACKENDS]
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("sizes,dtype", [((5, 9), np.float64), ((5, 9), np.float32), ((36, 40), np.float64)],
+                         ids=["I5H9-float64", "I5H9-float32", "I36H40-float64"])
 @pytest.mark.parametrize("backend,cell,variant,config", CHUNK_CASES)
-def test_in_chunks_of_steps(rng, monkeypatch, split_work, backend, cell, variant, config, dtype):
+def test_in_chunks_of_steps(rng, monkeypatch, split_work, backend, cell, variant, config, sizes, dtype):
     """The CPU forwards compute the input projection a chunk of steps ahead (cpp: sequence.h, without a
     tape in one ring of gates; numba: kernels.forward, in a ring of projections), and the backwards
     run the whole-sequence products (dx, the weight and bias gradients summed over the chunks) after
     each chunk of steps, their dG in a ring (numba: all but Cho's GRU): chunks of 3 steps over T = 8
-    (3 + 3 + 2; at test sizes a call is one chunk), on 3 workers. With a tape every output and
-    gradient against the reference; the inference call must give the taped forward's outputs
-    exactly."""
+    (3 + 3 + 2; at test sizes a call is one chunk), on 3 workers; I, H = 36, 40 reach the products'
+    vector paths (numba: 2 vectors of columns, 6-row blocks), 5, 9 their edges only. With a tape every
+    output and gradient against the reference; the inference call must give the taped forward's
+    outputs exactly. (I, H = 36, 40 in float64 only, whose 1e-10 finds any misplaced chunk: in float32
+    the rounding of dh0 over 8 RNN steps spreads wider than the float32 rule's margin over the
+    reference's own error, whatever the backend: over 6 draws reference 1.5e-6 to 1.3e-5, cpp 1.2e-6
+    to 1.2e-5, numba 0.9e-6 to 5.4e-6.)"""
     monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "3")
     options = dict(proj_size=4, lengths=True) if config == "projections" else CONFIGS[config]
-    problem = make_problem(rng, cell, variant, 8, 3, 5, 9, **options).astype(dtype)
+    problem = make_problem(rng, cell, variant, 8, 3, *sizes, **options).astype(dtype)
     assert_matches_oracle(problem, backend, dtype)
     taped = run(problem, backend)
     y, states = getattr(fastrnn, cell)(**problem.args, **problem.options, backend=backend)
