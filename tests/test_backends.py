@@ -100,7 +100,7 @@ CHUNKED_BACKENDS = [name for name in ("cpp", "numba") if name in FAST_BACKENDS]
 CHUNK_CASES = [pytest.param(backend, cell, variant, config, id=f"{backend}-{name}-{config}")
                for backend in CHUNKED_BACKENDS
                for (cell, variant), name in zip(CELL_FORMS, CELL_FORM_IDS)
-               for config in ("plain", "lengths", "batch-first+lengths")]
+               for config in ("plain", "no-bias", "lengths", "batch-first+lengths")]
 CHUNK_CASES += [pytest.param(backend, "lstm", None, "projections", id=f"{backend}-lstm-projections")
                 for backend in CHUNKED_BACKENDS if backend in backends.PROJECTION_BACKENDS]
 

@@ -269,7 +269,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
         for i in range(n_chunks):
             c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:
-                t0, n_tiles = _tile_span(c * chunk_units, min(H - c * chunk_units, chunk_units), L)
+                t0, n_tiles = _tile_span(*_unit_span(c, chunk_units, H), L)
                 for g in range(G):
                     if not hh_ready:
                         pack_rows(w_hh, G, H, panels, g * NT + t0, g * NT + t0 + n_tiles)
@@ -432,10 +432,10 @@ def _column_sums(dg, rows, first, last, sums):
 
 @njit(cache=True, error_model="numpy")
 def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh, dx, dw_ih, dw_hh,
-                    db, sum_h, packed_a):
+                    db, n_sums, packed_a):
     """Work item ``item`` of a chunk's whole-sequence products (steps t0.., ``rows`` = its steps * B rows
     of dG, first in the rings dgi/dgh): dx's rows = dG_i W_ih, dW_ih += dG_i^T x, dW_hh += dG_h^T h_prev,
-    db[0] += dG_i's column sums (db[1] += dG_h's when ``sum_h``), in this order of items."""
+    db[0] += dG_i's column sums (db[1] += dG_h's when ``n_sums`` = 2; none when 0), in this order of items."""
     B, I = x.shape[1], x.shape[2]
     GH, H = dgi.shape[2], h_states.shape[2]
     rows_i, rows_h = dgi.reshape((-1, GH))[:rows], dgh.reshape((-1, GH))[:rows]
@@ -461,15 +461,15 @@ def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, pane
 
 
 @njit(cache=True, error_model="numpy")
-def chunk_product_items(rows, I, GH, H, sum_h):
+def chunk_product_items(rows, I, GH, H, n_sums):
     """How many work items _chunk_products has for a chunk of ``rows`` rows."""
     return (gemm_chunks(rows, I) + gemm_chunks(GH, I) + gemm_chunks(GH, H)
-            + (2 if sum_h else 1) * ((GH + BIAS_COLUMNS - 1) // BIAS_COLUMNS))
+            + n_sums * ((GH + BIAS_COLUMNS - 1) // BIAS_COLUMNS))
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
 def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, ghn, dgi, dgh, dh_direct, dc, dh0,
-             chunked, x, w_ih, panels_ih, panels_x, panels_h, dx, dw_ih, dw_hh, db, sum_h,
+             chunked, x, w_ih, panels_ih, panels_x, panels_h, dx, dw_ih, dw_hh, db, n_sums,
              chunk_units, claims, done, product_claims, product_done, n_workers):
     """Reverse loop of LSTM, GRU (linear before reset) and RNN. ``dc`` enters holding dc_n and
     leaves holding dc0; ``dh0`` receives dL/dh0. Phase 0 packs W_hh's columns into ``panels``
@@ -478,7 +478,7 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
 
     ``chunked``: after the steps of each chunk of SX steps (t0 = a multiple of SX, down to 0), the
     workers compute its rows of dx, its share of dW_ih, dW_hh (zeroed by the caller) and of the bias
-    gradients' sums db (float64, (2, G*H): dG_i's, and dG_h's when ``sum_h``) before the next chunk's
+    gradients' sums db (float64, (n_sums, G*H): dG_i's, and dG_h's when n_sums = 2) before the next chunk's
     steps overwrite the rings, so dG is O(chunk), not O(T): a chunk's x and h rows are first packed
     (panels_x, panels_h: GEMM panels with room for SX*B rows; W_ih into panels_ih in phase 0, items
     claimed past the steps' claims), then _chunk_products' items. product_claims: 2 blocks of
@@ -500,7 +500,7 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
         for i in range(n_chunks):
             c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:
-                t0, n_tiles = _tile_span(c * chunk_units, min(H - c * chunk_units, chunk_units), L)
+                t0, n_tiles = _tile_span(*_unit_span(c, chunk_units, H), L)
                 pack_columns(w_hh, panels, t0, t0 + n_tiles)
                 finish(done, 0)
         if n_pack_ih > 0:
@@ -535,12 +535,12 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
                 _claim_packing(h_rows, False, panels_h, product_claims[2 * j * block + n_px:], product_done, 2 * j,
                                w, n_workers)
                 wait_all(product_done, 2 * j, n_px + pack_items(panels_h))
-                n_items = chunk_product_items(rows, I, GH, H, sum_h)
+                n_items = chunk_product_items(rows, I, GH, H, n_sums)
                 for i in range(n_items):
                     c = claim_in_order(product_claims[(2 * j + 1) * block:], 0, n_items, w, n_workers, i)
                     if c >= 0:
                         _chunk_products(c, rows, t, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh,
-                                        dx, dw_ih, dw_hh, db, sum_h, packed_a)
+                                        dx, dw_ih, dw_hh, db, n_sums, packed_a)
                         finish(product_done, 2 * j + 1)
                 wait_all(product_done, 2 * j + 1, n_items)
 

@@ -66,10 +66,15 @@ def _packed_columns(w):
     return panels
 
 
-def _gemm_panels(Bm, b_transposed):
-    """Room for op(Bm) packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels)."""
-    N, K = (Bm.shape[0], Bm.shape[1]) if b_transposed else (Bm.shape[1], Bm.shape[0])
-    return np.empty((N // (2 * _lanes(Bm.dtype)), K, 2 * _lanes(Bm.dtype)), Bm.dtype)
+def _gemm_panels(K, N, dtype):
+    """Room for a K x N operand packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels)."""
+    return np.empty((N // (2 * _lanes(dtype)), K, 2 * _lanes(dtype)), dtype)
+
+
+def _panels_of(Bm, b_transposed):
+    """Room for op(Bm) packed by _numba_tiles.pack_gemm_panels."""
+    K, N = Bm.shape[::-1] if b_transposed else Bm.shape
+    return _gemm_panels(K, N, Bm.dtype)
 
 
 def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False, panels=None, panels_ready=False):
@@ -79,7 +84,7 @@ def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False, panels=None,
     N, K = (Bm.shape[0], Bm.shape[1]) if b_transposed else (Bm.shape[1], Bm.shape[0])
     C = np.empty((M, N), A.dtype)
     workers = 1 if M * N * K < config.PARALLEL_MIN_GEMM_MACS else _threads()
-    panels = _gemm_panels(Bm, b_transposed) if panels is None else panels
+    panels = _panels_of(Bm, b_transposed) if panels is None else panels
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
             _writeable(bias) if bias is not None else np.empty(0, A.dtype), panels, panels_ready,
             np.zeros(max(kernels.pack_items(panels), 1), np.int64), np.zeros(kernels.gemm_chunks(M, N), np.int64),
@@ -157,7 +162,7 @@ def forward(seq, save):
     if fused:
         ih = PackedSlot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
     else:
-        ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _gemm_panels(seq.w_ih, True))
+        ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _panels_of(seq.w_ih, True))
     # The input projection: by the kernel, a chunk of steps at a time into a ring (several workers;
     # kernels.forward), or one GEMM over the whole sequence first (one worker, whose kernel would
     # compute it on one thread; the GRU of Cho et al.)
@@ -199,7 +204,7 @@ def forward(seq, save):
             pack_items, proj_claims, proj_done = 0, np.zeros(1, np.int64), np.zeros(1, np.int64)
         claims, done = _counters(T + 1, H, units, extra_claims=pack_items)
         panels_ih = ih.buffer if fused else _panels(0, I, dtype)
-        gemm_ih = ih.buffer if ring else _gemm_panels(seq.w_ih[:0], True)
+        gemm_ih = ih.buffer if ring else _gemm_panels(I, 0, dtype)
         projection = kernels.PROJECT_FUSED if fused else kernels.PROJECT_CHUNKS if ring else kernels.PROJECTED
         _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
                 panels_ih, gemm_ih, ih.ready, b_ih, projection, xp, w_hh, hh.buffer, hh.ready, b_hh,
@@ -265,37 +270,37 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
     dh0 = np.empty((B, H), dtype)
     x, w_ih = _writeable(seq.x), _writeable(seq.w_ih)
-    sum_h = gru and seq.b_hh is not None
+    # column sums of dG for the biases: dG_i's (both biases but the GRU's b_hh), dG_h's for the GRU's b_hh
+    n_sums = 0 if seq.b_ih is None and seq.b_hh is None else 2 if gru else 1
     if chunked:
         dx = np.empty((T, B, I), dtype)
         dw_ih, dw_hh = np.zeros((G * H, I), dtype), np.zeros((G * H, H), dtype)
-        db = np.zeros((2, G * H), np.float64)
-        panels_ih = _gemm_panels(w_ih, False)
-        panels_x = _gemm_panels(np.empty((steps * B, I), dtype), False)
-        panels_h = _gemm_panels(np.empty((steps * B, H), dtype), False)
+        db = np.zeros((n_sums, G * H), np.float64)
+        panels_ih = _panels_of(w_ih, False)
+        panels_x, panels_h = _gemm_panels(steps * B, I, dtype), _gemm_panels(steps * B, H, dtype)
         chunks = -(-T // steps)
         pack_items = kernels.pack_items(panels_ih)
-        block = max(kernels.chunk_product_items(steps * B, I, G * H, H, sum_h),
+        block = max(kernels.chunk_product_items(steps * B, I, G * H, H, n_sums),
                     kernels.pack_items(panels_x) + kernels.pack_items(panels_h))
         product_claims, product_done = np.zeros(2 * chunks * block, np.int64), np.zeros(2 * chunks, np.int64)
     else:
         dx, dw_ih, dw_hh, db = np.empty((0, 0, I), dtype), np.empty((0, I), dtype), np.empty((0, H), dtype), None
-        panels_ih = panels_x = panels_h = _gemm_panels(np.empty((0, 0), dtype), False)
+        panels_ih = panels_x = panels_h = _gemm_panels(0, 0, dtype)
         pack_items, product_claims, product_done = 0, np.zeros(1, np.int64), np.zeros(1, np.int64)
     claims, done = _counters(T + 2, H, units, extra_claims=pack_items)
     _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.w_hh),
             _panels(-(-H // _lanes(dtype)), G * H, dtype), dy, dh_n, lengths, gates, h_states, c_states,
             saved["ghn"], dgi, dgh, np.zeros((B, H), dtype), dc, dh0, chunked, x, w_ih, panels_ih, panels_x, panels_h,
-            dx, dw_ih, dw_hh, db if db is not None else np.zeros((2, 0), np.float64), sum_h, units, claims, done,
+            dx, dw_ih, dw_hh, db if db is not None else np.zeros((0, 0), np.float64), n_sums, units, claims, done,
             product_claims, product_done)
     if chunked:
-        db_i, db_h = db[0].astype(dtype), db[1].astype(dtype) if sum_h else None
+        sums = [row.astype(dtype) for row in db]
     else:           # (the h-side gradients differ from the x-side ones only for the GRU's gate n)
         rows_i, rows_h = dgi.reshape(T * B, G * H), dgh.reshape(T * B, G * H)
         dw_hh = _gemm(rows_h, h_states[:T].reshape(T * B, H), a_transposed=True)
         dx = _gemm(rows_i, w_ih).reshape(T, B, I)
         dw_ih = _gemm(rows_i, x.reshape(T * B, I), a_transposed=True)
-        db_i, db_h = rows_i.sum(axis=0), rows_h.sum(axis=0) if sum_h else None
-    db_ih = db_i if seq.b_ih is not None else None
-    db_hh = None if seq.b_hh is None else db_h if gru else db_i.copy() if db_ih is not None else db_i
+        sums = [rows.sum(axis=0) for rows in (rows_i, rows_h)[:n_sums]]
+    db_ih = sums[0] if seq.b_ih is not None else None
+    db_hh = None if seq.b_hh is None else sums[1] if gru else sums[0].copy() if db_ih is not None else sums[0]
     return dx, dh0, dc if seq.cell == "lstm" else None, dw_ih, dw_hh, db_ih, db_hh, None   # no projection (w_hr)
