@@ -1,0 +1,75 @@
+"""The Numba CPU backend's whole-sequence products (backends/_numba_tiles.gemm_chunk) against NumPy.
+
+The sequence tests reach these products only at their own shapes (K = I or H, a few dozen rows), so
+the edges are checked here directly: rows past the 6-row micro-kernel blocks, columns past the
+2-vector panels, K over several k blocks (GEMM_K), both transposes, a bias or none, and the
+accumulating form (C += op(A) op(B)) that the backward's weight gradients use.
+"""
+import numpy as np
+import pytest
+from numba import njit
+
+from fastrnn.backends import _numba_tiles as tiles
+from fastrnn.backends import numba_cpu
+
+
+@njit(cache=True)
+def _accumulate_all(A, a_t, Bm, b_t, C, bias, panels):
+    """C += op(A) op(Bm) (+ bias), every chunk on this thread."""
+    tiles.pack_gemm_panels(Bm, b_t, panels, 0, panels.shape[0])
+    packed_a = tiles.gemm_a_buffer(C)
+    for chunk in range(tiles.gemm_chunks(C.shape[0], C.shape[1])):
+        tiles.gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, True)
+
+
+def _operands(M, N, K, a_t, b_t, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((K, M) if a_t else (M, K)).astype(dtype)
+    Bm = rng.standard_normal((N, K) if b_t else (K, N)).astype(dtype)
+    return A, Bm, rng.standard_normal(N).astype(dtype)
+
+
+def _expected(A, a_t, Bm, b_t):
+    a = A.astype(np.float64)
+    b = Bm.astype(np.float64)
+    return (a.T if a_t else a) @ (b.T if b_t else b)
+
+
+def _tolerance(dtype, K):
+    return (1e-12 if dtype == np.float64 else 2e-5) * np.sqrt(K) * 4
+
+
+SHAPES = [(1, 1, 1), (7, 3, 5), (6, 32, 16), (13, 40, 300), (250, 130, 9), (245, 257, 513)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_t", [False, True], ids=["A", "At"])
+@pytest.mark.parametrize("b_t", [False, True], ids=["B", "Bt"])
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_gemm_matches_numpy(M, N, K, a_t, b_t, dtype, with_bias):
+    A, Bm, bias = _operands(M, N, K, a_t, b_t, dtype)
+    C = numba_cpu._gemm(A, Bm, bias if with_bias else None, a_transposed=a_t, b_transposed=b_t)
+    expected = _expected(A, a_t, Bm, b_t) + (bias if with_bias else 0)
+    assert C.dtype == dtype and C.shape == (M, N)
+    np.testing.assert_allclose(C, expected, rtol=0, atol=_tolerance(dtype, K) * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_t", [False, True], ids=["A", "At"])
+@pytest.mark.parametrize("M,N,K", [(7, 3, 5), (13, 40, 300), (245, 257, 513)])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_gemm_accumulates(M, N, K, a_t, dtype, with_bias):
+    A, Bm, bias = _operands(M, N, K, a_t, False, dtype, seed=1)
+    C0 = np.random.default_rng(2).standard_normal((M, N)).astype(dtype)
+    C = C0.copy()
+    _accumulate_all(A, a_t, Bm, False, C, bias if with_bias else bias[:0], numba_cpu._panels_of(Bm, False))
+    expected = C0 + _expected(A, a_t, Bm, False) + (bias if with_bias else 0)
+    np.testing.assert_allclose(C, expected, rtol=0, atol=_tolerance(dtype, K) * np.abs(expected).max())
+
+
+def test_gemm_nan_propagates():
+    A, Bm, bias = _operands(13, 40, 300, False, True, np.float32)
+    A[4, 7] = np.nan
+    C = numba_cpu._gemm(A, Bm, bias, b_transposed=True)
+    assert np.isnan(C[4]).all() and not np.isnan(np.delete(C, 4, axis=0)).any()
