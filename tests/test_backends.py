@@ -138,7 +138,8 @@ def split_work(monkeypatch):
     from fastrnn import config
     monkeypatch.setattr(config, "THREADS", 3)
     monkeypatch.setattr(config, "PARALLEL_MIN_MACS", 0)
-    monkeypatch.setattr(config, "CHUNKS_PER_THREAD", 2)
+    monkeypatch.setattr(config, "FORWARD_CHUNKS_PER_THREAD", 2)
+    monkeypatch.setattr(config, "BACKWARD_CHUNKS_PER_THREAD", 2)
     monkeypatch.setattr(config, "FUSE_INPUT_ROWS", 0)
 
 

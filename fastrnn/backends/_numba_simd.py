@@ -157,16 +157,35 @@ def vsplat(typingctx, x):
     return vector(x), codegen
 
 
+def _contracted_mul_add(builder, a, b, c):
+    """a * b + c with contraction allowed: one FMA where the target has it (scalars and vectors alike,
+    so that the scalar and vector forms of one formula give the same bits)."""
+    return builder.fadd(builder.fmul(a, b, flags=["contract"]), c, flags=["contract"])
+
+
 @intrinsic
 def vfma(typingctx, a, b, c):
-    """a * b + c, lane by lane (contracted into one FMA where the target has it)."""
-    if not (isinstance(a, Vector) and a == b == c):
+    """a * b + c, lane by lane (contracted into one FMA where the target has it); scalar operands are
+    broadcast."""
+    vector = _vector_of(a, b, c)
+    if vector is None:
         return None
 
     def codegen(context, builder, signature, args):
-        product = builder.fmul(args[0], args[1], flags=["contract"])
-        return builder.fadd(product, args[2], flags=["contract"])
-    return c(a, b, c), codegen
+        x, y, z = (_as_vector(context, builder, v, t, vector) for v, t in zip(args, (a, b, c)))
+        return _contracted_mul_add(builder, x, y, z)
+    return vector(a, b, c), codegen
+
+
+@intrinsic
+def fma_scalar(typingctx, a, b, c):
+    """a * b + c for floats of one type, contracted as vfma is."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _contracted_mul_add(builder, *args)
+    return a(a, b, c), codegen
 
 
 # ----------------------------------------------------------------------------- arithmetic

@@ -42,12 +42,13 @@ def _lanes(dtype):
     return VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _plan(B, H, G, dtype):
-    """(workers, units per chunk) for one call: one worker for small steps, else all threads."""
+def _plan(B, H, G, dtype, chunks_per_thread):
+    """(workers, units per chunk) for one call: one worker for small steps, else all threads, each
+    with ``chunks_per_thread`` chunks of hidden units a step (config: forward and backward differ)."""
     threads = _threads()
     if threads <= 1 or B * G * H * H < config.PARALLEL_MIN_MACS:
         return 1, H
-    chunks = threads * config.CHUNKS_PER_THREAD
+    chunks = threads * chunks_per_thread
     lanes = _lanes(dtype)
     units = -(-H // chunks)
     units = -(-units // lanes) * lanes      # whole vector tiles of units (the packed panels' width)
@@ -158,7 +159,7 @@ def forward(seq, save):
     # W_hh's rows and W_ih's (x W_ih^T's GEMM panels, or rows when fused): packed by this call,
     # or taken packed from the PackedWeights snapshot the call runs on (_packed.py)
     hh = PackedSlot(seq, "numba rows w_hh", lambda: _panels(G * tiles, H, dtype))
-    workers, units = _plan(B, H, G, dtype)
+    workers, units = _plan(B, H, G, dtype, config.FORWARD_CHUNKS_PER_THREAD)
     if fused:
         ih = PackedSlot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
     else:
@@ -222,7 +223,7 @@ def backward(seq, saved, dy, dh_n, dc_n):
     B, H, dtype = seq.B, seq.H, seq.dtype
     dy = _writeable(dy) if dy is not None else np.zeros((1, B, H), dtype)   # one slot of zeros serves every step
     dh_n = _writeable(dh_n) if dh_n is not None else np.zeros((B, H), dtype)
-    workers, units = _plan(B, H, seq.w_hh.shape[0] // H, dtype)
+    workers, units = _plan(B, H, seq.w_hh.shape[0] // H, dtype, config.BACKWARD_CHUNKS_PER_THREAD)
     if seq.cell == "gru" and not seq.variant:
         return _backward_gru_cho(seq, saved, dy, dh_n, workers, units)
     return _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units)

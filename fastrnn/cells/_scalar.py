@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from ..backends._numba_simd import (Vector, vextract, vfloor, vinsert, vpow2, vselect_eq, vselect_ge, vselect_lt,
-                                    vwidth)
+from ..backends._numba_simd import (Vector, fma_scalar, vextract, vfloor, vfma, vinsert, vpow2, vselect_eq,
+                                    vselect_ge, vselect_lt, vwidth)
 
 F = np.float32
 # float32 constants keep float32 arithmetic in float32 (a Python float would promote it to float64)
@@ -63,6 +63,11 @@ def floor(x):
     return np.floor(x)
 
 
+def mul_add(a, b, c):
+    """a * b + c, one FMA where the CPU has it (the polynomials' Horner steps: half the instructions)."""
+    return a * b + c
+
+
 def pow2(n):
     """2^n, float32, for an integral n in [-126, 127]."""
     raise NotImplementedError("pow2 is for Numba-compiled code")
@@ -80,6 +85,13 @@ for _select, _vector_select in ((select_lt, vselect_lt), (select_ge, vselect_ge)
                 return lambda a, b, x, y: vector_select(a, b, x, y)
             return python_select
     _register()
+
+
+@overload(mul_add, target="cpu")
+def _mul_add_overload(a, b, c):
+    if _any_vector(a, b, c):
+        return lambda a, b, c: vfma(a, b, c)
+    return lambda a, b, c: fma_scalar(a, b, c)
 
 
 @overload(floor, target="cpu")
@@ -100,10 +112,11 @@ def _pow2_overload(n):
 def _exp_nonpositive_f32(x):
     """e^x for x <= 0 (clamped at -87), float32, vectorisable."""
     x = select_lt(x, _EXP_LO, _EXP_LO, x)      # written so that NaN passes through
-    n = floor(x * _LOG2E + HALF)
-    r = x - n * _LN2_HI - n * _LN2_LO
+    n = floor(mul_add(x, _LOG2E, HALF))
+    r = mul_add(n, -_LN2_LO, mul_add(n, -_LN2_HI, x))
     c2, c3, c4, c5, c6, c7 = _EXP_POLY
-    p = ONE + r * (ONE + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
+    q = mul_add(r, mul_add(r, mul_add(r, mul_add(r, mul_add(r, c7, c6), c5), c4), c3), c2)
+    p = mul_add(r, mul_add(r, q, ONE), ONE)
     n = select_eq(n, n, n, ZERO)               # NaN: any finite scale keeps p's NaN
     return p * pow2(n)
 
@@ -120,7 +133,7 @@ def _tanh_f32(a):
     ax = abs(a)
     a2 = a * a
     c3, c5, c7, c9, c11, c13 = _TANH_POLY
-    small = a + a * a2 * (c3 + a2 * (c5 + a2 * (c7 + a2 * (c9 + a2 * (c11 + a2 * c13)))))
+    small = mul_add(a * a2, mul_add(a2, mul_add(a2, mul_add(a2, mul_add(a2, mul_add(a2, c13, c11), c9), c7), c5), c3), a)
     e = _exp_nonpositive_f32(-TWO * ax)
     large = (ONE - e) / (ONE + e)
     large = select_ge(a, ZERO, large, -large)
