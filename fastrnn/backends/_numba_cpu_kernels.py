@@ -33,7 +33,7 @@ from numba import njit, prange
 from ..cells import gru as gru_cell
 from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
-from ._numba_simd import vlanes, vload, vstore
+from ._numba_simd import vlanes, vload, vload_f64, vstore, vstore_add
 from ._numba_sync import claim_in_order, finish, wait_all
 from ._numba_tiles import (gemm_a_buffer, gemm_chunk, gemm_chunks, pack_columns, pack_gemm_panels, pack_rows,
                             panel_product)
@@ -424,9 +424,16 @@ BIAS_COLUMNS = 128        # columns of dG per claimed item of the bias gradients
 
 @njit(cache=True, error_model="numpy")
 def _column_sums(dg, rows, first, last, sums):
-    """sums[c] += sum over r < rows of dg[r, c] for c in [first, last), in float64 (sums' type)."""
+    """sums[c] += sum over r < rows of dg[r, c] for c in [first, last), in float64 (sums' type), a
+    float64 vector of columns at a time (left to LLVM, the widening loop stayed scalar: 6% of a GRU
+    forward+backward at B = 8, H = 128)."""
+    row = sums.reshape((1, sums.shape[0]))
+    L = vlanes(row)
+    n_vec = first + (last - first) // L * L
     for r in range(rows):
-        for c in range(first, last):
+        for c in range(first, n_vec, L):
+            vstore_add(row, 0, c, vload_f64(dg, r, c))
+        for c in range(n_vec, last):
             sums[c] += dg[r, c]
 
 

@@ -120,6 +120,21 @@ def vload(typingctx, arr, i, j):
 
 
 @intrinsic
+def vload_f64(typingctx, arr, i, j):
+    """arr[i, j:j+lanes] as a vector of float64 (lanes: a float64 vector's), widened from float32 arrays."""
+    if not _is_float_matrix(arr):
+        return None
+    vector = Vector(types.float64)
+
+    def codegen(context, builder, signature, args):
+        loaded = llvm_ir.VectorType(context.get_value_type(arr.dtype), vector.lanes)
+        vptr, align = _vector_pointer(context, builder, arr, args, loaded)
+        value = builder.load(vptr, align=align)
+        return builder.fpext(value, context.get_value_type(vector)) if arr.dtype.bitwidth == 32 else value
+    return vector(arr, types.intp, types.intp), codegen
+
+
+@intrinsic
 def vstore_add(typingctx, arr, i, j, value):
     """arr[i, j:j+lanes] += value."""
     if not _is_row_store(arr, value):
