@@ -16,7 +16,8 @@ FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step of the Numba CP
                           balance when a core is busy elsewhere; fewer: less claiming). Default 1 in the
                           forward, 2 in the backward; setting it fixes both. Measured (2-core Zen 5, float32,
                           T = 512, interleaved medians, ms with 2 / 1): forward LSTM B = 1 H = 128 1.07 / 0.92,
-                          B = 1 H = 256 2.95 / 2.45, B = 8 H = 128 3.40 / 3.25, B = 64 H = 512 362 / 356;
+                          B = 1 H = 256 2.95 / 2.45, B = 64 H = 512 362 / 356, B = 8 H = 128 3.40 / 3.25 (other
+                          runs: 5.16 / 5.41, 4.84 / 5.99: the host's noise);
                           forward+backward LSTM B = 8 H = 256 46.3 / 48.2, GRU B = 64 H = 128 115 / 126.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
                           kernel (one launch instead of a GEMM and the kernel) when the input projection
