@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../cells.h"
@@ -253,9 +254,11 @@ FASTRNN_INLINE int tile_width(ptrdiff_t H, ptrdiff_t u, int R) { return static_c
 // NPAN panels (`ps` apart) times NB rows of V (read in place, rows vb apart), every panel in the same
 // pass over k (one stream each):
 //     out[j*os + b*R + r] = bias[j*bs + r] (or 0 when null) + sum_k P_j[k*R + r] V[b*vb + k]
-// Two panels on 4 rows (two gates of a unit tile, or two tiles of h) are the recurrent steps' main
-// block: 8 accumulators, 6 loads per 8 FMAs against tile_block's 9 per 8 (measured one thread, LSTM
-// step products: B = 64 80 -> 96 GFLOP/s, B = 8 H = 128 53 -> 84 in the Numba twin). For the few rows
+// Three or four panels on 4 rows (the gates of a unit tile) are the recurrent steps' main block: 12 or
+// 16 accumulators (16 where AVX-512's 32 registers hold them), 7 loads per 12 FMAs. Two panels' 8
+// accumulators, 6 loads per 8 FMAs, had beaten tile_block's 9 per 8 (one thread, LSTM step products:
+// B = 64 80 -> 96 GFLOP/s), but 8 sums are the bare minimum in flight for 4-cycle FMAs on 2 pipes:
+// 3-4 panels made the forward 2-5% faster at B = 8-64 (Zen 5, AVX-512 and AVX2). For the few rows
 // (1-3) that 4-row blocks leave, all of a step's panels: one panel per pass would leave one load per
 // FMA with one stream in flight, and its few sums short of FMA latency (measured at B = 1, H = 256,
 // LSTM, one step's product: 4.2 -> 2.8 us, the L2's bandwidth for its weights being 2.4).
@@ -312,8 +315,8 @@ FASTRNN_INLINE void panel_group(int panels, int rows, const Real* P, ptrdiff_t p
     }
 }
 
-// gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1): gates in pairs on
-// blocks of 4 rows (an odd gate by tile_rows), then the rows left (B % 4) with every gate at once
+// gh (G, B, R) = h_{t-1} W_hh^T + b_hh for unit tile u and the gates [g0, g1): gates by 4 (AVX-512), 3
+// or 2 on blocks of 4 rows (a single gate left by tile_rows), then the rows left (B % 4) with every gate at once
 // (panel_group). One gate: tile_rows on every row (its few-row blocks keep several sums in flight).
 template <class Real, int W>
 FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_in, ptrdiff_t u, ptrdiff_t g0,
@@ -329,10 +332,16 @@ FASTRNN_INLINE void recurrent_product(const ForwardCtx<Real>& s, const Real* h_i
     const ptrdiff_t paired_rows = B / 4 * 4;
     if (paired_rows > 0) {
         ptrdiff_t g = g0;
-        for (; g + 2 <= g1; g += 2)
-            for (ptrdiff_t b = 0; b < paired_rows; b += 4)
-                panels_block<Real, W, 2, 4>(pk + g * gate_panels, gate_panels, P, h_in + b * P, P, gh + (g * B + b) * R,
-                                            B * R, pb + g * s.NT * R, s.NT * R);
+        const auto gates_by = [&](auto group) {     // `group` gates at a time on each block of 4 rows
+            constexpr int N = decltype(group)::value;
+            for (; g + N <= g1; g += N)
+                for (ptrdiff_t b = 0; b < paired_rows; b += 4)
+                    panels_block<Real, W, N, 4>(pk + g * gate_panels, gate_panels, P, h_in + b * P, P,
+                                                gh + (g * B + b) * R, B * R, pb + g * s.NT * R, s.NT * R);
+        };
+        if constexpr (W >= 64) gates_by(std::integral_constant<int, 4>{});
+        gates_by(std::integral_constant<int, 3>{});
+        gates_by(std::integral_constant<int, 2>{});
         if (g < g1)
             tile_rows<Real, W>(pk + g * gate_panels, P, h_in, P, 1, paired_rows, gh + g * B * R, R, R,
                                pb + g * s.NT * R, false);
