@@ -9,6 +9,7 @@
 
 Weights use PyTorch's layout and gate order; see the README.
 """
+from ._arrays import release_memory
 from ._packed import PackedWeights, pack_weights
 from ._types import Grads, LSTMGrads, Tape
 from .api import (gru, gru_backward, gru_forward, lstm, lstm_backward, lstm_forward, rnn,
@@ -23,5 +24,5 @@ __all__ = [
     "gru", "gru_forward", "gru_backward",
     "rnn", "rnn_forward", "rnn_backward",
     "LSTM", "GRU", "RNN", "pack_weights", "PackedWeights",
-    "available_backends", "Grads", "LSTMGrads", "Tape", "__version__",
+    "available_backends", "release_memory", "Grads", "LSTMGrads", "Tape", "__version__",
 ]

@@ -12,7 +12,8 @@ Equations and shapes: kernels/include/fastrnn/cells.h and sequence.h. Everything
 in C++ on one team: NumPy's BLAS threads spinning beside it would slow both (see numba_cpu.py).
 Weights are packed per call (one pass over them, against T in the loop), so in-place updates between
 calls are always seen; a call on a PackedWeights snapshot (fastrnn.pack_weights) keeps its packed
-weights there for the later ones (fastrnn::PackedForward).
+weights there for the later ones (fastrnn::PackedForward). The binding takes the results' arrays of 1 MiB
+or more (outputs, tapes, gradients) from the pool of reused buffers (_arrays.pooled_empty).
 AVX-512, AVX2+FMA or a portable path, chosen at run time (``_ext.isa()``).
 LSTM projections (w_hr, torch's proj_size) run here too: a step then has a second phase, h_t = m_t W_hr^T.
 Check: pytest tests -k cpp; time: fastrnn bench --backends cpp,numba.
@@ -22,12 +23,16 @@ from __future__ import annotations
 import os
 
 from .. import _ext, config
-from .._arrays import aligned_empty
+from .._arrays import aligned_empty, pooled_empty
 from .._packed import PackedSlot
 from ..cells import SPECS
 
 # fastrnn::Cell codes (kernels/include/fastrnn/detail/kernels.h)
 _CELL = {("lstm", None): 0, ("gru", True): 1, ("gru", False): 2, ("rnn", "tanh"): 3, ("rnn", "relu"): 4}
+
+
+# the binding's large results (outputs, tapes, gradients) come from the pool of reused buffers
+_OUTPUTS = dict(empty=pooled_empty, empty_min_bytes=config.POOL_MIN_BYTES)
 
 
 def _cell(seq) -> int:
@@ -55,7 +60,7 @@ def forward(seq, save):
         _ext.packed_forward_size(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.w_hr), seq.dtype))
     y, h_n, c_n, saved = _ext.forward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.h0, seq.c0,
                                       seq.lengths, save, _threads(seq), seq.w_hr, slot and slot.buffer,
-                                      bool(slot and slot.ready))
+                                      bool(slot and slot.ready), **_OUTPUTS)
     if slot is not None:
         slot.keep()
     return y, h_n, c_n, saved
@@ -63,4 +68,4 @@ def forward(seq, save):
 
 def backward(seq, saved, dy, dh_n, dc_n):
     return _ext.backward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.lengths, saved, dy, dh_n,
-                         dc_n, _threads(seq), seq.w_hr)
+                         dc_n, _threads(seq), seq.w_hr, **_OUTPUTS)

@@ -18,8 +18,10 @@ panels of one vector of units, in their first phase, each worker the panels of i
 (one pass over the weights, against T passes in the loop; so weights updated in place between
 calls are always seen); the GEMMs pack op(B) once per call (x W_ih^T reads W_ih's rows straight
 into the panels). A call on a PackedWeights snapshot (fastrnn.pack_weights) keeps its forward's
-packed W_hh and W_ih there, and later calls skip the packing (_packed.py). Kernels are compiled on
-first use and cached on disk (see _numba_cpu_kernels.py for the equations and the work split).
+packed W_hh and W_ih there, and later calls skip the packing (_packed.py). Arrays of 1 MiB or more
+(results, tapes, work arrays) come from the pool of reused buffers (_arrays.pooled_empty): their fresh
+pages would fault on every call. Kernels are compiled on first use and cached on disk (see
+_numba_cpu_kernels.py for the equations and the work split).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numba
 import numpy as np
 
 from .. import config
+from .._arrays import pooled_empty
 from .._packed import PackedSlot
 from . import _numba_cpu_kernels as kernels
 from ._numba_simd import VECTOR_BYTES
@@ -57,7 +60,7 @@ def _plan(B, H, G, dtype, chunks_per_thread):
 
 def _panels(count, K, dtype):
     """Room for ``count`` packed weight panels of K rows (_numba_tiles.pack_rows / pack_columns)."""
-    return np.empty((count, K, _lanes(dtype)), dtype)
+    return pooled_empty((count, K, _lanes(dtype)), dtype)
 
 
 def _packed_columns(w):
@@ -69,7 +72,7 @@ def _packed_columns(w):
 
 def _gemm_panels(K, N, dtype):
     """Room for a K x N operand packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels)."""
-    return np.empty((N // (2 * _lanes(dtype)), K, 2 * _lanes(dtype)), dtype)
+    return pooled_empty((N // (2 * _lanes(dtype)), K, 2 * _lanes(dtype)), dtype)
 
 
 def _panels_of(Bm, b_transposed):
@@ -83,7 +86,7 @@ def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False, panels=None,
     on all threads. ``panels``: where op(Bm) is packed (already, if ``panels_ready``)."""
     M = A.shape[1] if a_transposed else A.shape[0]
     N, K = (Bm.shape[0], Bm.shape[1]) if b_transposed else (Bm.shape[1], Bm.shape[0])
-    C = np.empty((M, N), A.dtype)
+    C = pooled_empty((M, N), A.dtype)
     workers = 1 if M * N * K < config.PARALLEL_MIN_GEMM_MACS else _threads()
     panels = _panels_of(Bm, b_transposed) if panels is None else panels
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
@@ -169,32 +172,32 @@ def forward(seq, save):
     # compute it on one thread; the GRU of Cho et al.)
     ring = not fused and not cho and workers > 1
     if fused:
-        xp = np.empty((1, B, G * H), dtype)
+        xp = pooled_empty((1, B, G * H), dtype)
     elif ring:
-        xp = np.empty((config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize), B, G * H), dtype)
+        xp = pooled_empty((config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize), B, G * H), dtype)
     else:
         xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=ih.buffer,
                    panels_ready=ih.ready).reshape(T, B, G * H)
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
     S = T + 1 if save else 2
-    h_states = np.empty((S, B, H), dtype)
+    h_states = pooled_empty((S, B, H), dtype)
     h_states[0] = seq.h0
-    y = np.empty((T, B, H), dtype)
+    y = pooled_empty((T, B, H), dtype)
     c_states = ghn = None
     if cho:
-        gates = np.empty((T if save else 1, B, G * H), dtype)
+        gates = pooled_empty((T if save else 1, B, G * H), dtype)
         claims, done = _counters(2 * T + 1, H, units)
         _launch(kernels.forward_gru_cho, workers, xp, w_hh, hh.buffer, hh.ready, b_hh, h_states, lengths, y,
-                gates, np.empty((B, H), dtype), units, claims, done)
+                gates, pooled_empty((B, H), dtype), units, claims, done)
     else:
         if seq.cell == "lstm":
-            c_states = np.empty((S, B, H), dtype)
+            c_states = pooled_empty((S, B, H), dtype)
             c_states[0] = seq.c0
         # saved activations: all T steps for backward, else one scratch slot the kernel overwrites
         slots = T if save else 1
-        gates = np.empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _dummy(dtype)
-        ghn = np.empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
+        gates = pooled_empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _dummy(dtype)
+        ghn = pooled_empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
         if ring:    # counters of the GEMM: packing items (after the steps' claims), items per chunk of steps
             pack_items = kernels.pack_items(ih.buffer)
@@ -233,9 +236,9 @@ def _backward_gru_cho(seq, saved, dy, dh_n, workers, units):
     """GRU of Cho et al.: two phases per step over all T steps, then the whole-sequence GEMMs."""
     T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
     h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
-    dg_rz = np.empty((T, B, 2 * H), dtype)
-    da_n = np.empty((T, B, H), dtype)
-    dh0 = np.empty((B, H), dtype)
+    dg_rz = pooled_empty((T, B, 2 * H), dtype)
+    da_n = pooled_empty((T, B, H), dtype)
+    dh0 = pooled_empty((B, H), dtype)
     claims, done = _counters(2 * T + 1, H, units)
     _launch(kernels.backward_gru_cho, workers, _packed_columns(seq.w_hh[:2 * H]), _packed_columns(seq.w_hh[2 * H:]),
             dy, dh_n, lengths, gates, h_states, dg_rz, da_n, np.zeros((B, H), dtype), dh0, units, claims, done)
@@ -266,15 +269,15 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     chunked = workers > 1
     steps = max(2, config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize)) if chunked else T
     steps = min(T, steps)            # (>= 2 steps, or all: a step reads its successor's slot of dgh)
-    dgi = np.empty((steps, B, G * H), dtype)
-    dgh = np.empty((steps, B, G * H), dtype) if gru else dgi
+    dgi = pooled_empty((steps, B, G * H), dtype)
+    dgh = pooled_empty((steps, B, G * H), dtype) if gru else dgi
     dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
-    dh0 = np.empty((B, H), dtype)
+    dh0 = pooled_empty((B, H), dtype)
     x, w_ih = _writeable(seq.x), _writeable(seq.w_ih)
     # column sums of dG for the biases: dG_i's (both biases but the GRU's b_hh), dG_h's for the GRU's b_hh
     n_sums = 0 if seq.b_ih is None and seq.b_hh is None else 2 if gru else 1
     if chunked:
-        dx = np.empty((T, B, I), dtype)
+        dx = pooled_empty((T, B, I), dtype)
         dw_ih, dw_hh = np.zeros((G * H, I), dtype), np.zeros((G * H, H), dtype)
         db = np.zeros((n_sums, G * H), np.float64)
         panels_ih = _panels_of(w_ih, False)

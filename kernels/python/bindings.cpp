@@ -17,6 +17,7 @@
 
 #include <fastrnn/sequence.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -91,18 +92,41 @@ template <class Real> fastrnn::Problem<Real> problem(fastrnn::Cell cell, const p
     return p;
 }
 
-// A new array of `shape`, its data pointer stored in `ptr`.
-template <class Real> py::object output(std::vector<py::ssize_t> shape, Real*& ptr) {
-    py::array_t<Real> a(shape);
-    ptr = a.mutable_data();
-    return std::move(a);
-}
+// Where the results' arrays come from: `empty(shape, dtype)` for those of at least `min_bytes` when the
+// caller gives one (fastrnn's pool of reused buffers, _arrays.pooled_empty: fresh pages of megabytes
+// cost a fault each on first touch, every call), else new NumPy arrays.
+struct Outputs {
+    py::object empty;
+    py::ssize_t min_bytes;
+
+    // A new array of `shape`, its data pointer stored in `ptr`.
+    template <class Real> py::object operator()(std::vector<py::ssize_t> shape, Real*& ptr) const {
+        py::ssize_t bytes = sizeof(Real);
+        for (py::ssize_t n : shape) bytes *= n;
+        if (empty.is_none() || bytes < min_bytes) {
+            py::array_t<Real> a(shape);
+            ptr = a.mutable_data();
+            return std::move(a);
+        }
+        py::tuple dims(shape.size());
+        for (std::size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
+        py::object made = empty(dims, py::dtype::of<Real>());
+        if (!py::isinstance<py::array_t<Real, py::array::c_style>>(made))
+            throw py::type_error("empty() must return C-contiguous arrays of the dtype asked for");
+        py::array a = py::reinterpret_borrow<py::array>(made);
+        if (a.ndim() != static_cast<py::ssize_t>(shape.size()) || !std::equal(shape.begin(), shape.end(), a.shape())
+            || !a.writeable())
+            throw py::type_error("empty() must return writeable arrays of the shape asked for");
+        ptr = static_cast<Real*>(a.mutable_data());
+        return made;
+    }
+};
 
 template <class Real>
 py::tuple forward_impl(fastrnn::Cell cell, const py::object& x, const py::object& w_ih, const py::object& w_hh,
                        const py::object& b_ih, const py::object& b_hh, const py::object& h0, const py::object& c0,
                        const py::object& lengths, bool save, int threads, const py::object& w_hr,
-                       const py::object& packed, bool packed_ready) {
+                       const py::object& packed, bool packed_ready, const Outputs& out) {
     auto p = problem<Real>(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, w_hr);
     fastrnn::PackedForward<Real> pk;
     if (!packed.is_none()) {
@@ -116,16 +140,16 @@ py::tuple forward_impl(fastrnn::Cell cell, const py::object& x, const py::object
     const Real* c0p = lstm ? optional_data<Real>(c0, "c0", {B, H}) : nullptr;
     Real *yp, *hnp, *cnp = nullptr;
     fastrnn::Tape<Real> tape{nullptr, nullptr, nullptr, nullptr};
-    py::object y = output<Real>({T, B, P}, yp), h_n = output<Real>({B, P}, hnp);
+    py::object y = out({T, B, P}, yp), h_n = out({B, P}, hnp);
     py::object c_n = py::none(), th = py::none(), tc = py::none(), tg = py::none(), tghn = py::none();
     py::object tm = py::none();
-    if (lstm) c_n = output<Real>({B, H}, cnp);
+    if (lstm) c_n = out({B, H}, cnp);
     if (save) {
-        th = output<Real>({T + 1, B, P}, tape.h);
-        tg = output<Real>({T, B, G * H}, tape.gates);
-        if (lstm) tc = output<Real>({T + 1, B, H}, tape.c);
-        if (gru) tghn = output<Real>({T, B, H}, tape.ghn);
-        if (p.w_hr) tm = output<Real>({T, B, H}, tape.m);
+        th = out({T + 1, B, P}, tape.h);
+        tg = out({T, B, G * H}, tape.gates);
+        if (lstm) tc = out({T + 1, B, H}, tape.c);
+        if (gru) tghn = out({T, B, H}, tape.ghn);
+        if (p.w_hr) tm = out({T, B, H}, tape.m);
     }
     {
         py::gil_scoped_release release;
@@ -139,7 +163,7 @@ template <class Real>
 py::tuple backward_impl(fastrnn::Cell cell, const py::object& x, const py::object& w_ih, const py::object& w_hh,
                         const py::object& b_ih, const py::object& b_hh, const py::object& lengths,
                         const py::tuple& saved, const py::object& dy, const py::object& dh_n, const py::object& dc_n,
-                        int threads, const py::object& w_hr) {
+                        int threads, const py::object& w_hr, const Outputs& out) {
     auto p = problem<Real>(cell, x, w_ih, w_hh, b_ih, b_hh, lengths, w_hr);
     const py::ssize_t T = p.T, B = p.B, I = p.I, H = p.H, P = fastrnn::state_size(p), GH = fastrnn::num_gates(cell) * H;
     const bool lstm = cell == fastrnn::Cell::lstm, gru = cell == fastrnn::Cell::gru;
@@ -155,13 +179,13 @@ py::tuple backward_impl(fastrnn::Cell cell, const py::object& x, const py::objec
     const Real* dhp = optional_data<Real>(dh_n, "dh_n", {B, P});
     const Real* dcp = lstm ? optional_data<Real>(dc_n, "dc_n", {B, H}) : nullptr;
     fastrnn::Grads<Real> g{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-    py::object dx = output<Real>({T, B, I}, g.dx), dh0 = output<Real>({B, P}, g.dh0);
-    py::object dw_ih = output<Real>({GH, I}, g.dw_ih), dw_hh = output<Real>({GH, P}, g.dw_hh);
+    py::object dx = out({T, B, I}, g.dx), dh0 = out({B, P}, g.dh0);
+    py::object dw_ih = out({GH, I}, g.dw_ih), dw_hh = out({GH, P}, g.dw_hh);
     py::object dc0 = py::none(), db_ih = py::none(), db_hh = py::none(), dw_hr = py::none();
-    if (lstm) dc0 = output<Real>({B, H}, g.dc0);
-    if (p.b_ih) db_ih = output<Real>({GH}, g.db_ih);
-    if (p.b_hh) db_hh = output<Real>({GH}, g.db_hh);
-    if (p.w_hr) dw_hr = output<Real>({P, H}, g.dw_hr);
+    if (lstm) dc0 = out({B, H}, g.dc0);
+    if (p.b_ih) db_ih = out({GH}, g.db_ih);
+    if (p.b_hh) db_hh = out({GH}, g.db_hh);
+    if (p.w_hr) dw_hr = out({P, H}, g.dw_hr);
     {
         py::gil_scoped_release release;
         fastrnn::backward(p, tape, dyp, dhp, dcp, g, threads);
@@ -185,16 +209,18 @@ PYBIND11_MODULE(_ext, m) {
     m.def("forward",
           [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object b_ih, py::object b_hh, py::object h0,
              py::object c0, py::object lengths, bool save, int threads, py::object w_hr, py::object packed,
-             bool packed_ready) {
+             bool packed_ready, py::object empty, py::ssize_t empty_min_bytes) {
               auto c = cell_of(cell);
+              const Outputs out{empty, empty_min_bytes};
               return is_double(x) ? forward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads,
-                                                         w_hr, packed, packed_ready)
+                                                         w_hr, packed, packed_ready, out)
                                   : forward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, save, threads,
-                                                        w_hr, packed, packed_ready);
+                                                        w_hr, packed, packed_ready, out);
           },
           py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
           py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("save"), py::arg("threads"),
-          py::arg("w_hr") = py::none(), py::arg("packed") = py::none(), py::arg("packed_ready") = false);
+          py::arg("w_hr") = py::none(), py::arg("packed") = py::none(), py::arg("packed_ready") = false,
+          py::arg("empty") = py::none(), py::arg("empty_min_bytes") = 0);
     m.def("packed_forward_size",
           [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object w_hr) {
               auto c = cell_of(cell);
@@ -206,14 +232,17 @@ PYBIND11_MODULE(_ext, m) {
     m.def("backward",
           [](int cell, py::object x, py::object w_ih, py::object w_hh, py::object b_ih, py::object b_hh,
              py::object lengths, py::tuple saved, py::object dy, py::object dh_n, py::object dc_n, int threads,
-             py::object w_hr) {
+             py::object w_hr, py::object empty, py::ssize_t empty_min_bytes) {
               auto c = cell_of(cell);
-              return is_double(x) ? backward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n, threads, w_hr)
-                                  : backward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n, threads, w_hr);
+              const Outputs out{empty, empty_min_bytes};
+              return is_double(x) ? backward_impl<double>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n,
+                                                          threads, w_hr, out)
+                                  : backward_impl<float>(c, x, w_ih, w_hh, b_ih, b_hh, lengths, saved, dy, dh_n, dc_n,
+                                                         threads, w_hr, out);
           },
           py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
           py::arg("lengths"), py::arg("tape"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("threads"),
-          py::arg("w_hr") = py::none());
+          py::arg("w_hr") = py::none(), py::arg("empty") = py::none(), py::arg("empty_min_bytes") = 0);
     m.def("isa", [] { return std::string(fastrnn::isa()); },
           "The instruction set the kernels use on this CPU: avx512, avx2 or portable");
 }
