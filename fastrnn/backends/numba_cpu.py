@@ -140,6 +140,13 @@ def _threading_layer():
         return None
 
 
+def _pooled_zeros(shape, dtype):
+    # (np.zeros' large arrays are fresh pages that fault on first write, every call)
+    arr = pooled_empty(shape, dtype)
+    arr.fill(0)
+    return arr
+
+
 def _dummy(dtype):
     return np.empty((1, 1, 1), dtype)
 
@@ -278,7 +285,7 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     n_sums = 0 if seq.b_ih is None and seq.b_hh is None else 2 if gru else 1
     if chunked:
         dx = pooled_empty((T, B, I), dtype)
-        dw_ih, dw_hh = np.zeros((G * H, I), dtype), np.zeros((G * H, H), dtype)
+        dw_ih, dw_hh = _pooled_zeros((G * H, I), dtype), _pooled_zeros((G * H, H), dtype)
         db = np.zeros((n_sums, G * H), np.float64)
         panels_ih = _panels_of(w_ih, False)
         panels_x, panels_h = _gemm_panels(steps * B, I, dtype), _gemm_panels(steps * B, H, dtype)
