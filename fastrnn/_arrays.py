@@ -19,6 +19,7 @@ CuPy, torch and JAX are imported only when their arrays are seen, so ``import fa
 from __future__ import annotations
 
 import importlib
+import math
 import numbers
 import threading
 import weakref
@@ -218,9 +219,10 @@ class _BufferPool:
         self._free_bytes = 0
 
     def empty(self, shape, dtype) -> np.ndarray:
+        # (math.prod, not np.prod: this runs for every array of every call, small ones included)
         dtype = np.dtype(dtype)
-        shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(n) for n in shape)
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < config.POOL_MIN_BYTES or config.POOL_BYTES <= 0:
             return np.empty(shape, dtype)
         buffer = None
