@@ -21,14 +21,18 @@ FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step of the Numba CP
                           forward+backward LSTM B = 8 H = 256 46.3 / 48.2, GRU B = 64 H = 128 115 / 126.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
                           kernel (one launch instead of a GEMM and the kernel) when the input projection
-                          has at most this many rows (T*B; default 64) ...
+                          has at most this many rows (T*B; default 16) ...
 FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and the fused products' re-reads of W_ih ((T - 1) passes over it),
-                          per sequence of the batch, stay under this many bytes (default 12 MiB); else one
-                          GEMM over all steps. Measured (numba, float32, 2 threads, pack_weights snapshots
-                          so that packing is out of it; ms fused / GEMM): LSTM T=16 B=1 H=256 (re-reads 15
-                          MiB) 0.68 / 0.50, T=16 B=1 H=1024 15.2 / 7.0, T=2 B=1 H=1024 (16 MiB) 2.6 / 2.0;
-                          T=4 B=1 H=512 (12 MiB) 0.49 / 0.54, T=8 B=8 H=512 (3.5 MiB a sequence) 1.8 / 2.0,
-                          T=1 B=1 H=512 0.22 / 0.34.
+                          per sequence of the batch, stay under this many bytes (default 1 MiB); else one
+                          GEMM over all steps. The fused products run on one row at a time, several times
+                          slower than the GEMM's blocks, so only a few steps pay for the launch they save.
+                          Measured on the Zen 5 (numba, float32, 2 threads, pack_weights snapshots, us a
+                          call fused / GEMM, alternated in one process): LSTM T=1 B=1 H=128 38.9 / 42.2, T=1
+                          B=8 H=512 135 / 156, T=1 B=64 H=128 98.8 / 91.9, T=2 B=4 H=512 153 / 172, T=4 B=1
+                          H=128 44.3 / 46.9, T=4 B=1 H=512 230 / 205, T=8 B=2 H=128 95.4 / 84.2, T=16 B=1
+                          H=128 102 / 86.7, T=16 B=4 H=128 163 / 137; GRU T=64 B=1 H=128 178 / 123. (The
+                          Zen 3 of the earlier sessions, before the GEMM's faster blocks, had favoured
+                          fusing up to 64 rows and 12 MiB.)
 FASTRNN_CHUNK_STEPS       n > 0: steps per chunk of the CPU kernels' chunked loops over time (the forwards'
                           input projection and the backwards' whole-sequence products, cpp and numba), read
                           at each call (the tests force several chunks at small sizes). Unset or 0: about 8
@@ -105,8 +109,8 @@ PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21
 FORWARD_CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 1))
 BACKWARD_CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))
 CUDA_BATCH_GROUPS: int = _env_int("FASTRNN_CUDA_BATCH_GROUPS", 0)
-FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 64)
-FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 12 << 20)
+FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 16)
+FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 1 << 20)
 
 
 CHUNK_BYTES: int = 8 << 20

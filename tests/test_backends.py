@@ -42,7 +42,10 @@ def test_backend_matches_reference_on_options(rng, monkeypatch, backend, cell, v
     """Both forward paths of the numba backend: the input product inside the recurrent kernel (few
     rows, as here) and one GEMM over all steps before it (forced by a zero threshold)."""
     from fastrnn import config as fastrnn_config
-    if fuse != "fused":
+    if fuse == "fused":       # (T*B = 35 rows: beyond the default threshold)
+        monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_ROWS", 64)
+        monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_REREAD_BYTES", 1 << 30)
+    else:
         monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_ROWS", 0)
     assert_matches_oracle(make_problem(rng, cell, variant, 7, 5, 6, 9, **CONFIGS[config]), backend, dtype)
 
