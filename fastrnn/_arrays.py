@@ -218,12 +218,12 @@ class _BufferPool:
         self._free_bytes = 0
 
     def empty(self, shape, dtype) -> np.ndarray:
-        # (math.prod, not np.prod: this runs for every array of every call, small ones included)
+        # (kept short: this runs for every array of every call, small ones included)
         dtype = np.dtype(dtype)
-        shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(n) for n in shape)
-        nbytes = math.prod(shape) * dtype.itemsize
+        nbytes = (shape if isinstance(shape, numbers.Integral) else math.prod(shape)) * dtype.itemsize
         if nbytes < config.POOL_MIN_BYTES or config.POOL_BYTES <= 0:
             return np.empty(shape, dtype)
+        shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(n) for n in shape)
         buffer = None
         with self._lock:
             for i in range(len(self._free) - 1, -1, -1):
