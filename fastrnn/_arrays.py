@@ -195,10 +195,10 @@ class _Lease:
     array keeps this object as its base, so it lives exactly as long as some array uses the memory."""
     __slots__ = ("__array_interface__", "buffer", "__weakref__")
 
-    def __init__(self, buffer, start, shape, dtype):
+    def __init__(self, buffer, shape, dtype):
         self.buffer = buffer
         self.__array_interface__ = dict(shape=tuple(shape), typestr=dtype.str, version=3,
-                                        data=(buffer.ctypes.data + start, False))
+                                        data=(buffer.ctypes.data, False))
 
 
 class _BufferPool:
@@ -232,8 +232,8 @@ class _BufferPool:
                     self._free_bytes -= nbytes
                     break
         if buffer is None:
-            buffer = np.empty(nbytes + 64, np.uint8)       # (+64: room to start on a cache line)
-        lease = _Lease(buffer, -buffer.ctypes.data % 64, shape, dtype)
+            buffer = aligned_empty(nbytes, np.uint8)
+        lease = _Lease(buffer, shape, dtype)
         weakref.finalize(lease, self._give_back, nbytes, buffer)
         return np.asarray(lease)
 

@@ -39,10 +39,11 @@ def test_backend_matches_reference_on_edge_shapes(rng, backend, cell, variant, s
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_backend_matches_reference_on_options(rng, monkeypatch, backend, cell, variant, config, dtype, fuse):
-    """Both forward paths of the numba backend: the input product inside the recurrent kernel (few
-    rows, as here) and one GEMM over all steps before it (forced by a zero threshold)."""
+    """Both forward paths of the numba backend: the input product inside the recurrent kernel (forced
+    by thresholds above this problem's 35 rows) and one GEMM over all steps before it (forced by a zero
+    threshold)."""
     from fastrnn import config as fastrnn_config
-    if fuse == "fused":       # (T*B = 35 rows: beyond the default threshold)
+    if fuse == "fused":
         monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_ROWS", 64)
         monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_REREAD_BYTES", 1 << 30)
     else:
