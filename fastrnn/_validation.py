@@ -16,6 +16,8 @@ from ._types import WEIGHT_FIELDS, Layout, Sequence
 from .cells import SPECS
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_LAYOUTS = {(first, unbatched): Layout(batch_first=first, unbatched=unbatched)
+            for first in (False, True) for unbatched in (False, True)}
 _SUPPORTED_TEXT = "float32 or float64"
 
 
@@ -141,7 +143,7 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
             f"x must be 3-D {'(B, T, I)' if batch_first else '(T, B, I)'} or 2-D (T, I) for one "
             f"unbatched sequence, got shape {x.shape}")
     unbatched = x.ndim == 2
-    layout = Layout(batch_first=batch_first, unbatched=unbatched)
+    layout = _LAYOUTS[batch_first, unbatched]
     if unbatched:
         x = x[:, None, :]
     elif batch_first:

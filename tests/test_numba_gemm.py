@@ -73,3 +73,20 @@ def test_gemm_nan_propagates():
     A[4, 7] = np.nan
     C = numba_cpu._gemm(A, Bm, bias, b_transposed=True)
     assert np.isnan(C[4]).all() and not np.isnan(np.delete(C, 4, axis=0)).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H,K", [(1, 1), (5, 3), (16, 16), (40, 33), (64, 100)])
+def test_packed_rows_match_their_definition(H, K, dtype):
+    """pack_rows (the forward's W_hh and fused W_ih): panels[g*NT + u, k, l] = W[g*H + u*L + l, k], 0 past
+    H; whole tiles go through the register transpose, partial ones and the last K % L rows one by one."""
+    G = 3
+    L = numba_cpu._lanes(dtype)
+    NT = -(-H // L)
+    W = np.random.default_rng(1).standard_normal((G * H, K)).astype(dtype)
+    panels = np.full((G * NT, K, L), np.nan, dtype)
+    tiles.pack_rows(W, G, H, panels, 0, G * NT)
+    expected = np.zeros((G, NT * L, K), dtype)
+    expected[:, :H] = W.reshape(G, H, K)
+    expected = expected.reshape(G, NT, L, K).transpose(0, 1, 3, 2).reshape(G * NT, K, L)
+    np.testing.assert_array_equal(panels, expected)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastrnn.backends._numba_simd import (vabs, vfloor, vlanes, vload, vselect_eq, vselect_ge, vselect_gt,
-                                          vselect_le, vselect_lt, vstore)
+from fastrnn.backends._numba_simd import (_transpose_masks, vabs, vfloor, vlanes, vload, vselect_eq, vselect_ge,
+                                          vselect_gt, vselect_le, vselect_lt, vstore, vtranspose_tile)
 from fastrnn.cells import gru as gru_cell
 from fastrnn.cells import lstm as lstm_cell
 from fastrnn.cells._scalar import sigmoid, tanh
@@ -132,3 +132,41 @@ def test_vector_arithmetic_matches_numpy_elementwise(dtype):
                     np.where(a > b, one, b), np.where(a <= b, a, one)]
     for row, want in enumerate(expected):
         np.testing.assert_array_equal(out[row], want.astype(dtype), err_msg=f"row {row}")
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_transpose_masks_transpose(lanes):
+    """The shuffle rounds of vtranspose_tile, replayed on NumPy rows, give the transpose."""
+    tile = np.arange(lanes * lanes).reshape(lanes, lanes)
+    rows = list(tile)
+    for s, low, high in _transpose_masks(lanes):
+        for a in range(lanes):
+            if a & s == 0:
+                pair = np.concatenate([rows[a], rows[a + s]])
+                rows[a], rows[a + s] = pair[low], pair[high]
+    np.testing.assert_array_equal(np.array(rows), tile.T)
+
+
+@njit(error_model="numpy")
+def transpose_one_tile(src, dst, i, j, r, c):
+    vtranspose_tile(src, i, j, dst, r, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vtranspose_tile_moves_one_tile_and_nothing_else(dtype):
+    L = vlanes_of(dtype)
+    src = values(dtype, (L + 3) * (2 * L + 1), 3).reshape(L + 3, 2 * L + 1)
+    dst = np.full((L + 5, 3 * L), -7.0, dtype)
+    transpose_one_tile(src, dst, 2, 1, 4, L + 2)
+    expected = np.full_like(dst, -7.0)
+    expected[4:4 + L, L + 2:2 * L + 2] = src[2:2 + L, 1:1 + L].T
+    np.testing.assert_array_equal(dst, expected)
+
+
+@njit(error_model="numpy")
+def _lanes_for(x):
+    return vlanes(x)
+
+
+def vlanes_of(dtype):
+    return _lanes_for(np.zeros((1, 1), dtype))

@@ -14,7 +14,7 @@ width beside Python code sized for the new one computes garbage.
 import numpy as np
 from numba import njit
 
-from ._numba_simd import vfma, vlanes, vload, vsplat, vstore, vstore_add, vzero
+from ._numba_simd import vfma, vlanes, vload, vsplat, vstore, vstore_add, vtranspose_tile, vzero
 
 # ----------------------------------------------------------------------------- packed step products
 # The recurrent product of a step in outer-product form, as the C++ kernels do it: the weights of
@@ -35,7 +35,12 @@ def pack_rows(W, G, H, panels, first, last):
         panel = panels[p]
         n = min(L, H - u * L)
         row = g * H + u * L
-        for k in range(K):                  # L rows read side by side, the panel written in order
+        k0 = 0
+        if n == L:                          # whole L x L tiles transposed in registers
+            while k0 + L <= K:
+                vtranspose_tile(W, row, k0, panel, k0, 0)
+                k0 += L
+        for k in range(k0, K):              # the rest: L rows read side by side, the panel written in order
             for l in range(n):
                 panel[k, l] = W[row + l, k]
             for l in range(n, L):
@@ -217,8 +222,13 @@ def pack_gemm_panels(Bm, b_t, panels, first, last):
     for p in range(first, last):
         panel, n = panels[p], p * 2 * L
         if b_t:
-            for j in range(2 * L):              # rows of Bm read in order, the panel by columns
-                for k in range(K):
+            k0 = 0
+            while k0 + L <= K:                  # L x L tiles of Bm transposed in registers
+                vtranspose_tile(Bm, n, k0, panel, k0, 0)
+                vtranspose_tile(Bm, n + L, k0, panel, k0, L)
+                k0 += L
+            for j in range(2 * L):              # the last columns: rows of Bm read in order, the panel by columns
+                for k in range(k0, K):
                     panel[k, j] = Bm[n + j, k]
         else:
             for k in range(K):

@@ -147,8 +147,25 @@ def _pooled_zeros(shape, dtype):
     return arr
 
 
-def _dummy(dtype):
-    return np.empty((1, 1, 1), dtype)
+def _unused(dtype, shape=(1, 1, 1)):
+    """A stand-in for a kernel argument this call's path never touches (Numba needs an array of the
+    right type there): one shared array per dtype and shape, made once (a fresh one cost ~0.3 us)."""
+    key = (np.dtype(dtype), shape)
+    arr = _UNUSED.get(key)
+    if arr is None:
+        arr = _UNUSED.setdefault(key, np.empty(shape, dtype))
+    return arr
+
+
+_UNUSED: dict = {}
+_NO_PANELS = (0, 0, 1)     # the shape of _unused panels (no panels: the path packs nothing)
+
+
+def _steps_of_length(B, T):
+    # every sequence of the batch T steps long (np.full took 0.6 us more)
+    lengths = np.empty(B, np.int64)
+    lengths.fill(T)
+    return lengths
 
 
 def _writeable(arr):
@@ -186,7 +203,7 @@ def forward(seq, save):
         xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=ih.buffer,
                    panels_ready=ih.ready).reshape(T, B, G * H)
     b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
-    lengths = _writeable(seq.lengths) if seq.lengths is not None else np.full(B, T, np.int64)
+    lengths = _writeable(seq.lengths) if seq.lengths is not None else _steps_of_length(B, T)
     S = T + 1 if save else 2
     h_states = pooled_empty((S, B, H), dtype)
     h_states[0] = seq.h0
@@ -203,8 +220,8 @@ def forward(seq, save):
             c_states[0] = seq.c0
         # saved activations: all T steps for backward, else one scratch slot the kernel overwrites
         slots = T if save else 1
-        gates = pooled_empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _dummy(dtype)
-        ghn = pooled_empty((slots, B, H), dtype) if seq.cell == "gru" else _dummy(dtype)
+        gates = pooled_empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _unused(dtype)
+        ghn = pooled_empty((slots, B, H), dtype) if seq.cell == "gru" else _unused(dtype)
         b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
         if ring:    # counters of the GEMM: packing items (after the steps' claims), items per chunk of steps
             pack_items = kernels.pack_items(ih.buffer)
@@ -212,14 +229,14 @@ def forward(seq, save):
             proj_claims = np.zeros(chunks * kernels.gemm_chunks(xp.shape[0] * B, G * H), np.int64)
             proj_done = np.zeros(chunks, np.int64)
         else:
-            pack_items, proj_claims, proj_done = 0, np.zeros(1, np.int64), np.zeros(1, np.int64)
+            pack_items, proj_claims, proj_done = 0, _unused(np.int64, (1,)), _unused(np.int64, (1,))
         claims, done = _counters(T + 1, H, units, extra_claims=pack_items)
-        panels_ih = ih.buffer if fused else _panels(0, I, dtype)
-        gemm_ih = ih.buffer if ring else _gemm_panels(I, 0, dtype)
+        panels_ih = ih.buffer if fused else _unused(dtype, _NO_PANELS)
+        gemm_ih = ih.buffer if ring else _unused(dtype, _NO_PANELS)
         projection = kernels.PROJECT_FUSED if fused else kernels.PROJECT_CHUNKS if ring else kernels.PROJECTED
         _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
                 panels_ih, gemm_ih, ih.ready, b_ih, projection, xp, w_hh, hh.buffer, hh.ready, b_hh,
-                h_states, c_states if c_states is not None else _dummy(dtype), lengths, y, gates, ghn, units, claims,
+                h_states, c_states if c_states is not None else _unused(dtype), lengths, y, gates, ghn, units, claims,
                 done, proj_claims, proj_done)
     ih.keep()
     hh.keep()
@@ -272,7 +289,7 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     G = seq.w_hh.shape[0] // H
     gru = seq.cell == "gru"          # (linear before reset: dG differs on the h side, gate n)
     h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
-    c_states = saved["c_states"] if saved["c_states"] is not None else _dummy(dtype)
+    c_states = saved["c_states"] if saved["c_states"] is not None else _unused(dtype)
     chunked = workers > 1
     steps = max(2, config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize)) if chunked else T
     steps = min(T, steps)            # (>= 2 steps, or all: a step reads its successor's slot of dgh)
@@ -296,8 +313,8 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
         product_claims, product_done = np.zeros(2 * chunks * block, np.int64), np.zeros(2 * chunks, np.int64)
     else:
         dx, dw_ih, dw_hh, db = np.empty((0, 0, I), dtype), np.empty((0, I), dtype), np.empty((0, H), dtype), None
-        panels_ih = panels_x = panels_h = _gemm_panels(0, 0, dtype)
-        pack_items, product_claims, product_done = 0, np.zeros(1, np.int64), np.zeros(1, np.int64)
+        panels_ih = panels_x = panels_h = _unused(dtype, _NO_PANELS)
+        pack_items, product_claims, product_done = 0, _unused(np.int64, (1,)), _unused(np.int64, (1,))
     claims, done = _counters(T + 2, H, units, extra_claims=pack_items)
     _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.w_hh),
             _panels(-(-H // _lanes(dtype)), G * H, dtype), dy, dh_n, lengths, gates, h_states, c_states,

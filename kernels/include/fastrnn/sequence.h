@@ -201,13 +201,6 @@ private:
     std::vector<Block> owned_;
 };
 
-// dst[k][r] = src[r*ld + k] for r < n (0 beyond): R rows of a matrix as a [K][R] panel. (k outside:
-// R rows streamed side by side measured faster here than row by row or in 16 x R blocks.)
-template <class Real> void pack_rows(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R) {
-    for (std::ptrdiff_t k = 0; k < K; ++k)
-        for (int r = 0; r < R; ++r) dst[k * R + r] = r < n ? src[r * ld + k] : Real(0);
-}
-
 // dst[k][r] = src[k*ld + r] (times mul[k*mul_ld + r]) for r < n (0 beyond): R columns as a panel.
 template <class Real>
 void pack_cols(const Real* src, std::ptrdiff_t ld, int n, std::ptrdiff_t K, Real* dst, int R,
@@ -405,14 +398,13 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
         Real* gh = scratch + team_id() * scratch_size;
         sync.run(0, packed.ready ? 0 : std::max(NT, NP), [&](std::ptrdiff_t u) {
             if (projected && u < NP)
-                pack_rows(p.w_hr + u * R * H, H, tile_width(P, u, R), H,
-                          pk_hr + u * H * R, R);
+                op.pack_rows(p.w_hr + u * R * H, H, tile_width(P, u, R), H, pk_hr + u * H * R);
             if (u >= NT) return;
             const int n = tile_width(H, u, R);
             for (std::ptrdiff_t g = 0; g < G; ++g) {
                 const std::ptrdiff_t tile = g * NT + u, row = g * H + u * R;
-                pack_rows(p.w_ih + row * I, I, n, I, pk_ih + tile * I * R, R);
-                pack_rows(p.w_hh + row * P, P, n, P, pk_hh + tile * P * R, R);
+                op.pack_rows(p.w_ih + row * I, I, n, I, pk_ih + tile * I * R);
+                op.pack_rows(p.w_hh + row * P, P, n, P, pk_hh + tile * P * R);
                 pack_cols(p.b_ih ? p.b_ih + row : p.w_ih, 0, p.b_ih ? n : 0, 1, pb_ih + tile * R, R);
                 pack_cols(p.b_hh ? p.b_hh + row : p.w_hh, 0, p.b_hh ? n : 0, 1, pb_hh + tile * R, R);
             }
