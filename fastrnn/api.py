@@ -91,9 +91,12 @@ def _run_backward(cell, tape, dy, dh_n, dc_n, all_fields=False):
                          f"not {cell}_backward")
     seq, layout, kind = tape.seq, tape.layout, tape.kind
     named = {"dy": dy, "dh_n": dh_n, "dc_n": dc_n}
-    if not tape.on_gpu and call_on_gpu(named):
-        raise TypeError("the forward ran on host arrays; pass dy, dh_n and dc_n as host arrays too")
-    named, xp = _on_device(named, tape.on_gpu)
+    if not tape.on_gpu and all(value is None or type(value) is np.ndarray for value in named.values()):
+        xp = np                                 # plain NumPy after a host forward: nothing to convert
+    else:
+        if not tape.on_gpu and call_on_gpu(named):
+            raise TypeError("the forward ran on host arrays; pass dy, dh_n and dc_n as host arrays too")
+        named, xp = _on_device(named, tape.on_gpu)
     dy, dh_n, dc_n = validate_grad_outputs(seq, layout, *named.values(), xp=xp)
     _, impl = backends.resolve(tape.backend, gpu=tape.on_gpu)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = impl.backward(seq, tape.saved, dy, dh_n, dc_n)

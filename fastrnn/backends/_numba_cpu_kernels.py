@@ -439,10 +439,11 @@ def _column_sums(dg, rows, first, last, sums):
 
 @njit(cache=True, error_model="numpy")
 def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh, dx, dw_ih, dw_hh,
-                    db, n_sums, packed_a):
+                    db, n_sums, packed_a, first):
     """Work item ``item`` of a chunk's whole-sequence products (steps t0.., ``rows`` = its steps * B rows
-    of dG, first in the rings dgi/dgh): dx's rows = dG_i W_ih, dW_ih += dG_i^T x, dW_hh += dG_h^T h_prev,
-    db[0] += dG_i's column sums (db[1] += dG_h's when ``n_sums`` = 2; none when 0), in this order of items."""
+    of dG, first in the rings dgi/dgh): dx's rows = dG_i W_ih, dW_ih += dG_i^T x, dW_hh += dG_h^T h_prev
+    (= for the ``first`` chunk: no zeroing of dW first, which cost a pass over it), db[0] += dG_i's column
+    sums (db[1] += dG_h's when ``n_sums`` = 2; none when 0), in this order of items."""
     B, I = x.shape[1], x.shape[2]
     GH, H = dgi.shape[2], h_states.shape[2]
     rows_i, rows_h = dgi.reshape((-1, GH))[:rows], dgh.reshape((-1, GH))[:rows]
@@ -454,12 +455,12 @@ def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, pane
     item -= n_dx
     if item < n_wi:
         gemm_chunk(rows_i, True, x.reshape((-1, I))[t0 * B:t0 * B + rows], False, dw_ih, rows_i[0, :0], item,
-                   panels_x, packed_a, True)
+                   panels_x, packed_a, not first)
         return
     item -= n_wi
     if item < n_wh:
         gemm_chunk(rows_h, True, h_states.reshape((-1, H))[t0 * B:t0 * B + rows], False, dw_hh, rows_i[0, :0],
-                   item, panels_h, packed_a, True)
+                   item, panels_h, packed_a, not first)
         return
     item -= n_wh
     n_cols = (GH + BIAS_COLUMNS - 1) // BIAS_COLUMNS
@@ -484,9 +485,10 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
     forms dh0. dgi, dgh: step t's gradients in slot t % SX (SX = their length: T, or a chunk of >= 2 steps).
 
     ``chunked``: after the steps of each chunk of SX steps (t0 = a multiple of SX, down to 0), the
-    workers compute its rows of dx, its share of dW_ih, dW_hh (zeroed by the caller) and of the bias
-    gradients' sums db (float64, (n_sums, G*H): dG_i's, and dG_h's when n_sums = 2) before the next chunk's
-    steps overwrite the rings, so dG is O(chunk), not O(T): a chunk's x and h rows are first packed
+    workers compute its rows of dx, its share of dW_ih, dW_hh (set by the first chunk, the last steps, then
+    accumulated) and of the bias gradients' sums db (float64, (n_sums, G*H): dG_i's, and dG_h's when
+    n_sums = 2) before the next chunk's steps overwrite the rings, so dG is O(chunk), not O(T): a
+    chunk's x and h rows are first packed
     (panels_x, panels_h: GEMM panels with room for SX*B rows; W_ih into panels_ih in phase 0, items
     claimed past the steps' claims), then _chunk_products' items. product_claims: 2 blocks of
     counters per chunk (packing, products), product_done 2 counters per chunk. Else the caller runs
@@ -547,7 +549,7 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
                     c = claim_in_order(product_claims[(2 * j + 1) * block:], 0, n_items, w, n_workers, i)
                     if c >= 0:
                         _chunk_products(c, rows, t, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh,
-                                        dx, dw_ih, dw_hh, db, n_sums, packed_a)
+                                        dx, dw_ih, dw_hh, db, n_sums, packed_a, j == n_step_chunks - 1)
                         finish(product_done, 2 * j + 1)
                 wait_all(product_done, 2 * j + 1, n_items)
 

@@ -140,13 +140,6 @@ def _threading_layer():
         return None
 
 
-def _pooled_zeros(shape, dtype):
-    # (np.zeros' large arrays are fresh pages that fault on first write, every call)
-    arr = pooled_empty(shape, dtype)
-    arr.fill(0)
-    return arr
-
-
 def _unused(dtype, shape=(1, 1, 1)):
     """A stand-in for a kernel argument this call's path never touches (Numba needs an array of the
     right type there): one shared array per dtype and shape, made once (a fresh one cost ~0.3 us)."""
@@ -302,7 +295,7 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     n_sums = 0 if seq.b_ih is None and seq.b_hh is None else 2 if gru else 1
     if chunked:
         dx = pooled_empty((T, B, I), dtype)
-        dw_ih, dw_hh = _pooled_zeros((G * H, I), dtype), _pooled_zeros((G * H, H), dtype)
+        dw_ih, dw_hh = pooled_empty((G * H, I), dtype), pooled_empty((G * H, H), dtype)   # (set by the kernel)
         db = np.zeros((n_sums, G * H), np.float64)
         panels_ih = _panels_of(w_ih, False)
         panels_x, panels_h = _gemm_panels(steps * B, I, dtype), _gemm_panels(steps * B, H, dtype)
@@ -322,7 +315,7 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
             dx, dw_ih, dw_hh, db if db is not None else np.zeros((0, 0), np.float64), n_sums, units, claims, done,
             product_claims, product_done)
     if chunked:
-        sums = [row.astype(dtype) for row in db]
+        sums = list(db.astype(dtype))        # (one conversion, then its rows)
     else:           # (the h-side gradients differ from the x-side ones only for the GRU's gate n)
         rows_i, rows_h = dgi.reshape(T * B, G * H), dgh.reshape(T * B, G * H)
         dw_hh = _gemm(rows_h, h_states[:T].reshape(T * B, H), a_transposed=True)
