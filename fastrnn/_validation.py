@@ -55,6 +55,16 @@ def as_float_arrays(named: dict[str, Any], dtype: Optional[np.dtype] = None, xp=
     Returns ``(arrays, dtype)``; None values stay None. Nothing is copied here
     unless a list must be converted. ``xp`` is the array module (NumPy, or CuPy for GPU arrays).
     """
+    common = dtype
+    for value in named.values():        # the common case first: NumPy arrays of one supported dtype
+        if value is None:
+            continue
+        if type(value) is not np.ndarray or value.dtype not in SUPPORTED_DTYPES or (
+                common is not None and value.dtype != common):
+            break
+        common = value.dtype
+    else:
+        return named.copy(), np.dtype(np.float64 if common is None else common)
     arrays: dict[str, Optional[np.ndarray]] = {}
     typed_dtypes: dict[str, np.dtype] = {}
     for name, value in named.items():
@@ -87,9 +97,11 @@ def as_float_arrays(named: dict[str, Any], dtype: Optional[np.dtype] = None, xp=
     return arrays, np.dtype(dtype)
 
 
-def _check_shape(name: str, arr: Optional[np.ndarray], expected: tuple, described: str) -> None:
+def _check_shape(name: str, arr: Optional[np.ndarray], expected: tuple, described: str, *fields) -> None:
+    """``described``: the shape in letters, a format string of ``fields`` (formatted only for the error:
+    this runs for every array of every call)."""
     if arr is not None and arr.shape != expected:
-        raise ValueError(f"{name} must have shape {described} = {expected}, got {arr.shape}")
+        raise ValueError(f"{name} must have shape {described.format(*fields)} = {expected}, got {arr.shape}")
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -158,22 +170,22 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
         if w_hr.ndim != 2 or 0 in w_hr.shape:
             raise ValueError(f"w_hr must have shape (P, H) with P, H >= 1, got {w_hr.shape}")
         P, H = w_hr.shape
-        _check_shape("w_hh", w_hh, (G * H, P), f"({G}*H, P) with (P, H) = w_hr.shape")
+        _check_shape("w_hh", w_hh, (G * H, P), "({}*H, P) with (P, H) = w_hr.shape", G)
     elif w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != G * w_hh.shape[1]:
         raise ValueError(
             f"w_hh must have shape ({G}*H, H) for {cell} (gates {','.join(spec.gates)}), with H >= 1; "
             f"got {w_hh.shape}")
     else:
         P = H = w_hh.shape[1]
-    _check_shape("w_ih", arrays["w_ih"], (G * H, I), f"({G}*H, I)")
-    _check_shape("b_ih", arrays["b_ih"], (G * H,), f"({G}*H,)")
-    _check_shape("b_hh", arrays["b_hh"], (G * H,), f"({G}*H,)")
+    _check_shape("w_ih", arrays["w_ih"], (G * H, I), "({}*H, I)", G)
+    _check_shape("b_ih", arrays["b_ih"], (G * H,), "({}*H,)", G)
+    _check_shape("b_hh", arrays["b_hh"], (G * H,), "({}*H,)", G)
     states = {}
     for name, size, letter in (("h0", P, "P" if w_hr is not None else "H"), ("c0", H, "H")):
         if name not in arrays:
             continue
-        state_shape, state_text = ((size,), f"({letter},)") if unbatched else ((B, size), f"(B, {letter})")
-        _check_shape(name, arrays[name], state_shape, state_text)
+        state_shape, state_text = ((size,), "({},)") if unbatched else ((B, size), "(B, {})")
+        _check_shape(name, arrays[name], state_shape, state_text, letter)
         given = arrays[name]
         states[name] = (xp.zeros((B, size), dtype) if given is None
                         else xp.ascontiguousarray(given.reshape(B, size)))
@@ -206,12 +218,12 @@ def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n, xp=np):
         raise TypeError(f"dc_n is only for LSTM; a {seq.cell} has no cell state")
     arrays, _ = as_float_arrays(named, dtype=seq.dtype, xp=xp)
     if layout.unbatched:
-        y_shape, y_text = (T, P), f"(T, {out})"
+        y_shape, y_text = (T, P), "(T, {})"
     elif layout.batch_first:
-        y_shape, y_text = (B, T, P), f"(B, T, {out})"
+        y_shape, y_text = (B, T, P), "(B, T, {})"
     else:
-        y_shape, y_text = (T, B, P), f"(T, B, {out})"
-    _check_shape("dy", arrays["dy"], y_shape, y_text)
+        y_shape, y_text = (T, B, P), "(T, B, {})"
+    _check_shape("dy", arrays["dy"], y_shape, y_text, out)
     dy = arrays["dy"]
     if dy is not None:
         if layout.unbatched:
@@ -224,8 +236,8 @@ def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n, xp=np):
         if name not in arrays:
             states.append(None)
             continue
-        state_shape, state_text = ((size,), f"({letter},)") if layout.unbatched else ((B, size), f"(B, {letter})")
-        _check_shape(name, arrays[name], state_shape, state_text)
+        state_shape, state_text = ((size,), "({},)") if layout.unbatched else ((B, size), "(B, {})")
+        _check_shape(name, arrays[name], state_shape, state_text, letter)
         arr = arrays[name]
         states.append(None if arr is None else xp.ascontiguousarray(arr.reshape(B, size)))
     return dy, states[0], states[1]
