@@ -265,7 +265,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
     for w in prange(n_workers):
         gh = np.empty((B, G * gs), xp.dtype)
         gx = np.empty((B, G * gs), xp.dtype) if fused else gh
-        packed_a = np.empty((0, 0, 0), xp.dtype)        # (the GEMM reads x in place)
+        packed_a = np.empty((0, 0), xp.dtype)           # (the GEMM reads x in place)
         for i in range(n_chunks):
             c = claim_in_order(claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:

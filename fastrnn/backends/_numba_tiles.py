@@ -290,22 +290,23 @@ def _panel6_nn(A, Bp, C, m, n, k0, k1, init, bias):
 
 
 @njit(cache=True, error_model="numpy")
-def _panel6_tn(Ap, Bp, C, m, n, k0, k1, init, bias):
+def _panel6_tn(Ap, j, Bp, C, m, n, k0, k1, init, bias):
+    # op(A)'s 6 rows: columns j..j+5 of the packed block Ap (row k - k0 holds A[k, m0:m1])
     L = vlanes(C)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
     for k in range(k0, k1):
         b0, b1 = vload(Bp, k, 0), vload(Bp, k, L)
-        a = vsplat(Ap[k - k0, 0])
+        a = vsplat(Ap[k - k0, j])
         c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
-        a = vsplat(Ap[k - k0, 1])
+        a = vsplat(Ap[k - k0, j + 1])
         c10, c11 = vfma(a, b0, c10), vfma(a, b1, c11)
-        a = vsplat(Ap[k - k0, 2])
+        a = vsplat(Ap[k - k0, j + 2])
         c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
-        a = vsplat(Ap[k - k0, 3])
+        a = vsplat(Ap[k - k0, j + 3])
         c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
-        a = vsplat(Ap[k - k0, 4])
+        a = vsplat(Ap[k - k0, j + 4])
         c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
-        a = vsplat(Ap[k - k0, 5])
+        a = vsplat(Ap[k - k0, j + 5])
         c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
     _store_panel(C, m, n, L, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
@@ -326,7 +327,7 @@ def gemm_a_buffer(C):
     """One worker's buffer for gemm_chunk's packed blocks of A^T. (Allocated here, not by the caller:
     Numba's disk cache does not see a change to another module's constants, so a caller compiled
     with an older GEMM_M would keep a buffer too small for this module's blocks.)"""
-    return np.empty((GEMM_M // 6, GEMM_K, 6), C.dtype)
+    return np.empty((GEMM_K, GEMM_M), C.dtype)
 
 
 @njit(cache=True, error_model="numpy")
@@ -335,11 +336,14 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
     that when ``accumulate``); op(X) = X^T where a_t / b_t; panels: op(Bm) packed (pack_gemm_panels);
     packed_a: this worker's gemm_a_buffer.
 
-    Per k block: A^T's blocks are packed (TN), then each panel's block (in L1) meets every 6-row
-    block of the chunk (in L2) in turn."""
+    Per k block: for TN, A's rows k0..k1 (columns m0..m1) are first copied a vector at a time into
+    packed_a (GEMM_K x GEMM_M: short rows in a few pages, where A's are GH apart; a copy 6 values at a
+    time into 6-column blocks took 6% of a numba LSTM forward+backward at T = 128, B = 64, H = 128), then
+    each panel's block (in L1) meets every 6-row block of the chunk (in L2) in turn."""
     M, N = C.shape
     K = A.shape[0] if a_t else A.shape[1]
-    W = 2 * vlanes(C)                       # columns per micro-kernel
+    L = vlanes(C)
+    W = 2 * L                               # columns per micro-kernel
     n_blocks = (N + GEMM_N - 1) // GEMM_N
     m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * GEMM_N
     m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + GEMM_N)
@@ -354,17 +358,19 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
     for k0 in range(0, K, GEMM_K):
         k1 = min(K, k0 + GEMM_K)
         init = k0 == 0 and not accumulate
-        if a_t:
-            for mb in range(m_blocks):
-                block, m = packed_a[mb], m0 + 6 * mb
-                for k in range(k0, k1):
-                    for i in range(6):
-                        block[k - k0, i] = A[k, m + i]
+        if a_t:                             # the block's rows of A (op(A)'s columns), a vector at a time
+            width = 6 * m_blocks
+            n_full = width // L * L
+            for k in range(k0, k1):
+                for j in range(0, n_full, L):
+                    vstore(packed_a, k - k0, j, vload(A, k, m0 + j))
+                for j in range(n_full, width):
+                    packed_a[k - k0, j] = A[k, m0 + j]
         for p in range(p0, p1):
             n = p * W
             for mb in range(m_blocks):
                 if a_t:
-                    _panel6_tn(packed_a[mb], panels[p], C, m0 + 6 * mb, n, k0, k1, init, bias_row)
+                    _panel6_tn(packed_a, 6 * mb, panels[p], C, m0 + 6 * mb, n, k0, k1, init, bias_row)
                 else:
                     _panel6_nn(A, panels[p], C, m0 + 6 * mb, n, k0, k1, init, bias_row)
             for m in range(m_vec, m1):
