@@ -90,3 +90,24 @@ def test_packed_rows_match_their_definition(H, K, dtype):
     expected[:, :H] = W.reshape(G, H, K)
     expected = expected.reshape(G, NT, L, K).transpose(0, 1, 3, 2).reshape(G * NT, K, L)
     np.testing.assert_array_equal(panels, expected)
+
+
+@pytest.mark.parametrize("B", [1, 3, 6])
+@pytest.mark.parametrize("K,n_tiles", [(40, 3), (1100, 32)], ids=["from-L2", "streamed"])
+def test_panel_product_matches_numpy(B, K, n_tiles):
+    """The step product on packed panels: 4-row blocks and the rows left over, one panel at a time
+    (small panels) or three in one pass (panels beyond tiles.ROW_STREAMS_BYTES: the second size)."""
+    G, dtype = 3, np.float32
+    L = numba_cpu._lanes(dtype)
+    if K == 1100:
+        assert G * n_tiles * K * L * 4 > tiles.ROW_STREAMS_BYTES
+    rng = np.random.default_rng(2)
+    NT = n_tiles + 1                      # the product takes tiles 1..n_tiles of each gate
+    panels = rng.standard_normal((G * NT, K, L)).astype(dtype)
+    X = rng.standard_normal((B, K)).astype(dtype)
+    gs = n_tiles * L
+    out = np.full((B, G * gs), np.nan, dtype)
+    tiles.panel_product(panels, G, NT, 1, n_tiles, X, B, out, gs)
+    expected = np.einsum("bk,gtkl->bgtl", X.astype(np.float64),
+                         panels.reshape(G, NT, K, L)[:, 1:].astype(np.float64)).reshape(B, G * gs)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * np.sqrt(K) * np.abs(expected).max())
