@@ -34,7 +34,8 @@ FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and the fused products' re-reads of W_ih ((
                           Zen 3 of the earlier sessions, before the GEMM's faster blocks, had favoured
                           fusing up to 64 rows and 12 MiB.)
 FASTRNN_CHUNK_STEPS       n > 0: steps per chunk of the CPU kernels' chunked loops over time (the forwards'
-                          input projection and the backwards' whole-sequence products, cpp and numba), read
+                          input projection and the backwards' whole-sequence products, cpp and numba; the
+                          backwards take at least 2: a step reads its successor's slot of the dG ring), read
                           at each call (the tests force several chunks at small sizes). Unset or 0: about 8
                           MiB of gates (dG) a chunk, at least 64 rows of T*B (chunk_steps below; sequence.h's
                           input_chunk_steps in C++).

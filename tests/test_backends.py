@@ -135,6 +135,17 @@ def test_in_chunks_of_steps(rng, monkeypatch, split_work, backend, cell, variant
         np.testing.assert_array_equal(got, taped[name])
 
 
+@pytest.mark.parametrize("backend", CHUNKED_BACKENDS)
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_in_chunks_of_one_step(rng, monkeypatch, split_work, backend, cell, variant):
+    """FASTRNN_CHUNK_STEPS=1: the backwards' dG rings must still hold two steps where a step's dh reads
+    its successor's dG while other workers write its own (cpp's one phase a step, numba's steps), and
+    the chunks' products then follow every step or two."""
+    monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "1")
+    problem = make_problem(rng, cell, variant, 7, 3, 6, 40, lengths=True)
+    assert_matches_oracle(problem, backend, np.float64)
+
+
 @pytest.fixture
 def split_work(monkeypatch):
     """Force the multi-worker path even at test sizes: 3 workers (more than CI's 2 cores, so one

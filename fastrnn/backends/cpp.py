@@ -5,7 +5,8 @@
               gates; inference keeps one chunk, not T steps) the input projection x W_ih^T + b_ih, then
               per step h_{t-1} W_hh^T + b_hh and the cell's pointwise update, one barrier a step (two
               for the GRU of Cho et al.)
-    backward: the reverse loop in the same form (pointwise backward, barrier, dh_{t-1} = dG_t W_hh), in
+    backward: the reverse loop in the same form (per pair of tiles dh_t = dG_{t+1} W_hh, then the pointwise
+              backward: one barrier a step; Cho's GRU and projections: more phases), in
               chunks of steps from the last; after each chunk, on that team, its rows of dx = dG W_ih and
               its share of dW_ih = dG^T x, dW_hh = dG_h^T h_prev and the bias sums (dG: a ring of one chunk)
 Equations and shapes: kernels/include/fastrnn/cells.h and sequence.h. Everything, GEMMs included, runs

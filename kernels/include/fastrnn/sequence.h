@@ -37,8 +37,9 @@
 // pointwise cell update (Cho's GRU: two phases, the reset gate of every unit before the candidate's
 // product). Without a tape the chunks share one ring of gates, so inference needs O(chunk) memory, not
 // O(T) (at T = 512, B = 64 the T-long array's fresh pages cost 15-30% of a call). Backward mirrors it,
-// in chunks of steps from the last: per step the pointwise backward of every tile, then dh_{t-1} =
-// dG_t W_hh (W_hh packed by columns); after each chunk its rows of dx and its share of the weight
+// in chunks of steps from the last: per step, pairs of tiles take their dh_t = dG_{t+1} W_hh (W_hh
+// packed by columns) and then their pointwise backward, one barrier a step (Cho's GRU: the pointwise
+// backward of every tile, its reset gate, then dh_{t-1}); after each chunk its rows of dx and its share of the weight
 // gradients, products on the same team while its dG (a ring of one chunk) is in cache. Workspace blocks of
 // 2 MiB or more ask for transparent huge pages (Workspace). With projections a step has
 // two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three backward
@@ -462,7 +463,16 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     // summed over the chunks), while its dG is still in cache. dG and the products' packed operands
     // are rings of one chunk: O(chunk) memory, not O(T) (a T-long dG's fresh pages cost more than
     // the backward's pointwise work at T = 512, B = 64: two threads faulting in the same huge pages).
-    const std::ptrdiff_t chunk_steps = input_chunk_steps(T, B, GH, sizeof(Real)), NC = chunk_steps * B;
+    // One phase a step where the cell allows it (not Cho's GRU, not projections): unit tiles 2v, 2v+1
+    // take their dh_t = dG_{t+1} W_hh (all of dG_{t+1} done at the last barrier), then their pointwise
+    // backward of step t, which writes dG_t into another slot of the ring (so it holds >= 2 steps).
+    // (Two phases a step, pointwise then dh, meant two barriers: forward+backward, LSTM T = 128, B = 1,
+    // H = 128 1.05 -> 0.84 ms, T = 16 216 -> 185 us, T = 512, B = 8, H = 256 43.1 -> 41.1 ms; GRU T = 128,
+    // B = 1, H = 256 2.07 -> 1.87 ms.)
+    const bool one_phase = p.cell != Cell::gru_cho && !projected;
+    const std::ptrdiff_t chunk_steps =
+        std::min(T, std::max<std::ptrdiff_t>(one_phase ? 2 : 1, input_chunk_steps(T, B, GH, sizeof(Real))));
+    const std::ptrdiff_t NC = chunk_steps * B;
     const std::ptrdiff_t chunks = (T + chunk_steps - 1) / chunk_steps;
 
     Workspace ws;
@@ -487,10 +497,10 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     const auto row_items = [](std::ptrdiff_t rows) { return (rows + kItemRows - 1) / kItemRows; };
     // packing W_hh (and W_hr) by columns for the steps and W_ih by columns for dx; then per step the
     // pointwise backward and dh_{t-1}, with Cho's reset gate between them, or the projection's dL/dh_t
-    // before them; per chunk three more phases: packing the weight gradients' operands by columns
-    // (x, h_{t-1}, Cho's r * h_{t-1}, m), the products (dx by rows; dW_ih, dW_hh by rows of a gate;
-    // dW_hr), the bias sums
-    const std::ptrdiff_t per_step = cho || projected ? 3 : 2;
+    // before them (one_phase: dh_t and the pointwise backward in one, and dh0 after the last step);
+    // per chunk three more phases: packing the weight gradients' operands by columns (x, h_{t-1}, Cho's
+    // r * h_{t-1}, m), the products (dx by rows; dW_ih, dW_hh by rows of a gate; dW_hr), the bias sums
+    const std::ptrdiff_t per_step = one_phase ? 1 : cho || projected ? 3 : 2;
     const std::ptrdiff_t gate_row_items = row_items(H), gate_items = G * gate_row_items;
     const std::ptrdiff_t projection_items = projected ? row_items(P) : 0;
     const std::ptrdiff_t bias_items = (GH + kBiasColumns - 1) / kBiasColumns;
@@ -498,7 +508,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
     std::vector<std::ptrdiff_t> phase_sizes{tiles};
     for (std::ptrdiff_t c = chunks - 1; c >= 0; --c) {
         const std::ptrdiff_t steps = std::min(T, (c + 1) * chunk_steps) - c * chunk_steps;
-        phase_sizes.resize(phase_sizes.size() + per_step * steps, std::max(NT, NP));
+        phase_sizes.resize(phase_sizes.size() + per_step * steps + (one_phase && c == 0), std::max(NT, NP));
         phase_sizes.insert(phase_sizes.end(),
                            {tiles, row_items(steps * B) + 2 * gate_items + projection_items, bias_items});
     }
@@ -513,7 +523,14 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
         std::ptrdiff_t phase = 1;
         for (std::ptrdiff_t c = chunks - 1; c >= 0; --c) {
             const std::ptrdiff_t t0 = c * chunk_steps, t1 = std::min(T, t0 + chunk_steps), n = (t1 - t0) * B;
-            for (std::ptrdiff_t t = t1 - 1; t >= t0; --t) {
+            for (std::ptrdiff_t t = t1 - 1; t >= t0 && one_phase; --t)
+                sync.run(phase++, (NP + 1) / 2, [&](std::ptrdiff_t v) {
+                    if (t + 1 < T) op.backward_dh(s, t + 1, v, 0, GH, work);
+                    for (std::ptrdiff_t u = 2 * v; u < std::min(NT, 2 * v + 2); ++u) op.backward_pointwise(s, t, u, work);
+                });
+            if (one_phase && c == 0)            // dh0 = dh_{-1}: step 0's dG times W_hh
+                sync.run(phase++, (NP + 1) / 2, [&](std::ptrdiff_t v) { op.backward_dh(s, 0, v, 0, GH, work); });
+            for (std::ptrdiff_t t = t1 - 1; t >= t0 && !one_phase; --t) {
                 if (projected) sync.run(phase++, NP, [&](std::ptrdiff_t v) { op.backward_gather(s, t, v); });
                 sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
                 if (cho) sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
