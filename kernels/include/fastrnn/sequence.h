@@ -39,11 +39,11 @@
 // O(T) (at T = 512, B = 64 the T-long array's fresh pages cost 15-30% of a call). Backward mirrors it,
 // in chunks of steps from the last: per step, pairs of tiles take their dh_t = dG_{t+1} W_hh (W_hh
 // packed by columns) and then their pointwise backward, one barrier a step (Cho's GRU: the pointwise
-// backward of every tile, its reset gate, then dh_{t-1}); after each chunk its rows of dx and its share of the weight
-// gradients, products on the same team while its dG (a ring of one chunk) is in cache. Workspace blocks of
-// 2 MiB or more ask for transparent huge pages (Workspace). With projections a step has
-// two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three backward
-// (dL/dh_t by tiles of P, the pointwise backward from dL/dm_t = dL/dh_t W_hr, dh_{t-1} by tiles of P).
+// backward of every tile, its reset gate, then dh_{t-1}); after each chunk its rows of dx and its
+// share of the weight gradients, products on the same team while its dG (a ring of one chunk) is in
+// cache. Workspace blocks of 2 MiB or more ask for transparent huge pages (Workspace). With projections
+// a step has two phases forward (the unit tiles up to c_t and m_t, then h_t by tiles of P) and three
+// backward (dL/dh_t by tiles of P, the pointwise backward from dL/dm_t = dL/dh_t W_hr, dh_{t-1} by tiles of P).
 // Instruction set: AVX-512, AVX2+FMA or the portable path, chosen once at run time (kernels.h;
 // FASTRNN_ISA=portable|avx2|avx512 forces one). Built with FASTRNN_SINGLE_THREAD defined, everything runs
 // on the calling thread.
