@@ -40,6 +40,11 @@ def _on_device(named: dict, gpu: bool):
     return to_device(named), cupy_module()
 
 
+def _plain_numpy(named: dict) -> bool:
+    """Every argument NumPy's own ndarray or None: the common case, with nothing to convert or move."""
+    return all(value is None or type(value) is np.ndarray for value in named.values())
+
+
 def _unpack(cell, args, w_hr):
     """(args, w_hr, packed): a PackedWeights in w_ih's place gives its snapshot's arrays."""
     packed = args[1]
@@ -60,8 +65,8 @@ def prepare(cell, args, variant, batch_first, lengths, w_hr=None):
     """Validate a call's arguments: ``(seq, layout, kind, gpu)``; kind is what results come back as."""
     args, w_hr, packed = _unpack(cell, args, w_hr)
     named = {**dict(zip(("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"), args)), "w_hr": w_hr}
-    if all(value is None or type(value) is np.ndarray for value in named.values()):
-        kind, gpu, xp = HOST, False, np         # plain NumPy (the common case): nothing to convert
+    if _plain_numpy(named):
+        kind, gpu, xp = HOST, False, np
     else:
         kind, gpu = call_kind(named), call_on_gpu(named)
         named, xp = _on_device(named, gpu)
@@ -91,8 +96,8 @@ def _run_backward(cell, tape, dy, dh_n, dc_n, all_fields=False):
                          f"not {cell}_backward")
     seq, layout, kind = tape.seq, tape.layout, tape.kind
     named = {"dy": dy, "dh_n": dh_n, "dc_n": dc_n}
-    if not tape.on_gpu and all(value is None or type(value) is np.ndarray for value in named.values()):
-        xp = np                                 # plain NumPy after a host forward: nothing to convert
+    if not tape.on_gpu and _plain_numpy(named):
+        xp = np
     else:
         if not tape.on_gpu and call_on_gpu(named):
             raise TypeError("the forward ran on host arrays; pass dy, dh_n and dc_n as host arrays too")

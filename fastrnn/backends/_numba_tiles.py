@@ -29,22 +29,27 @@ def pack_rows(W, G, H, panels, first, last):
     """panels[p, k, l] = W[g*H + u*L + l, k] (0 past H) for panels p = g*NT + u in [first, last)."""
     L = panels.shape[2]
     NT = panels.shape[0] // G
-    K = W.shape[1]
     for p in range(first, last):
         g, u = p // NT, p % NT
-        panel = panels[p]
-        n = min(L, H - u * L)
-        row = g * H + u * L
-        k0 = 0
-        if n == L:                          # whole L x L tiles transposed in registers
-            while k0 + L <= K:
-                vtranspose_tile(W, row, k0, panel, k0, 0)
-                k0 += L
-        for k in range(k0, K):              # the rest: L rows read side by side, the panel written in order
-            for l in range(n):
-                panel[k, l] = W[row + l, k]
-            for l in range(n, L):
-                panel[k, l] = 0
+        _transpose_rows(W, g * H + u * L, min(L, H - u * L), panels[p], 0)
+
+
+@njit(cache=True, error_model="numpy")
+def _transpose_rows(W, row, n, panel, col):
+    """panel[k, col + l] = W[row + l, k] for l < n (0 for n <= l < L, one vector's lanes), k < W's
+    columns: whole L x L tiles transposed in registers (vtranspose_tile), the rest one value at a time."""
+    L = vlanes(panel)
+    K = W.shape[1]
+    k0 = 0
+    if n == L:
+        while k0 + L <= K:
+            vtranspose_tile(W, row, k0, panel, k0, col)
+            k0 += L
+    for k in range(k0, K):                  # the rest: L rows read side by side, the panel written in order
+        for l in range(n):
+            panel[k, col + l] = W[row + l, k]
+        for l in range(n, L):
+            panel[k, col + l] = 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -255,15 +260,9 @@ def pack_gemm_panels(Bm, b_t, panels, first, last):
     K = Bm.shape[1] if b_t else Bm.shape[0]
     for p in range(first, last):
         panel, n = panels[p], p * 2 * L
-        if b_t:
-            k0 = 0
-            while k0 + L <= K:                  # L x L tiles of Bm transposed in registers
-                vtranspose_tile(Bm, n, k0, panel, k0, 0)
-                vtranspose_tile(Bm, n + L, k0, panel, k0, L)
-                k0 += L
-            for j in range(2 * L):              # the last columns: rows of Bm read in order, the panel by columns
-                for k in range(k0, K):
-                    panel[k, j] = Bm[n + j, k]
+        if b_t:                                 # Bm's rows n.. as the panel's two vectors of columns
+            _transpose_rows(Bm, n, L, panel, 0)
+            _transpose_rows(Bm, n + L, L, panel, L)
         else:
             for k in range(K):
                 vstore(panel, k, 0, vload(Bm, k, n))
