@@ -50,6 +50,14 @@ FASTRNN_POOL_BYTES        the CPU backends' large work and result arrays (of at 
 FASTRNN_CUDA_BATCH_GROUPS the "cuda" backend's batch groups: blocks that take batch tiles of the same
                           hidden units in parallel. 0 (default): as many as the GPU holds at once;
                           1: one block per unit group walks all tiles; N: at most N.
+FASTRNN_CUDA_BATCH_TILE   sequences a block of the "cuda" kernels takes at once (a power of 2 up to 32; 0,
+                          default: 8 in float32, 4 in float64, 1 when B = 1). Wider tiles, fewer tiles for
+                          a block to walk in turn each step, but fewer rows a thread (at most 4 x 32 bytes
+                          of accumulators); benchmarks/cuda_probe.py compares them.
+FASTRNN_CUDA_MAX_REGISTERS  a cap on the registers a thread of the "cuda" kernels uses (0, default: the
+                          compiler's choice, 130-155 forward, ~240 backward, which lets one block of 256
+                          threads per multiprocessor run; 128 lets two, so more batch groups run at once,
+                          for a few spilled values).
 """
 from __future__ import annotations
 
@@ -110,6 +118,8 @@ PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21
 FORWARD_CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 1))
 BACKWARD_CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))
 CUDA_BATCH_GROUPS: int = _env_int("FASTRNN_CUDA_BATCH_GROUPS", 0)
+CUDA_MAX_REGISTERS: int = _env_int("FASTRNN_CUDA_MAX_REGISTERS", 0)
+CUDA_BATCH_TILE: int = _env_int("FASTRNN_CUDA_BATCH_TILE", 0)
 FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 16)
 FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 1 << 20)
 

@@ -56,6 +56,39 @@ def test_cuda_several_blocks_in_the_simulator(rng, monkeypatch, cell, variant):
         assert_matches_oracle(problem, "cuda", np.float32)
 
 
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="the simulator with a GPU's lane count; a GPU runs it as is")
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("cell,variant", [("lstm", None), ("gru", False)], ids=["lstm", "gru-cho"])
+def test_cuda_warp_wide_dot_products_in_the_simulator(rng, monkeypatch, cell, variant, B):
+    """Dot products split over 32 lanes as on a GPU (the simulator's default is 8): the transposed lane
+    sums with fewer sums than lanes (B = 1: 4 a lane) and as many (B = 3, a tile of 8 x 4 rows)."""
+    from fastrnn.backends import numba_cuda
+    monkeypatch.setattr(numba_cuda, "_LANES", 32)
+    monkeypatch.setattr(numba_cuda, "_THREADS", 64)
+    assert_matches_oracle(make_problem(rng, cell, variant, 2, B, 3, 4), "cuda", np.float32)
+
+
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="a tiny problem for the simulator; a GPU runs the matrix")
+@pytest.mark.parametrize("tile", [16, 32])
+def test_cuda_wide_batch_tiles_in_the_simulator(rng, monkeypatch, tile):
+    """FASTRNN_CUDA_BATCH_TILE: tiles of 16 (2 rows a thread) and 32 (1 row), B = 17 leaving a ragged tile."""
+    from fastrnn import config
+    from fastrnn.backends import numba_cuda
+    monkeypatch.setattr(config, "CUDA_BATCH_TILE", tile)
+    split = numba_cuda.plan(0, False, 17, 4, 4)
+    assert (split.batch_tile, split.row_tile) == (tile, 32 // tile)
+    assert_matches_oracle(make_problem(rng, "lstm", None, 2, 17, 3, 4, lengths=True), "cuda", np.float32)
+
+
+@needs_cuda
+def test_cuda_batch_tile_setting_is_checked(monkeypatch):
+    from fastrnn import config
+    from fastrnn.backends import numba_cuda
+    monkeypatch.setattr(config, "CUDA_BATCH_TILE", 12)
+    with pytest.raises(ValueError, match="FASTRNN_CUDA_BATCH_TILE"):
+        numba_cuda.plan(0, False, 17, 4, 4)
+
+
 @needs_cuda
 def test_cuda_nan_in_gives_nan_out(rng):
     problem = make_problem(rng, "lstm", None, 3, 2, 2, 3)

@@ -16,7 +16,8 @@ copied to shared memory once (or read from L2 when they do not fit):
         for each tile of BT sequences:
             v   <- h_{t-1}[tile]                  global -> shared
             pre <- W_rows v^T + b_hh[rows]        lanes split k (KL lanes), each thread a register
-                                                  tile of RT rows x BT sequences, warp-shuffle sums
+                                                  tile of RT rows x BT sequences, summed over the
+                                                  lanes by a transposed butterfly of warp shuffles
             cell pointwise on (unit, sequence) pairs -> h_t, c_t, saved activations
         grid.sync()                               h_t is complete for every block
 Backward is the mirror with W_hh[:, units] on chip, in reverse, carrying dh (and dc) per unit:
@@ -27,8 +28,9 @@ share of the batch tiles, with its own copy of the weights, so large batches run
 GRU with linear_before_reset=False (Cho et al.) needs r*h of every unit before its gate n: two
 phases, two grid syncs per step, in both directions.
 
-The simulator (NUMBA_ENABLE_CUDASIM=1) has no warp shuffles: lane sums go through shared memory
-there, and it runs blocks one after another, so it can only check single-block grids.
+The simulator (NUMBA_ENABLE_CUDASIM=1) has no warp shuffles: the same lane exchanges go through
+shared memory there, and it runs blocks one after another, so it can only check single-block grids
+(tests/sim_grid.py runs them at once).
 """
 from __future__ import annotations
 
@@ -68,42 +70,77 @@ def _tanh_cuda(a):
 
 
 _FULL_MASK = 0xFFFFFFFF
-STAGE = 4           # columns per thread that load_tile gathers before storing
+STAGED_VALUES = 32  # values a thread of load_tile gathers before storing: 4 columns of a tile of 8
 
 
 @lru_cache(maxsize=None)
-def build(code, BT, RT, KL, NT, dtype_name):
+def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
     """Kernels for one cell and one work split, compiled on first launch (per argument types).
 
-    BT sequences per batch tile, RT rows per thread, KL lanes splitting each dot product,
-    NT threads per block. Returns a dict of forward/backward kernels, on-chip and L2 variants.
+    BT sequences per batch tile, RT rows per thread, KL lanes splitting each dot product (a power of
+    2 up to 32), NT threads per block, ``max_registers`` a cap on a thread's registers (0: none).
+    Returns a dict of forward/backward kernels, on-chip and L2 variants.
     """
     dt = {"float32": float32, "float64": float64}[dtype_name]
     G = NUM_GATES[code]
     NG = NT // KL                  # row groups per block
     TILE = RT * BT                 # accumulators per thread
-    STAGED = STAGE * BT            # values load_tile holds per thread
+    STAGE = max(1, min(4, STAGED_VALUES // BT))     # columns per thread that load_tile gathers before storing
+    STAGED = STAGE * BT            # values load_tile holds per thread (registers: wider tiles, fewer columns)
     relu = code == RNN_RELU
     cho = code == GRU_CHO
+    kernel = cuda.jit(max_registers=max_registers) if max_registers and not SIMULATED else cuda.jit
+
+    # lane_sums's exchanges: stage s swaps with the lane KL >> (s + 1) away; while a lane holds more than
+    # one sum (TILE >> (s + 1) >= 1 after the stage) each exchange halves them, then full butterflies
+    LANE_STAGES = KL.bit_length() - 1
+    SUMS = max(1, TILE // KL)      # sums a lane holds at the end
+    LEADERS = max(1, KL // TILE)   # lanes holding the same sums at the end (the first of them stores)
 
     @cuda.jit(device=True, inline="always")
-    def lane_sum(value, red, slot, kl):
-        """Sum of `value` over the KL lanes of a group, valid in lane kl == 0."""
+    def exchange(acc, count, offset, upper, red):
+        """acc[i] += the value lane ``lane ^ offset`` sends, for i < count, where every lane sends
+        acc[i + count] and keeps acc[i], or (``upper``) the reverse. count 0: acc[0] += that lane's
+        acc[0]. Warp shuffles; the simulator, which has none, passes the values through shared
+        memory (after the k-split partials)."""
+        if count == 0:
+            if SIMULATED:
+                tid = cuda.threadIdx.x
+                red[NG * TILE + tid] = acc[0]
+                cuda.syncthreads()
+                acc[0] += red[NG * TILE + (tid ^ offset)]
+                cuda.syncthreads()
+            else:
+                acc[0] += cuda.shfl_xor_sync(_FULL_MASK, acc[0], offset)
+            return
         if SIMULATED:
             tid = cuda.threadIdx.x
-            scratch = NG * TILE + slot * NT      # after the k-split partials
-            red[scratch + tid] = value
+            for i in range(count):
+                red[NG * TILE + i * NT + tid] = acc[i] if upper else acc[i + count]
             cuda.syncthreads()
-            total = value
-            if kl == 0:
-                for lane in range(1, KL):
-                    total += red[scratch + tid + lane]
-            return total
-        offset = KL // 2
-        while offset > 0:
-            value += cuda.shfl_down_sync(_FULL_MASK, value, offset)
-            offset //= 2
-        return value
+            for i in range(count):
+                acc[i] = (acc[i + count] if upper else acc[i]) + red[NG * TILE + i * NT + (tid ^ offset)]
+            cuda.syncthreads()
+        else:
+            for i in range(count):
+                low, high = acc[i], acc[i + count]
+                acc[i] = (high if upper else low) + cuda.shfl_xor_sync(_FULL_MASK, low if upper else high, offset)
+
+    @cuda.jit(device=True, inline="always")
+    def lane_sums(acc, red, kl):
+        """Sums of acc[0:TILE] over the KL lanes of a group, transposed across the lanes: lane kl ends
+        with the sums of accumulators first..first+SUMS-1 in acc[0:SUMS]; returns first. While a lane
+        holds several sums, each exchange gives away half of them (the lanes with the offset's bit set
+        keep the upper half): TILE - 1 shuffles do the work of TILE * log2(KL) one sum at a time."""
+        first = 0
+        for s in range(LANE_STAGES):
+            offset = KL >> (s + 1)
+            count = TILE >> (s + 1)
+            upper = (kl & offset) != 0
+            exchange(acc, count, offset, upper, red)
+            if upper:
+                first += count
+        return first
 
     @cuda.jit(device=True, inline="always")
     def product(w, wbase, wstride, koff, klen, nrows, v, pre, pre_off, pre_stride, red):
@@ -134,17 +171,15 @@ def build(code, BT, RT, KL, NT, dtype_name):
                         wv = w[wbase + (r0 + rr) * wstride + koff + k]
                         for j in range(BT):
                             acc[rr * BT + j] += wv * v[j * klen + k]
-            for i in range(TILE):
-                total = lane_sum(acc[i], red, i, kl)
-                if kl == 0 and active:
-                    j = i % BT
-                    r = r0 + i // BT
+            first = lane_sums(acc, red, kl)
+            if active and kl % LEADERS == 0:
+                for i in range(SUMS):
+                    j = (first + i) % BT
+                    r = r0 + (first + i) // BT
                     if k_splits == 1:
-                        pre[j * pre_stride + pre_off + r] = total
+                        pre[j * pre_stride + pre_off + r] = acc[i]
                     else:
-                        red[(k_split * BT + j) * nrows + r] = total
-            if SIMULATED:
-                cuda.syncthreads()      # the lane-sum scratch is reused by the next pass
+                        red[(k_split * BT + j) * nrows + r] = acc[i]
         cuda.syncthreads()
         if k_splits > 1:
             for idx in range(tid, BT * nrows, NT):
@@ -302,7 +337,7 @@ def build(code, BT, RT, KL, NT, dtype_name):
                     forward_pointwise(t, b0, U, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, 1)
                 grid.sync()
 
-    @cuda.jit
+    @kernel
     def forward_on_chip(w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, save):
         smem = cuda.shared.array(0, dt)
         R, K = w_packed.shape[1], w_packed.shape[2]
@@ -311,7 +346,7 @@ def build(code, BT, RT, KL, NT, dtype_name):
         v, pre, red = shared_parts(smem, R, K, True)
         forward_body(smem, 0, v, pre, red, U, gx, b_hh, hs, cs, y, acts, rhs, lengths, save)
 
-    @cuda.jit
+    @kernel
     def forward_from_l2(w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, save):
         smem = cuda.shared.array(0, dt)
         R, K = w_packed.shape[1], w_packed.shape[2]
@@ -412,7 +447,7 @@ def build(code, BT, RT, KL, NT, dtype_name):
                                        carry_h, carry_c, dh0, 1)
                 grid.sync()
 
-    @cuda.jit
+    @kernel
     def backward_on_chip(w_packed, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
         smem = cuda.shared.array(0, dt)
         U, K = w_packed.shape[1], w_packed.shape[2]
@@ -420,7 +455,7 @@ def build(code, BT, RT, KL, NT, dtype_name):
         v, pre, red = shared_parts(smem, U, K, True)
         backward_body(smem, 0, v, pre, red, U, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0)
 
-    @cuda.jit
+    @kernel
     def backward_from_l2(w_packed, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
         smem = cuda.shared.array(0, dt)
         U, K = w_packed.shape[1], w_packed.shape[2]
@@ -435,5 +470,5 @@ def build(code, BT, RT, KL, NT, dtype_name):
 def shared_elements(R, K, BT, RT, KL, NT, on_chip):
     """Elements of the dynamic shared array a kernel of this split needs (see shared_parts)."""
     partials = (NT // KL) * RT * BT                  # k-split partial sums (see product)
-    scratch = RT * BT * NT if SIMULATED else 0       # the simulator's lane sums
+    scratch = max(1, RT * BT // 2) * NT if SIMULATED else 0    # the simulator's lane exchanges
     return (R * K if on_chip else 0) + BT * K + BT * R + partials + scratch

@@ -86,10 +86,14 @@ def plan(code, backward, B, H, itemsize):
     blocks = -(-H // units)
     rows, K = (units, G * H) if backward else (G * units, H)
     row_base = units if (backward or code == kernels.GRU_CHO) else rows
-    row_tile = next(r for r in (4, 2, 1) if row_base % r == 0)
     # 32 bytes of each per-thread array per sequence of the tile: float64 tiles of 8 would leave
     # registers for local memory (ptxas: a 256-byte stack frame)
-    batch_tile = 1 if B == 1 else 32 // itemsize
+    if config.CUDA_BATCH_TILE not in (0, 1, 2, 4, 8, 16, 32):
+        raise ValueError(f"FASTRNN_CUDA_BATCH_TILE must be 0 (automatic) or a power of 2 up to 32, "
+                         f"got {config.CUDA_BATCH_TILE}")
+    batch_tile = 1 if B == 1 else config.CUDA_BATCH_TILE or 32 // itemsize
+    # up to 4 rows a thread, with at most 4 * 32 bytes of accumulators (a wider batch tile, fewer rows)
+    row_tile = next(r for r in (4, 2, 1) if row_base % r == 0 and (r * batch_tile <= 128 // itemsize or r == 1))
     for on_chip in (True, False):
         tile = batch_tile
         while tile >= 1:
@@ -102,12 +106,22 @@ def plan(code, backward, B, H, itemsize):
 
 
 def _kernel(code, backward, split, dtype):
-    built = kernels.build(code, split.batch_tile, split.row_tile, _LANES, _THREADS, np.dtype(dtype).name)
+    built = kernels.build(code, split.batch_tile, split.row_tile, _LANES, _THREADS, np.dtype(dtype).name,
+                          config.CUDA_MAX_REGISTERS)
     on_chip, from_l2 = built["backward" if backward else "forward"]
     return on_chip if split.on_chip else from_l2
 
 
 _opted_in: set = set()
+
+
+def batch_groups(compiled, split, tiles):
+    """Blocks per unit group of a launch of ``compiled`` over ``tiles`` batch tiles: as many as the GPU
+    holds at once with the other unit groups (config.CUDA_BATCH_GROUPS caps them)."""
+    if tiles <= 1 or config.CUDA_BATCH_GROUPS == 1:
+        return 1
+    resident = compiled.max_cooperative_grid_blocks(_THREADS, split.shared_bytes)
+    return max(1, min(tiles, resident // split.blocks, config.CUDA_BATCH_GROUPS or tiles))
 
 
 def _launch(kernel, split, args, B):
@@ -128,10 +142,7 @@ def _launch(kernel, split, args, B):
             attribute = binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
             driver.cuKernelSetAttribute(attribute, split.shared_bytes, function.handle, function.device.id)
         _opted_in.add(key)
-    groups = 1
-    if tiles > 1 and config.CUDA_BATCH_GROUPS != 1:
-        resident = compiled.max_cooperative_grid_blocks(_THREADS, split.shared_bytes)
-        groups = max(1, min(tiles, resident // split.blocks, config.CUDA_BATCH_GROUPS or tiles))
+    groups = batch_groups(compiled, split, tiles)
     pointer = cupy.cuda.get_current_stream().ptr
     stream = cuda.external_stream(pointer) if pointer else cuda.default_stream()
     kernel[split.blocks * groups, _THREADS, stream, split.shared_bytes](*args)
