@@ -87,6 +87,7 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
     TILE = RT * BT                 # accumulators per thread
     STAGE = max(1, min(4, STAGED_VALUES // BT))     # columns per thread that load_tile gathers before storing
     STAGED = STAGE * BT            # values load_tile holds per thread (registers: wider tiles, fewer columns)
+    EARLY = 2 * G + 1              # values prefetch loads per thread
     relu = code == RNN_RELU
     cho = code == GRU_CHO
     kernel = cuda.jit(max_registers=max_registers) if max_registers and not SIMULATED else cuda.jit
@@ -246,9 +247,30 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         return j, u, b0 + j, unit0 + u
 
     @cuda.jit(device=True, inline="always")
-    def recurrent(pre, b_hh, j, R, U, u, H, unit, g):
-        """Gate g's recurrent pre-activation h W_hh^T + b_hh of (tile sequence j, unit u = unit - unit0)."""
-        return pre[j * R + g * U + u] + b_hh[g * H + unit]
+    def prefetch(gx, b_hh, cs, lengths, t, b0, U, early):
+        """What the first (sequence, unit) pair of this thread's pointwise reads from global memory
+        (but h_{t-1}, which the product's tile holds), loaded before the step's product so that the
+        trips to memory overlap it: early[g] = gx[t, b, g*H + unit], early[G + g] = b_hh[g*H + unit]
+        for g < G, early[2G] = c_{t-1} (LSTM). Returns the sequence's length, or -1 when this thread
+        has no pair in the tile."""
+        B, H = cs.shape[1], cs.shape[2]
+        j, u, b, unit = tile_pair(cuda.threadIdx.x, U, b0, my_block(-(-H // U))[0] * U)
+        if j >= BT or b >= B or unit >= H:
+            return -1
+        for g in range(G):
+            early[g] = gx[t, b, g * H + unit]
+            early[G + g] = b_hh[g * H + unit]
+        if code == LSTM:
+            early[2 * G] = cs[t if cs.shape[0] > 1 else 0, b, unit]
+        return lengths[b]
+
+    @cuda.jit(device=True, inline="always")
+    def gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, g):
+        """Gate g's (x W_ih^T + b_ih, h W_hh^T + b_hh) for (tile sequence j, unit u = unit - unit0):
+        the prefetched values (``first``) or from memory."""
+        if first:
+            return early[g], pre[j * R + g * U + u] + early[G + g]
+        return gx[t, b, g * H + unit], pre[j * R + g * U + u] + b_hh[g * H + unit]
 
     @cuda.jit(device=True, inline="always")
     def save4(acts, t, b, H, unit, v0, v1, v2, v3):
@@ -261,26 +283,31 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
     # ------------------------------------------------------------------ forward
 
     @cuda.jit(device=True, inline="always")
-    def forward_pointwise(t, b0, U, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, phase):
+    def forward_pointwise(t, b0, U, v, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, phase, early, length):
+        """The cell's pointwise step for the pairs of tile b0 (``early``, ``length``: the first pair's
+        values from prefetch, length -1 when there are none). Phase 1 is the second of Cho's GRU,
+        whose tile ``v`` holds r * h_{t-1} instead of h_{t-1}."""
         B, H = hs.shape[1], hs.shape[2]
         R = G * U
         ta = t if save else 0
         unit0 = my_block(-(-H // U))[0] * U
-        for idx in range(cuda.threadIdx.x, U * BT, NT):
+        tid = cuda.threadIdx.x
+        for idx in range(tid, U * BT, NT):
             j, u, b, unit = tile_pair(idx, U, b0, unit0)
             if b >= B or unit >= H:
                 continue
-            valid = t < lengths[b]
-            h_prev = hs[t, b, unit]
+            first = idx == tid and length >= 0 and phase == 0
+            valid = t < (length if first else lengths[b])
+            h_prev = hs[t, b, unit] if phase == 1 else v[j * H + unit]
             h = h_prev
             if code == LSTM:
                 c_last = cs.shape[0] > 1
-                c_prev = cs[t if c_last else 0, b, unit]
-                h_new, c, i, f, g, o = lstm_cell.forward(
-                    gx[t, b, unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 0),
-                    gx[t, b, H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 1),
-                    gx[t, b, 2 * H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 2),
-                    gx[t, b, 3 * H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 3), c_prev)
+                c_prev = early[2 * G] if first else cs[t if c_last else 0, b, unit]
+                x_i, h_i = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
+                x_f, h_f = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 1)
+                x_g, h_g = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 2)
+                x_o, h_o = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 3)
+                h_new, c, i, f, g, o = lstm_cell.forward(x_i + h_i, x_f + h_f, x_g + h_g, x_o + h_o, c_prev)
                 if valid:
                     h = h_new
                     cs[t + 1 if c_last else 0, b, unit] = c
@@ -289,29 +316,31 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
                 elif c_last:
                     cs[t + 1, b, unit] = c_prev
             elif code == GRU:
-                gh_n = recurrent(pre, b_hh, j, R, U, u, H, unit, 2)
-                h_new, r, z, n = gru_cell.forward(
-                    gx[t, b, unit], gx[t, b, H + unit], gx[t, b, 2 * H + unit],
-                    recurrent(pre, b_hh, j, R, U, u, H, unit, 0), recurrent(pre, b_hh, j, R, U, u, H, unit, 1),
-                    gh_n, h_prev)
+                x_r, h_r = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
+                x_z, h_z = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 1)
+                x_n, h_n = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 2)
+                h_new, r, z, n = gru_cell.forward(x_r, x_z, x_n, h_r, h_z, h_n, h_prev)
                 if valid:
                     h = h_new
                     if save:
-                        save4(acts, t, b, H, unit, r, z, n, gh_n)
+                        save4(acts, t, b, H, unit, r, z, n, h_n)
             elif cho:
                 if phase == 0:      # gates r, z and r * h_{t-1} for the second product
-                    r, z = gru_cell.gates_rz(gx[t, b, unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 0),
-                                             gx[t, b, H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 1))
+                    x_r, h_r = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
+                    x_z, h_z = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 1)
+                    r, z = gru_cell.gates_rz(x_r + h_r, x_z + h_z)
                     acts[ta, b, unit] = r
                     acts[ta, b, H + unit] = z
                     rhs[t, b, unit] = r * h_prev
                     continue
-                n = gru_cell.candidate(gx[t, b, 2 * H + unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 2))
+                x_n, h_n = gate(early, False, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 2)
+                n = gru_cell.candidate(x_n + h_n)
                 acts[ta, b, 2 * H + unit] = n
                 if valid:
                     h = gru_cell.update(acts[ta, b, H + unit], n, h_prev)
             else:
-                h_new = rnn_cell.forward(gx[t, b, unit] + recurrent(pre, b_hh, j, R, U, u, H, unit, 0), relu)
+                x, h_x = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
+                h_new = rnn_cell.forward(x + h_x, relu)
                 if valid:
                     h = h_new
             hs[t + 1, b, unit] = h
@@ -324,17 +353,19 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         R = G * U
         _, batch_group, batch_groups = my_block(-(-H // U))
         grid = cuda.cg.this_grid()
+        early = cuda.local.array(EARLY, dt)
         for t in range(T):
             for b0 in range(batch_group * BT, B, batch_groups * BT):
+                length = prefetch(gx, b_hh, cs, lengths, t, b0, U, early)
                 load_tile(hs, t, b0, 0, H, v)
                 product(w, wbase, H, 0, H, 2 * U if cho else R, v, pre, 0, R, red)
-                forward_pointwise(t, b0, U, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, 0)
+                forward_pointwise(t, b0, U, v, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, 0, early, length)
             grid.sync()
             if cho:         # second phase: gh_n = (r * h_{t-1}) W_hn^T, then n and h_t
                 for b0 in range(batch_group * BT, B, batch_groups * BT):
                     load_tile(rhs, t, b0, 0, H, v)
                     product(w, wbase + 2 * U * H, H, 0, H, U, v, pre, 2 * U, R, red)
-                    forward_pointwise(t, b0, U, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, 1)
+                    forward_pointwise(t, b0, U, v, pre, gx, b_hh, hs, cs, y, acts, rhs, lengths, save, 1, early, -1)
                 grid.sync()
 
     @kernel
