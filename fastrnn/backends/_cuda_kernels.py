@@ -19,6 +19,8 @@ copied to shared memory once (or read from L2 when they do not fit):
                                                   tile of RT rows x BT sequences, summed over the
                                                   lanes by a transposed butterfly of warp shuffles
             cell pointwise on (unit, sequence) pairs -> h_t, c_t, saved activations
+                                                  (a thread's first pair's gx, b_hh, c loaded
+                                                  before the product: prefetch)
         grid.sync()                               h_t is complete for every block
 Backward is the mirror with W_hh[:, units] on chip, in reverse, carrying dh (and dc) per unit:
     dh_t = dy_t + dG_{t+1} W_hh[:, units] + direct terms;  cell backward -> dG_t
@@ -88,6 +90,8 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
     STAGE = max(1, min(4, STAGED_VALUES // BT))     # columns per thread that load_tile gathers before storing
     STAGED = STAGE * BT            # values load_tile holds per thread (registers: wider tiles, fewer columns)
     EARLY = 2 * G + 1              # values prefetch loads per thread
+    A = NUM_SAVED[code]            # saved activations per unit
+    BACKWARD_EARLY = A + 5         # values prefetch_backward loads per thread
     relu = code == RNN_RELU
     cho = code == GRU_CHO
     kernel = cuda.jit(max_registers=max_registers) if max_registers and not SIMULATED else cuda.jit
@@ -391,11 +395,13 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
 
     @cuda.jit(device=True, inline="always")
     def backward_pointwise(t, b0, U, have_rec, pre, dy, hs, cs, acts, lengths, dgh, dgx_n,
-                           carry_h, carry_c, dh0, phase):
-        """phase 0: dh_t and the cell's backward (Cho: gates z, n); 1: Cho's gate r; 2: dh0."""
+                           carry_h, carry_c, dh0, phase, early, length):
+        """phase 0: dh_t and the cell's backward (Cho: gates z, n); 1: Cho's gate r; 2: dh0. ``early``,
+        ``length``: the first pair's values from prefetch_backward (phase 0; length -1: none)."""
         B, H = hs.shape[1], hs.shape[2]
         unit0 = my_block(-(-H // U))[0] * U
-        for idx in range(cuda.threadIdx.x, U * BT, NT):
+        tid = cuda.threadIdx.x
+        for idx in range(tid, U * BT, NT):
             j, u, b, unit = tile_pair(idx, U, b0, unit0)
             if b >= B or unit >= H:
                 continue
@@ -403,7 +409,8 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
             if phase == 2:
                 dh0[b, unit] = carry_h[b, unit] + rec
                 continue
-            valid = t < lengths[b]
+            first = idx == tid and length >= 0 and phase == 0
+            valid = t < (length if first else lengths[b])
             if phase == 1:
                 if valid:
                     da_r, dh_r = gru_cell.backward_reset(rec, acts[t, b, unit], hs[t, b, unit])
@@ -412,7 +419,7 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
                 else:
                     dgh[t, b, unit] = 0
                 continue
-            dh = carry_h[b, unit] + rec
+            dh = (early[0] if first else carry_h[b, unit]) + rec
             if not valid:           # an identity step: gradients pass through, no gate gradients
                 for g in range(G):
                     dgh[t, b, g * H + unit] = 0
@@ -420,11 +427,13 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
                     dgx_n[t, b, unit] = 0
                 carry_h[b, unit] = dh
                 continue
-            dh += dy[t % dy.shape[0], b, unit]
+            dh += early[1] if first else dy[t % dy.shape[0], b, unit]
             if code == LSTM:
                 da_i, da_f, da_g, da_o, dc_prev = lstm_cell.backward(
-                    dh, carry_c[b, unit], acts[t, b, unit], acts[t, b, H + unit], acts[t, b, 2 * H + unit],
-                    acts[t, b, 3 * H + unit], cs[t, b, unit], cs[t + 1, b, unit])
+                    dh, early[4 + A] if first else carry_c[b, unit], saved(early, first, acts, t, b, H, unit, 0),
+                    saved(early, first, acts, t, b, H, unit, 1), saved(early, first, acts, t, b, H, unit, 2),
+                    saved(early, first, acts, t, b, H, unit, 3), early[2 + A] if first else cs[t, b, unit],
+                    early[3 + A] if first else cs[t + 1, b, unit])
                 dgh[t, b, unit] = da_i
                 dgh[t, b, H + unit] = da_f
                 dgh[t, b, 2 * H + unit] = da_g
@@ -433,8 +442,9 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
                 carry_h[b, unit] = 0
             elif code == GRU:
                 da_r, da_z, da_n, dgh_n, dh_direct = gru_cell.backward(
-                    dh, acts[t, b, unit], acts[t, b, H + unit], acts[t, b, 2 * H + unit],
-                    acts[t, b, 3 * H + unit], hs[t, b, unit])
+                    dh, saved(early, first, acts, t, b, H, unit, 0), saved(early, first, acts, t, b, H, unit, 1),
+                    saved(early, first, acts, t, b, H, unit, 2), saved(early, first, acts, t, b, H, unit, 3),
+                    early[2 + A] if first else hs[t, b, unit])
                 dgh[t, b, unit] = da_r
                 dgh[t, b, H + unit] = da_z
                 dgh[t, b, 2 * H + unit] = dgh_n
@@ -442,14 +452,42 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
                 carry_h[b, unit] = dh_direct
             elif cho:
                 da_z, da_n, dh_direct = gru_cell.backward_zn(
-                    dh, acts[t, b, H + unit], acts[t, b, 2 * H + unit], hs[t, b, unit])
+                    dh, saved(early, first, acts, t, b, H, unit, 1), saved(early, first, acts, t, b, H, unit, 2),
+                    early[2 + A] if first else hs[t, b, unit])
                 dgh[t, b, H + unit] = da_z
                 dgh[t, b, 2 * H + unit] = da_n
                 carry_h[b, unit] = dh_direct
             else:
-                dgh[t, b, unit] = rnn_cell.backward(dh, hs[t + 1, b, unit], relu)
+                dgh[t, b, unit] = rnn_cell.backward(dh, early[2 + A] if first else hs[t + 1, b, unit], relu)
                 carry_h[b, unit] = 0
         cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def prefetch_backward(t, b0, U, dy, hs, cs, acts, lengths, carry_h, carry_c, early):
+        """The backward's prefetch (see prefetch): the global reads of step t's pointwise (phase 0) for
+        this thread's first pair, early[0] = the carried dh, [1] = dy_t, [2 + a] = saved activation a,
+        [2 + A] = c_{t-1} (LSTM), h_{t-1} (GRU) or h_t (RNN), [3 + A] = c_t and [4 + A] = the carried dc
+        (LSTM). Returns the sequence's length, or -1 when this thread has no pair in the tile."""
+        B, H = hs.shape[1], hs.shape[2]
+        j, u, b, unit = tile_pair(cuda.threadIdx.x, U, b0, my_block(-(-H // U))[0] * U)
+        if j >= BT or b >= B or unit >= H:
+            return -1
+        early[0] = carry_h[b, unit]
+        early[1] = dy[t % dy.shape[0], b, unit]
+        for a in range(A):
+            early[2 + a] = acts[t, b, a * H + unit]
+        if code == LSTM:
+            early[2 + A] = cs[t, b, unit]
+            early[3 + A] = cs[t + 1, b, unit]
+            early[4 + A] = carry_c[b, unit]
+        else:
+            early[2 + A] = hs[t + 1 if A == 0 else t, b, unit]
+        return lengths[b]
+
+    @cuda.jit(device=True, inline="always")
+    def saved(early, first, acts, t, b, H, unit, a):
+        """Saved activation a of a pair: prefetched (``first``) or from memory."""
+        return early[2 + a] if first else acts[t, b, a * H + unit]
 
     @cuda.jit(device=True, inline="always")
     def backward_body(w, wbase, v, pre, red, U, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
@@ -458,15 +496,18 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         k_rec = 2 * H if cho else K      # Cho: the first phase takes gates r, z only
         _, batch_group, batch_groups = my_block(-(-H // U))
         grid = cuda.cg.this_grid()
+        early = cuda.local.array(BACKWARD_EARLY, dt)
         for step in range(T + 1):
             t = T - 1 - step                 # t = -1: the final pass that gives dh0
             have_rec = t < T - 1
             for b0 in range(batch_group * BT, B, batch_groups * BT):
+                length = -1 if t < 0 else prefetch_backward(t, b0, U, dy, hs, cs, acts, lengths, carry_h, carry_c,
+                                                            early)
                 if have_rec:
                     load_tile(dgh, t + 1, b0, 0, k_rec, v)
                     product(w, wbase, K, 0, k_rec, U, v, pre, 0, U, red)
                 backward_pointwise(t, b0, U, have_rec, pre, dy, hs, cs, acts, lengths, dgh, dgx_n,
-                                   carry_h, carry_c, dh0, 2 if t < 0 else 0)
+                                   carry_h, carry_c, dh0, 2 if t < 0 else 0, early, length)
             if t < 0:
                 break
             grid.sync()
@@ -475,7 +516,7 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
                     load_tile(dgh, t, b0, 2 * H, H, v)
                     product(w, wbase, K, 2 * H, H, U, v, pre, 0, U, red)
                     backward_pointwise(t, b0, U, True, pre, dy, hs, cs, acts, lengths, dgh, dgx_n,
-                                       carry_h, carry_c, dh0, 1)
+                                       carry_h, carry_c, dh0, 1, early, -1)
                 grid.sync()
 
     @kernel
