@@ -3,7 +3,8 @@
     python benchmarks/cuda_probe.py [--steps 256] [--json out.json]
 
 1. The floor: one grid-wide sync (cooperative groups, as the kernels use it) per step of an empty
-   persistent kernel, for grids of 32 blocks up to what the GPU holds at once, 256 threads each.
+   persistent kernel, for grids of 32 blocks up to what the GPU holds at once, 256 threads each; and
+   the same loop with a plain atomic-counter barrier, which the kernels could use instead.
 2. The kernels: forward and forward+backward wall time per step (T = --steps, float32, CuPy arrays
    in, a device synchronise per call, median of 5 after 2 warm-up calls), for a few shapes on both
    sides of cuDNN, against cuDNN (torch, TF32 off) in the same process, in three settings of
@@ -70,6 +71,42 @@ def sync_floor(steps):
     return rows
 
 
+def flag_barrier_floor(steps):
+    """(blocks, us per barrier) of the same empty loop with a plain counter barrier instead of the grid
+    sync (thread 0 of each block: fence, atomic add, spin on atomic reads until every block has
+    arrived), launched normally with at most one block per multiprocessor, so all are resident: what
+    replacing cooperative groups' sync could save."""
+    from numba import cuda
+
+    @cuda.jit
+    def flag_loop(n, counter, out):
+        blocks = cuda.gridDim.x
+        for s in range(n):
+            cuda.syncthreads()
+            if cuda.threadIdx.x == 0:
+                cuda.threadfence()
+                cuda.atomic.add(counter, 0, 1)
+                while cuda.atomic.add(counter, 0, 0) < (s + 1) * blocks:
+                    pass
+                cuda.threadfence()
+            cuda.syncthreads()
+        if cuda.grid(1) == 0:
+            out[0] = n
+
+    sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
+    out = cuda.device_array(1, np.int64)
+    rows = []
+    for blocks in sorted({32, sms}):
+        n = steps * 20
+        for timed in (False, True):
+            counter = cuda.to_device(np.zeros(1, np.int64))
+            start = time.perf_counter()
+            flag_loop[blocks, 256](n, counter, out)
+            cuda.synchronize()
+        rows.append((blocks, (time.perf_counter() - start) / n * 1e6))
+    return rows
+
+
 def launch_facts(code, backward, B, H):
     """(blocks, batch groups, registers) of the kernel the last call launched for this shape."""
     from fastrnn.backends import numba_cuda
@@ -128,10 +165,13 @@ def main(argv=None):
     floor = sync_floor(a.steps)
     for blocks, us in floor:
         print(f"grid sync, {blocks} blocks x 256 threads: {us:.2f} us", flush=True)
+    flags = flag_barrier_floor(a.steps)
+    for blocks, us in flags:
+        print(f"counter barrier, {blocks} blocks x 256 threads: {us:.2f} us", flush=True)
     rows = kernel_rows(a.steps)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(sync_floor=floor, kernels=rows), f, indent=1)
+            json.dump(dict(sync_floor=floor, counter_barrier=flags, kernels=rows), f, indent=1)
     per_step = 1e3 / a.steps
     names = [name for name, _, _ in VARIANTS]
     print("us a step, T = %d: cell B H | fwd: cuDNN, %s | fwd+bwd: cuDNN, %s" % (a.steps, ", ".join(names), ", ".join(names)))
