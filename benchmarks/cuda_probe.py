@@ -11,7 +11,8 @@
    fastrnn.config: as they are; FASTRNN_CUDA_MAX_REGISTERS=128 (two blocks can share a
    multiprocessor, so twice the batch groups run at once); FASTRNN_CUDA_BATCH_TILE=16 (B >= 16: half
    as many batch tiles for a block to walk each step). Each row also gives the launches: blocks, batch
-   groups, registers a thread. A short table comes last.
+   groups, registers a thread, and each setting's largest relative difference from cuDNN (y; dW_hh
+   after a backward). A short table comes last.
 """
 from __future__ import annotations
 
@@ -130,7 +131,9 @@ def kernel_rows(steps):
         code = numba_cuda._CODES[cell, True if cell == "gru" else None]
         row = dict(cell=cell, B=B, H=H, T=steps)
         for mode in ("fwd", "fwdbwd"):
-            row[f"cudnn_{mode}_ms"] = _median_ms(anchors.build("torch", problem, mode, "cuda", 1))
+            cudnn = anchors.build("torch", problem, mode, "cuda", 1)
+            row[f"cudnn_{mode}_ms"] = _median_ms(cudnn)
+            expected = cudnn()
             for name, settings, min_batch in VARIANTS:
                 if B < min_batch:
                     continue
@@ -138,7 +141,11 @@ def kernel_rows(steps):
                 for key, value in settings.items():
                     setattr(config, key, value)
                 try:
-                    row[f"{name}_{mode}_ms"] = _median_ms(anchors.build("fastrnn[cuda]", problem, mode, "cuda", 1))
+                    run = anchors.build("fastrnn[cuda]", problem, mode, "cuda", 1)
+                    row[f"{name}_{mode}_ms"] = _median_ms(run)
+                    got = run()     # agreement with cuDNN: y, and dW_hh after a backward
+                    row[f"{name}_{mode}_err"] = max(anchors.rel_err(g, e) for g, e in zip(got, expected)
+                                                    if g is not None)
                     backward = mode == "fwdbwd"        # (its forward kernel is the row's fwd launch)
                     blocks, groups, regs = launch_facts(code, backward, B, H)
                     row[f"{name}_{'backward' if backward else 'forward'}"] = f"{blocks} blocks, {groups} groups, {regs} regs"
@@ -178,7 +185,8 @@ def main(argv=None):
     for r in rows:
         cells = [" ".join(f"{r.get(f'{name}_{mode}_ms', float('nan')) * per_step:.1f}"
                           for name in ("cudnn", *names)) for mode in ("fwd", "fwdbwd")]
-        print(f"{r['cell']} {r['B']} {r['H']} | {cells[0]} | {cells[1]}")
+        worst = max((value for key, value in r.items() if key.endswith("_err")), default=float("nan"))
+        print(f"{r['cell']} {r['B']} {r['H']} | {cells[0]} | {cells[1]} | max rel. error vs cuDNN {worst:.1e}")
 
 if __name__ == "__main__":
     main()
