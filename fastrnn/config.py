@@ -55,7 +55,7 @@ FASTRNN_CUDA_BATCH_TILE   sequences a block of the "cuda" kernels takes at once 
                           a block to walk in turn each step, but fewer rows a thread (at most 4 x 32 bytes
                           of accumulators); benchmarks/cuda_probe.py compares them.
 FASTRNN_CUDA_MAX_REGISTERS  a cap on the registers a thread of the "cuda" kernels uses (0, default: the
-                          compiler's choice, 130-155 forward, ~240 backward, which lets one block of 256
+                          compiler's choice, 130-210 by ptxas for sm_90, which lets one block of 256
                           threads per multiprocessor run; 128 lets two, so more batch groups run at once,
                           for a few spilled values).
 """
