@@ -523,19 +523,23 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
         std::ptrdiff_t phase = 1;
         for (std::ptrdiff_t c = chunks - 1; c >= 0; --c) {
             const std::ptrdiff_t t0 = c * chunk_steps, t1 = std::min(T, t0 + chunk_steps), n = (t1 - t0) * B;
-            for (std::ptrdiff_t t = t1 - 1; t >= t0 && one_phase; --t)
-                sync.run(phase++, (NP + 1) / 2, [&](std::ptrdiff_t v) {
-                    if (t + 1 < T) op.backward_dh(s, t + 1, v, 0, GH, work);
-                    for (std::ptrdiff_t u = 2 * v; u < std::min(NT, 2 * v + 2); ++u) op.backward_pointwise(s, t, u, work);
-                });
-            if (one_phase && c == 0)            // dh0 = dh_{-1}: step 0's dG times W_hh
-                sync.run(phase++, (NP + 1) / 2, [&](std::ptrdiff_t v) { op.backward_dh(s, 0, v, 0, GH, work); });
-            for (std::ptrdiff_t t = t1 - 1; t >= t0 && !one_phase; --t) {
-                if (projected) sync.run(phase++, NP, [&](std::ptrdiff_t v) { op.backward_gather(s, t, v); });
-                sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
-                if (cho) sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
-                sync.run(phase++, (NP + 1) / 2,
-                         [&](std::ptrdiff_t v) { op.backward_dh(s, t, v, 0, cho ? 2 * H : GH, work); });
+            if (one_phase) {
+                for (std::ptrdiff_t t = t1 - 1; t >= t0; --t)
+                    sync.run(phase++, (NP + 1) / 2, [&](std::ptrdiff_t v) {
+                        if (t + 1 < T) op.backward_dh(s, t + 1, v, 0, GH, work);
+                        for (std::ptrdiff_t u = 2 * v; u < std::min(NT, 2 * v + 2); ++u)
+                            op.backward_pointwise(s, t, u, work);
+                    });
+                if (c == 0)                     // dh0 = dh_{-1}: step 0's dG times W_hh
+                    sync.run(phase++, (NP + 1) / 2, [&](std::ptrdiff_t v) { op.backward_dh(s, 0, v, 0, GH, work); });
+            } else {
+                for (std::ptrdiff_t t = t1 - 1; t >= t0; --t) {
+                    if (projected) sync.run(phase++, NP, [&](std::ptrdiff_t v) { op.backward_gather(s, t, v); });
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
+                    if (cho) sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
+                    sync.run(phase++, (NP + 1) / 2,
+                             [&](std::ptrdiff_t v) { op.backward_dh(s, t, v, 0, cho ? 2 * H : GH, work); });
+                }
             }
 
             // the chunk's rows (t0 * B onwards; slot 0 of the rings) of dx = dgi W_ih, dW_ih += dgi^T x,
