@@ -251,16 +251,28 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         return j, u, b0 + j, unit0 + u
 
     @cuda.jit(device=True, inline="always")
+    def first_unit(H, U):
+        """The first hidden unit of this block's unit group (of U units)."""
+        return my_block(-(-H // U))[0] * U
+
+    @cuda.jit(device=True, inline="always")
+    def own_pair(U, b0, B, H):
+        """The first pair this thread's pointwise takes in tile b0, as tile_pair gives it, and whether
+        there is one (for prefetch and prefetch_backward)."""
+        j, u, b, unit = tile_pair(cuda.threadIdx.x, U, b0, first_unit(H, U))
+        return j, u, b, unit, j < BT and b < B and unit < H
+
+    @cuda.jit(device=True, inline="always")
     def prefetch(gx, b_hh, cs, lengths, t, b0, U, early):
         """What the first (sequence, unit) pair of this thread's pointwise reads from global memory
         (but h_{t-1}, which the product's tile holds), loaded before the step's product so that the
         trips to memory overlap it: early[g] = gx[t, b, g*H + unit], early[G + g] = b_hh[g*H + unit]
         for g < G, early[2G] = c_{t-1} (LSTM). Returns the sequence's length, or -1 when this thread
         has no pair in the tile."""
-        B, H = cs.shape[1], cs.shape[2]
-        j, u, b, unit = tile_pair(cuda.threadIdx.x, U, b0, my_block(-(-H // U))[0] * U)
-        if j >= BT or b >= B or unit >= H:
+        j, u, b, unit, has_pair = own_pair(U, b0, cs.shape[1], cs.shape[2])
+        if not has_pair:
             return -1
+        H = cs.shape[2]
         for g in range(G):
             early[g] = gx[t, b, g * H + unit]
             early[G + g] = b_hh[g * H + unit]
@@ -294,7 +306,7 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         B, H = hs.shape[1], hs.shape[2]
         R = G * U
         ta = t if save else 0
-        unit0 = my_block(-(-H // U))[0] * U
+        unit0 = first_unit(H, U)
         tid = cuda.threadIdx.x
         for idx in range(tid, U * BT, NT):
             j, u, b, unit = tile_pair(idx, U, b0, unit0)
@@ -399,7 +411,7 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         """phase 0: dh_t and the cell's backward (Cho: gates z, n); 1: Cho's gate r; 2: dh0. ``early``,
         ``length``: the first pair's values from prefetch_backward (phase 0; length -1: none)."""
         B, H = hs.shape[1], hs.shape[2]
-        unit0 = my_block(-(-H // U))[0] * U
+        unit0 = first_unit(H, U)
         tid = cuda.threadIdx.x
         for idx in range(tid, U * BT, NT):
             j, u, b, unit = tile_pair(idx, U, b0, unit0)
@@ -468,10 +480,10 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         this thread's first pair, early[0] = the carried dh, [1] = dy_t, [2 + a] = saved activation a,
         [2 + A] = c_{t-1} (LSTM), h_{t-1} (GRU) or h_t (RNN), [3 + A] = c_t and [4 + A] = the carried dc
         (LSTM). Returns the sequence's length, or -1 when this thread has no pair in the tile."""
-        B, H = hs.shape[1], hs.shape[2]
-        j, u, b, unit = tile_pair(cuda.threadIdx.x, U, b0, my_block(-(-H // U))[0] * U)
-        if j >= BT or b >= B or unit >= H:
+        j, u, b, unit, has_pair = own_pair(U, b0, hs.shape[1], hs.shape[2])
+        if not has_pair:
             return -1
+        H = hs.shape[2]
         early[0] = carry_h[b, unit]
         early[1] = dy[t % dy.shape[0], b, unit]
         for a in range(A):
