@@ -7,12 +7,14 @@
    the same loop with a plain atomic-counter barrier, which the kernels could use instead.
 2. The kernels: forward and forward+backward wall time per step (T = --steps, float32, CuPy arrays
    in, a device synchronise per call, median of 5 after 2 warm-up calls), for a few shapes on both
-   sides of cuDNN, against cuDNN (torch, TF32 off) in the same process, in three settings of
-   fastrnn.config: as they are; FASTRNN_CUDA_MAX_REGISTERS=128 (two blocks can share a
-   multiprocessor, so twice the batch groups run at once); FASTRNN_CUDA_BATCH_TILE=16 (B >= 16: half
-   as many batch tiles for a block to walk each step). Each row also gives the launches: blocks, batch
-   groups, registers a thread, and each setting's largest relative difference from cuDNN (y; dW_hh
-   after a backward). A short table comes last.
+   sides of cuDNN, against cuDNN (torch, TF32 off) in the same process, in settings of
+   fastrnn.config: as they are ("auto"); the persistent kernels forced (B >= 32, where "auto" may take
+   the stepwise path); the stepwise path forced (FASTRNN_CUDA_STEPWISE=always: a cuBLAS GEMM and a
+   pointwise launch a step); FASTRNN_CUDA_MAX_REGISTERS=128 (two blocks can share a multiprocessor,
+   so twice the batch groups run at once); FASTRNN_CUDA_BATCH_TILE=16 (B >= 16: half as many batch
+   tiles for a block to walk each step). Each row also gives the launches (blocks, batch groups,
+   registers a thread, or "stepwise") and each setting's largest relative difference from cuDNN (y;
+   dW_hh after a backward). A short table comes last.
 """
 from __future__ import annotations
 
@@ -24,9 +26,13 @@ import time
 import numpy as np
 
 SHAPES = [("lstm", 1, 256), ("lstm", 8, 256), ("lstm", 16, 256), ("lstm", 64, 256), ("lstm", 8, 128),
-          ("gru", 8, 256), ("lstm", 64, 1024)]
-# (name, fastrnn.config settings, the smallest batch it applies to)
-VARIANTS = [("auto", {}, 1), ("regs128", {"CUDA_MAX_REGISTERS": 128}, 1), ("tile16", {"CUDA_BATCH_TILE": 16}, 16)]
+          ("gru", 8, 256), ("lstm", 64, 1024), ("lstm", 256, 256), ("gru", 64, 512)]
+# (name, fastrnn.config settings, the smallest batch it applies to); "auto" is the defaults, which take
+# the stepwise path at the largest shapes, "persistent" and "stepwise" force either path
+VARIANTS = [("auto", {}, 1), ("persistent", {"CUDA_STEPWISE": "never"}, 32),
+            ("stepwise", {"CUDA_STEPWISE": "always"}, 1),
+            ("regs128", {"CUDA_MAX_REGISTERS": 128, "CUDA_STEPWISE": "never"}, 1),
+            ("tile16", {"CUDA_BATCH_TILE": 16, "CUDA_STEPWISE": "never"}, 16)]
 
 
 def _median_ms(run, reps=5, warmup=2):
@@ -109,13 +115,16 @@ def flag_barrier_floor(steps):
 
 
 def launch_facts(code, backward, B, H):
-    """(blocks, batch groups, registers) of the kernel the last call launched for this shape."""
+    """Blocks, batch groups and registers of the persistent kernel the last call launched for this
+    shape, or "stepwise"."""
     from fastrnn.backends import numba_cuda
     split = numba_cuda.plan(code, backward, B, H, 4)
+    if split is None:
+        return "stepwise"
     kernel = numba_cuda._kernel(code, backward, split, np.float32)
     compiled = next(iter(kernel.overloads.values()))
     groups = numba_cuda.batch_groups(compiled, split, -(-B // split.batch_tile))
-    return split.blocks * groups, groups, compiled.regs_per_thread
+    return f"{split.blocks * groups} blocks, {groups} groups, {compiled.regs_per_thread} regs"
 
 
 def kernel_rows(steps):
@@ -147,8 +156,7 @@ def kernel_rows(steps):
                     row[f"{name}_{mode}_err"] = max(anchors.rel_err(g, e) for g, e in zip(got, expected)
                                                     if g is not None)
                     backward = mode == "fwdbwd"        # (its forward kernel is the row's fwd launch)
-                    blocks, groups, regs = launch_facts(code, backward, B, H)
-                    row[f"{name}_{'backward' if backward else 'forward'}"] = f"{blocks} blocks, {groups} groups, {regs} regs"
+                    row[f"{name}_{'backward' if backward else 'forward'}"] = launch_facts(code, backward, B, H)
                 except Exception as exc:        # a variant that fails to compile or launch: say so, go on
                     row[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:200]
                 finally:

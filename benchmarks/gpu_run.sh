@@ -19,7 +19,7 @@ echo "== tests: $(grep -c ' PASSED ' "$OUT/tests.log") passed, $(grep -c ' SKIPP
 grep -E " (FAILED|ERROR) " "$OUT/tests.log" | head -20
 if [ "${PROBE_S:-120}" != 0 ]; then
     timeout "${PROBE_S:-120}" python3 benchmarks/cuda_probe.py --json "$OUT/probe.json" > "$OUT/probe.log" 2>&1
-    echo "== probe"; grep -v -e Warning -e "^{" "$OUT/probe.log" | tail -n 16
+    echo "== probe"; grep -v -e Warning -e "^{" "$OUT/probe.log" | tail -n 24
 fi
 # fastrnn bench on the grid of benchmarks/compare_cuda.py; it writes cuda-bench.{json,csv,md,*.png} to $OUT
 if [ "${BENCH_S:-200}" != 0 ]; then

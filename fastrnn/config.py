@@ -58,6 +58,16 @@ FASTRNN_CUDA_MAX_REGISTERS  a cap on the registers a thread of the "cuda" kernel
                           compiler's choice, 130-210 by ptxas for sm_90, which lets one block of 256
                           threads per multiprocessor run; 128 lets two, so more batch groups run at once,
                           for a few spilled values).
+FASTRNN_CUDA_STEPWISE     how the "cuda" backend runs the steps: "auto" (default), "always" or "never" the
+                          stepwise path (a cuBLAS GEMM and a pointwise kernel a step, launched from Python)
+                          instead of the persistent kernels (one launch for all steps, products from
+                          on-chip tiles). "auto" takes it for batches of at least
+FASTRNN_CUDA_STEPWISE_MIN_BATCH sequences (default 32) whose steps are large, B * H * H of at least
+FASTRNN_CUDA_STEPWISE_MIN_WORK (default 2**24), and wherever the persistent kernels do not fit (a batch
+                          row of the products too large for shared memory). Not yet measured: the
+                          defaults are an estimate from the H200 table of the persistent kernels
+                          (benchmarks/results/cuda-h200.md: 60-660 us a step where B * H * H >= 2**24 and
+                          B >= 64, where a step's GEMM takes 5-50 us and its launches from Python ~30).
 """
 from __future__ import annotations
 
@@ -120,6 +130,9 @@ BACKWARD_CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2
 CUDA_BATCH_GROUPS: int = _env_int("FASTRNN_CUDA_BATCH_GROUPS", 0)
 CUDA_MAX_REGISTERS: int = _env_int("FASTRNN_CUDA_MAX_REGISTERS", 0)
 CUDA_BATCH_TILE: int = _env_int("FASTRNN_CUDA_BATCH_TILE", 0)
+CUDA_STEPWISE: str = os.environ.get("FASTRNN_CUDA_STEPWISE", "").strip() or "auto"
+CUDA_STEPWISE_MIN_BATCH: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_BATCH", 32)
+CUDA_STEPWISE_MIN_WORK: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_WORK", 1 << 24)
 FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 16)
 FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 1 << 20)
 

@@ -1,7 +1,8 @@
 """Compile the real CUDA kernels to PTX for compute capability 9.0 without a GPU (run by test_cuda.py).
 
 Kernels with a grid-wide sync ask the driver for the current device while compiling; a fixed
-compute capability stands in for it here. Prints one "ok" line per kernel.
+compute capability stands in for it here. Prints one "ok" line per kernel: the persistent ones
+(build) and the stepwise path's (build_stepwise).
 """
 from unittest import mock
 
@@ -23,6 +24,15 @@ def signatures(dt):
     return {"forward": forward, "backward": backward}
 
 
+def stepwise_signatures(dt):
+    a1, a2, a3 = (types.Array(dt, n, "C") for n in (1, 2, 3))
+    lengths = types.Array(types.int32, 1, "C")
+    scalars = (types.int64,) * 3
+    forward = scalars + (a3, a2, a1, a3, a3, a3, a3, a3, lengths)
+    backward = scalars + (a2, a3, a3, a3, a3, lengths, a3, a3, a2, a2, a2)
+    return {"forward": forward, "backward": backward}
+
+
 with mock.patch.object(dispatcher, "get_current_device", lambda: _Hopper()):
     for code in range(5):
         built = kernels.build(code, 8, 1, 32, 256, "float32")
@@ -30,3 +40,8 @@ with mock.patch.object(dispatcher, "get_current_device", lambda: _Hopper()):
             ptx, _ = cuda.compile_ptx(built[direction][0].py_func, sig, cc=(9, 0))
             assert ".target sm_90" in ptx and "cudaCGSynchronize" in ptx
             print(f"ok {code} {direction} ({len(ptx)} bytes of PTX)", flush=True)
+        stepwise = kernels.build_stepwise(code, "float32")
+        for direction, sig in stepwise_signatures(types.float32).items():
+            ptx, _ = cuda.compile_ptx(stepwise[direction].py_func, sig, cc=(9, 0))
+            assert ".target sm_90" in ptx and "cudaCGSynchronize" not in ptx
+            print(f"ok {code} stepwise {direction} ({len(ptx)} bytes of PTX)", flush=True)

@@ -40,6 +40,53 @@ def test_cuda_matches_reference(rng, cell, variant, case, dtype):
     assert_matches_oracle(make_problem(rng, cell, variant, *shape, **options), "cuda", dtype)
 
 
+# the stepwise path: a GEMM and a pointwise launch a step; 42 pairs take two simulator blocks of 32 threads
+STEPWISE_CASES = {**SIMULATOR_CASES, "several-blocks": ((3, 7, 4, 6), dict(lengths=True))}
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", list(STEPWISE_CASES), ids=list(STEPWISE_CASES))
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_cuda_stepwise_matches_reference(rng, monkeypatch, cell, variant, case, dtype):
+    from fastrnn import config
+    monkeypatch.setattr(config, "CUDA_STEPWISE", "always")
+    shape, options = STEPWISE_CASES[case]
+    assert_matches_oracle(make_problem(rng, cell, variant, *shape, **options), "cuda", dtype)
+
+
+@needs_cuda
+def test_cuda_stepwise_choice(monkeypatch):
+    """"auto" takes the stepwise path for large batches of large steps and where the persistent
+    kernels do not fit in shared memory; "always" / "never" force it; anything else is refused."""
+    from fastrnn import config
+    from fastrnn.backends import numba_cuda
+    monkeypatch.setattr(config, "CUDA_STEPWISE", "auto")
+    assert numba_cuda.stepwise(64, 512) and numba_cuda.stepwise(256, 256)
+    assert not numba_cuda.stepwise(8, 1024) and not numba_cuda.stepwise(64, 128)
+    assert numba_cuda.plan(0, False, 64, 512, 4) is None and numba_cuda.plan(0, True, 8, 512, 4) is not None
+    sms, _ = numba_cuda._device_limits()
+    monkeypatch.setattr(numba_cuda, "_device_limits", lambda: (sms, 256))
+    assert numba_cuda.plan(0, False, 2, 64, 4) is None
+    for mode, taken in (("always", True), ("never", False)):
+        monkeypatch.setattr(config, "CUDA_STEPWISE", mode)
+        assert numba_cuda.stepwise(1, 1) is taken and numba_cuda.stepwise(256, 1024) is taken
+    monkeypatch.setattr(config, "CUDA_STEPWISE", "sometimes")
+    with pytest.raises(ValueError, match="FASTRNN_CUDA_STEPWISE"):
+        numba_cuda.plan(0, False, 2, 4, 4)
+
+
+@needs_cuda
+def test_cuda_too_large_for_shared_memory_runs_stepwise(rng, monkeypatch):
+    """A shape whose batch row of the persistent kernels' products does not fit in shared memory (here:
+    a limit of 256 bytes) runs on the stepwise path instead of failing."""
+    from fastrnn.backends import numba_cuda
+    sms, _ = numba_cuda._device_limits()
+    monkeypatch.setattr(numba_cuda, "_device_limits", lambda: (sms, 256))
+    assert_matches_oracle(make_problem(rng, "gru", False, 3, 2, 3, 40, lengths=True, scale=0.3), "cuda",
+                          np.float64)
+
+
 @pytest.mark.skipif(not CUDA_SIMULATED, reason="runs the simulator's blocks at once; a GPU runs the real grid")
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 def test_cuda_several_blocks_in_the_simulator(rng, monkeypatch, cell, variant):
@@ -99,9 +146,11 @@ def test_cuda_nan_in_gives_nan_out(rng):
 
 
 @needs_cuda
-def test_cuda_work_split_is_valid():
+def test_cuda_work_split_is_valid(monkeypatch):
+    from fastrnn import config
     from fastrnn.backends import _cuda_kernels as kernels
     from fastrnn.backends import numba_cuda
+    monkeypatch.setattr(config, "CUDA_STEPWISE", "never")      # the persistent kernels' splits at every shape
     for code in range(5):
         for backward in (False, True):
             for B, H in ((1, 1), (3, 7), (64, 1024), (256, 512)):
@@ -144,7 +193,7 @@ def test_cuda_kernels_compile_to_ptx_for_hopper():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("ok") == 10, out.stdout
+    assert out.stdout.count("ok") == 20, out.stdout
 
 
 # ----------------------------------------------------------------------------- GPU only
@@ -153,6 +202,16 @@ def test_cuda_kernels_compile_to_ptx_for_hopper():
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 def test_cuda_several_blocks_and_batch_tiles(rng, cell, variant):
     problem = make_problem(rng, cell, variant, 5, 19, 7, 300, lengths=True, scale=0.1)
+    assert_matches_oracle(problem, "cuda", np.float64)
+    assert_matches_oracle(problem, "cuda", np.float32)
+
+
+@needs_gpu
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+def test_cuda_stepwise_many_blocks(rng, monkeypatch, cell, variant):
+    from fastrnn import config
+    monkeypatch.setattr(config, "CUDA_STEPWISE", "always")
+    problem = make_problem(rng, cell, variant, 5, 40, 7, 300, lengths=True, scale=0.1)
     assert_matches_oracle(problem, "cuda", np.float64)
     assert_matches_oracle(problem, "cuda", np.float32)
 

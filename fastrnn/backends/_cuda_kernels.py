@@ -30,6 +30,11 @@ share of the batch tiles, with its own copy of the weights, so large batches run
 GRU with linear_before_reset=False (Cho et al.) needs r*h of every unit before its gate n: two
 phases, two grid syncs per step, in both directions.
 
+The stepwise kernels (build_stepwise) are the same cell step (cell_steps) on every (sequence, unit)
+pair at once, a thread each, for one step after a cuBLAS GEMM has formed its recurrent products:
+    forward_step:  gh = h_{t-1} W_hh^T (B, G*H)  ->  h_t, c_t, y_t, saved activations
+    backward_step: rec = dG_{t+1} W_hh (B, H)    ->  dG_t, the carried dh and dc (t = -1: dh0)
+
 The simulator (NUMBA_ENABLE_CUDASIM=1) has no warp shuffles: the same lane exchanges go through
 shared memory there, and it runs blocks one after another, so it can only check single-block grids
 (tests/sim_grid.py runs them at once).
@@ -75,6 +80,138 @@ _FULL_MASK = 0xFFFFFFFF
 STAGED_VALUES = 32  # values a thread of load_tile gathers before storing: 4 columns of a tile of 8
 
 
+def backward_early(code):
+    """Values prefetch_backward loads per thread (see there), and the size of its ``early`` array."""
+    return NUM_SAVED[code] + 5
+
+
+@lru_cache(maxsize=None)
+def cell_steps(code):
+    """The cell's step for one (sequence, unit) pair, forward and backward: the device functions that
+    both kernel families share, the persistent ones (build) and the stepwise ones (build_stepwise),
+    so that the cell's equations (cells/), its saved activations and its lengths are written once."""
+    G, A = NUM_GATES[code], NUM_SAVED[code]
+    relu = code == RNN_RELU
+    cho = code == GRU_CHO
+
+    @cuda.jit(device=True, inline="always")
+    def save4(acts, t, b, H, unit, v0, v1, v2, v3):
+        """acts[t, b, k*H + unit] = v_k: the four saved activations of one unit."""
+        acts[t, b, unit] = v0
+        acts[t, b, H + unit] = v1
+        acts[t, b, 2 * H + unit] = v2
+        acts[t, b, 3 * H + unit] = v3
+
+    @cuda.jit(device=True, inline="always")
+    def forward_pair(t, b, unit, phase, valid, h_prev, c_prev, x0, h0, x1, h1, x2, h2, x3, h3,
+                     hs, cs, y, acts, rhs, save):
+        """Step t of sequence b's unit: x_g, h_g are gate g's input part (x W_ih^T + b_ih) and recurrent
+        part (h W_hh^T + b_hh; Cho's gate n: (r h) W_hn^T + b_hn) (gates past the cell's: unused),
+        c_prev = c_{t-1} (LSTM); ``valid``: t is within the sequence's length (else h and c carry
+        over and y is 0). Writes h_t, c_t, y_t and, with ``save``, the saved activations. Cho's GRU:
+        phase 0 takes gates r, z and writes r * h_{t-1} (rhs), phase 1 gate n and h_t."""
+        H = hs.shape[2]
+        h = h_prev
+        if code == LSTM:
+            c_last = cs.shape[0] > 1
+            h_new, c, i, f, g, o = lstm_cell.forward(x0 + h0, x1 + h1, x2 + h2, x3 + h3, c_prev)
+            if valid:
+                h = h_new
+                cs[t + 1 if c_last else 0, b, unit] = c
+                if save:
+                    save4(acts, t, b, H, unit, i, f, g, o)
+            elif c_last:
+                cs[t + 1, b, unit] = c_prev
+        elif code == GRU:
+            h_new, r, z, n = gru_cell.forward(x0, x1, x2, h0, h1, h2, h_prev)
+            if valid:
+                h = h_new
+                if save:
+                    save4(acts, t, b, H, unit, r, z, n, h2)
+        elif cho:
+            ta = t if save else 0
+            if phase == 0:      # gates r, z and r * h_{t-1} for the second product
+                r, z = gru_cell.gates_rz(x0 + h0, x1 + h1)
+                acts[ta, b, unit] = r
+                acts[ta, b, H + unit] = z
+                rhs[t, b, unit] = r * h_prev
+                return
+            n = gru_cell.candidate(x2 + h2)
+            acts[ta, b, 2 * H + unit] = n
+            if valid:
+                h = gru_cell.update(acts[ta, b, H + unit], n, h_prev)
+        else:
+            h_new = rnn_cell.forward(x0 + h0, relu)
+            if valid:
+                h = h_new
+        hs[t + 1, b, unit] = h
+        y[t, b, unit] = h if valid else 0
+
+    @cuda.jit(device=True, inline="always")
+    def saved(early, first, acts, t, b, H, unit, a):
+        """Saved activation a of a pair: prefetched (``first``) or from memory."""
+        return early[2 + a] if first else acts[t, b, a * H + unit]
+
+    @cuda.jit(device=True, inline="always")
+    def backward_pair(t, b, unit, phase, first, valid, rec, early, dy, hs, cs, acts, dgh, dgx_n, carry_h, carry_c):
+        """Step t of sequence b's unit in reverse, ``rec`` its recurrent gradient (dG_{t+1} W_hh; Cho's
+        phase 1: da_n W_hn): phase 0 dh_t and the cell's backward (Cho: gates z, n) -> dG_t, the carried
+        dh (its direct terms) and dc; phase 1 Cho's gate r. ``first``: take the pair's values from
+        ``early`` (prefetch_backward) instead of memory."""
+        H = hs.shape[2]
+        if phase == 1:
+            if valid:
+                da_r, dh_r = gru_cell.backward_reset(rec, acts[t, b, unit], hs[t, b, unit])
+                dgh[t, b, unit] = da_r
+                carry_h[b, unit] += dh_r
+            else:
+                dgh[t, b, unit] = 0
+            return
+        dh = (early[0] if first else carry_h[b, unit]) + rec
+        if not valid:           # an identity step: gradients pass through, no gate gradients
+            for g in range(G):
+                dgh[t, b, g * H + unit] = 0
+            if code == GRU:
+                dgx_n[t, b, unit] = 0
+            carry_h[b, unit] = dh
+            return
+        dh += early[1] if first else dy[t % dy.shape[0], b, unit]
+        if code == LSTM:
+            da_i, da_f, da_g, da_o, dc_prev = lstm_cell.backward(
+                dh, early[4 + A] if first else carry_c[b, unit], saved(early, first, acts, t, b, H, unit, 0),
+                saved(early, first, acts, t, b, H, unit, 1), saved(early, first, acts, t, b, H, unit, 2),
+                saved(early, first, acts, t, b, H, unit, 3), early[2 + A] if first else cs[t, b, unit],
+                early[3 + A] if first else cs[t + 1, b, unit])
+            dgh[t, b, unit] = da_i
+            dgh[t, b, H + unit] = da_f
+            dgh[t, b, 2 * H + unit] = da_g
+            dgh[t, b, 3 * H + unit] = da_o
+            carry_c[b, unit] = dc_prev
+            carry_h[b, unit] = 0
+        elif code == GRU:
+            da_r, da_z, da_n, dgh_n, dh_direct = gru_cell.backward(
+                dh, saved(early, first, acts, t, b, H, unit, 0), saved(early, first, acts, t, b, H, unit, 1),
+                saved(early, first, acts, t, b, H, unit, 2), saved(early, first, acts, t, b, H, unit, 3),
+                early[2 + A] if first else hs[t, b, unit])
+            dgh[t, b, unit] = da_r
+            dgh[t, b, H + unit] = da_z
+            dgh[t, b, 2 * H + unit] = dgh_n
+            dgx_n[t, b, unit] = da_n
+            carry_h[b, unit] = dh_direct
+        elif cho:
+            da_z, da_n, dh_direct = gru_cell.backward_zn(
+                dh, saved(early, first, acts, t, b, H, unit, 1), saved(early, first, acts, t, b, H, unit, 2),
+                early[2 + A] if first else hs[t, b, unit])
+            dgh[t, b, H + unit] = da_z
+            dgh[t, b, 2 * H + unit] = da_n
+            carry_h[b, unit] = dh_direct
+        else:
+            dgh[t, b, unit] = rnn_cell.backward(dh, early[2 + A] if first else hs[t + 1, b, unit], relu)
+            carry_h[b, unit] = 0
+
+    return forward_pair, backward_pair
+
+
 @lru_cache(maxsize=None)
 def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
     """Kernels for one cell and one work split, compiled on first launch (per argument types).
@@ -91,10 +228,10 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
     STAGED = STAGE * BT            # values load_tile holds per thread (registers: wider tiles, fewer columns)
     EARLY = 2 * G + 1              # values prefetch loads per thread
     A = NUM_SAVED[code]            # saved activations per unit
-    BACKWARD_EARLY = A + 5         # values prefetch_backward loads per thread
-    relu = code == RNN_RELU
+    BACKWARD_EARLY = backward_early(code)
     cho = code == GRU_CHO
     kernel = cuda.jit(max_registers=max_registers) if max_registers and not SIMULATED else cuda.jit
+    forward_pair, backward_pair = cell_steps(code)
 
     # lane_sums's exchanges: stage s swaps with the lane KL >> (s + 1) away; while a lane holds more than
     # one sum (TILE >> (s + 1) >= 1 after the stage) each exchange halves them, then full butterflies
@@ -288,14 +425,6 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
             return early[g], pre[j * R + g * U + u] + early[G + g]
         return gx[t, b, g * H + unit], pre[j * R + g * U + u] + b_hh[g * H + unit]
 
-    @cuda.jit(device=True, inline="always")
-    def save4(acts, t, b, H, unit, v0, v1, v2, v3):
-        """acts[t, b, k*H + unit] = v_k: the four saved activations of one unit."""
-        acts[t, b, unit] = v0
-        acts[t, b, H + unit] = v1
-        acts[t, b, 2 * H + unit] = v2
-        acts[t, b, 3 * H + unit] = v3
-
     # ------------------------------------------------------------------ forward
 
     @cuda.jit(device=True, inline="always")
@@ -305,7 +434,6 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         whose tile ``v`` holds r * h_{t-1} instead of h_{t-1}."""
         B, H = hs.shape[1], hs.shape[2]
         R = G * U
-        ta = t if save else 0
         unit0 = first_unit(H, U)
         tid = cuda.threadIdx.x
         for idx in range(tid, U * BT, NT):
@@ -315,52 +443,19 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
             first = idx == tid and length >= 0 and phase == 0
             valid = t < (length if first else lengths[b])
             h_prev = hs[t, b, unit] if phase == 1 else v[j * H + unit]
-            h = h_prev
+            c_prev = x0 = h0 = x1 = h1 = x2 = h2 = x3 = h3 = dt(0)
             if code == LSTM:
-                c_last = cs.shape[0] > 1
-                c_prev = early[2 * G] if first else cs[t if c_last else 0, b, unit]
-                x_i, h_i = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
-                x_f, h_f = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 1)
-                x_g, h_g = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 2)
-                x_o, h_o = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 3)
-                h_new, c, i, f, g, o = lstm_cell.forward(x_i + h_i, x_f + h_f, x_g + h_g, x_o + h_o, c_prev)
-                if valid:
-                    h = h_new
-                    cs[t + 1 if c_last else 0, b, unit] = c
-                    if save:
-                        save4(acts, t, b, H, unit, i, f, g, o)
-                elif c_last:
-                    cs[t + 1, b, unit] = c_prev
-            elif code == GRU:
-                x_r, h_r = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
-                x_z, h_z = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 1)
-                x_n, h_n = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 2)
-                h_new, r, z, n = gru_cell.forward(x_r, x_z, x_n, h_r, h_z, h_n, h_prev)
-                if valid:
-                    h = h_new
-                    if save:
-                        save4(acts, t, b, H, unit, r, z, n, h_n)
-            elif cho:
-                if phase == 0:      # gates r, z and r * h_{t-1} for the second product
-                    x_r, h_r = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
-                    x_z, h_z = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 1)
-                    r, z = gru_cell.gates_rz(x_r + h_r, x_z + h_z)
-                    acts[ta, b, unit] = r
-                    acts[ta, b, H + unit] = z
-                    rhs[t, b, unit] = r * h_prev
-                    continue
-                x_n, h_n = gate(early, False, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 2)
-                n = gru_cell.candidate(x_n + h_n)
-                acts[ta, b, 2 * H + unit] = n
-                if valid:
-                    h = gru_cell.update(acts[ta, b, H + unit], n, h_prev)
-            else:
-                x, h_x = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
-                h_new = rnn_cell.forward(x + h_x, relu)
-                if valid:
-                    h = h_new
-            hs[t + 1, b, unit] = h
-            y[t, b, unit] = h if valid else 0
+                c_prev = early[2 * G] if first else cs[t if cs.shape[0] > 1 else 0, b, unit]
+            if phase == 0:          # (Cho's phase 0: gates r and z; phase 1: gate n)
+                x0, h0 = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 0)
+                if G > 1:
+                    x1, h1 = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 1)
+            if G > 2 and not (cho and phase == 0):
+                x2, h2 = gate(early, first and not cho, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 2)
+            if G > 3:
+                x3, h3 = gate(early, first, gx, b_hh, pre, t, b, j, R, U, u, H, unit, 3)
+            forward_pair(t, b, unit, phase, valid, h_prev, c_prev, x0, h0, x1, h1, x2, h2, x3, h3,
+                         hs, cs, y, acts, rhs, save)
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline="always")
@@ -423,55 +518,7 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
                 continue
             first = idx == tid and length >= 0 and phase == 0
             valid = t < (length if first else lengths[b])
-            if phase == 1:
-                if valid:
-                    da_r, dh_r = gru_cell.backward_reset(rec, acts[t, b, unit], hs[t, b, unit])
-                    dgh[t, b, unit] = da_r
-                    carry_h[b, unit] += dh_r
-                else:
-                    dgh[t, b, unit] = 0
-                continue
-            dh = (early[0] if first else carry_h[b, unit]) + rec
-            if not valid:           # an identity step: gradients pass through, no gate gradients
-                for g in range(G):
-                    dgh[t, b, g * H + unit] = 0
-                if code == GRU:
-                    dgx_n[t, b, unit] = 0
-                carry_h[b, unit] = dh
-                continue
-            dh += early[1] if first else dy[t % dy.shape[0], b, unit]
-            if code == LSTM:
-                da_i, da_f, da_g, da_o, dc_prev = lstm_cell.backward(
-                    dh, early[4 + A] if first else carry_c[b, unit], saved(early, first, acts, t, b, H, unit, 0),
-                    saved(early, first, acts, t, b, H, unit, 1), saved(early, first, acts, t, b, H, unit, 2),
-                    saved(early, first, acts, t, b, H, unit, 3), early[2 + A] if first else cs[t, b, unit],
-                    early[3 + A] if first else cs[t + 1, b, unit])
-                dgh[t, b, unit] = da_i
-                dgh[t, b, H + unit] = da_f
-                dgh[t, b, 2 * H + unit] = da_g
-                dgh[t, b, 3 * H + unit] = da_o
-                carry_c[b, unit] = dc_prev
-                carry_h[b, unit] = 0
-            elif code == GRU:
-                da_r, da_z, da_n, dgh_n, dh_direct = gru_cell.backward(
-                    dh, saved(early, first, acts, t, b, H, unit, 0), saved(early, first, acts, t, b, H, unit, 1),
-                    saved(early, first, acts, t, b, H, unit, 2), saved(early, first, acts, t, b, H, unit, 3),
-                    early[2 + A] if first else hs[t, b, unit])
-                dgh[t, b, unit] = da_r
-                dgh[t, b, H + unit] = da_z
-                dgh[t, b, 2 * H + unit] = dgh_n
-                dgx_n[t, b, unit] = da_n
-                carry_h[b, unit] = dh_direct
-            elif cho:
-                da_z, da_n, dh_direct = gru_cell.backward_zn(
-                    dh, saved(early, first, acts, t, b, H, unit, 1), saved(early, first, acts, t, b, H, unit, 2),
-                    early[2 + A] if first else hs[t, b, unit])
-                dgh[t, b, H + unit] = da_z
-                dgh[t, b, 2 * H + unit] = da_n
-                carry_h[b, unit] = dh_direct
-            else:
-                dgh[t, b, unit] = rnn_cell.backward(dh, early[2 + A] if first else hs[t + 1, b, unit], relu)
-                carry_h[b, unit] = 0
+            backward_pair(t, b, unit, phase, first, valid, rec, early, dy, hs, cs, acts, dgh, dgx_n, carry_h, carry_c)
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline="always")
@@ -495,11 +542,6 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         else:
             early[2 + A] = hs[t + 1 if A == 0 else t, b, unit]
         return lengths[b]
-
-    @cuda.jit(device=True, inline="always")
-    def saved(early, first, acts, t, b, H, unit, a):
-        """Saved activation a of a pair: prefetched (``first``) or from memory."""
-        return early[2 + a] if first else acts[t, b, a * H + unit]
 
     @cuda.jit(device=True, inline="always")
     def backward_body(w, wbase, v, pre, red, U, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
@@ -549,6 +591,72 @@ def build(code, BT, RT, KL, NT, dtype_name, max_registers=0):
         backward_body(w_flat, wbase, v, pre, red, U, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0)
 
     return {"forward": (forward_on_chip, forward_from_l2), "backward": (backward_on_chip, backward_from_l2)}
+
+
+@lru_cache(maxsize=None)
+def build_stepwise(code, dtype_name):
+    """Kernels of the stepwise path (numba_cuda: large batches): one step's pointwise work, a thread per
+    (sequence, unit) pair, launched once a step (twice for Cho's GRU) after a cuBLAS GEMM has formed the
+    step's recurrent products. The cell's work is cell_steps', as in the persistent kernels; only where
+    the recurrent parts come from differs (a (B, columns) array instead of a block's shared tile)."""
+    dt = {"float32": float32, "float64": float64}[dtype_name]
+    G = NUM_GATES[code]
+    cho = code == GRU_CHO
+    forward_pair, backward_pair = cell_steps(code)
+
+    @cuda.jit(device=True, inline="always")
+    def gate(gx, gh, b_hh, t, b, H, unit, g, column):
+        """Gate g's (x W_ih^T + b_ih, h W_hh^T + b_hh) for the pair, its recurrent product in gh[b, column]."""
+        return gx[t, b, g * H + unit], gh[b, column] + b_hh[g * H + unit]
+
+    @cuda.jit(device=True, inline="always")
+    def my_pair(B, H):
+        """(sequence, unit) of this thread, thread b * H + unit; (-1, -1) past the B * H pairs."""
+        idx = cuda.grid(1)
+        if idx >= B * H:
+            return -1, -1
+        b = idx // H
+        return b, idx - b * H
+
+    @cuda.jit
+    def forward_step(t, phase, save, gx, gh, b_hh, hs, cs, y, acts, rhs, lengths):
+        """Step t of every pair (thread b * H + unit), gh = h_{t-1} W_hh^T (B, G*H) without b_hh; Cho's
+        GRU: phase 0 gates r, z (B, 2H), phase 1 (r h_{t-1}) W_hn^T (B, H)."""
+        H = hs.shape[2]
+        b, unit = my_pair(hs.shape[1], H)
+        if b < 0:
+            return
+        c_prev = x0 = h0 = x1 = h1 = x2 = h2 = x3 = h3 = dt(0)
+        if code == LSTM:
+            c_prev = cs[t if cs.shape[0] > 1 else 0, b, unit]
+        if phase == 0:
+            x0, h0 = gate(gx, gh, b_hh, t, b, H, unit, 0, unit)
+            if G > 1:
+                x1, h1 = gate(gx, gh, b_hh, t, b, H, unit, 1, H + unit)
+        if G > 2 and not (cho and phase == 0):
+            x2, h2 = gate(gx, gh, b_hh, t, b, H, unit, 2, unit if cho else 2 * H + unit)
+        if G > 3:
+            x3, h3 = gate(gx, gh, b_hh, t, b, H, unit, 3, 3 * H + unit)
+        forward_pair(t, b, unit, phase, t < lengths[b], hs[t, b, unit], c_prev, x0, h0, x1, h1, x2, h2, x3, h3,
+                     hs, cs, y, acts, rhs, save)
+
+    @cuda.jit
+    def backward_step(t, phase, have_rec, rec, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
+        """Step t in reverse for every pair, rec = dG_{t+1} W_hh (B, H) where ``have_rec`` (Cho: phase 0
+        from gates r, z only, phase 1 da_n W_hn); t = -1: dh0 = the carried dh + rec."""
+        H = hs.shape[2]
+        b, unit = my_pair(hs.shape[1], H)
+        if b < 0:
+            return
+        recurrent = rec[b, unit] if have_rec else dt(0)
+        if t < 0:
+            dh0[b, unit] = carry_h[b, unit] + recurrent
+            return
+        early = cuda.local.array(1, dt)     # (not read: first is False, the pair's values come from memory)
+        backward_pair(t, b, unit, phase, False, t < lengths[b], recurrent, early, dy, hs, cs, acts, dgh, dgx_n,
+                      carry_h, carry_c)
+
+    return {"forward": forward_step, "backward": backward_step}
 
 
 def shared_elements(R, K, BT, RT, KL, NT, on_chip):

@@ -1,4 +1,5 @@
-"""CUDA backend ("cuda"): one persistent Numba CUDA kernel per direction, cuBLAS GEMMs around it.
+"""CUDA backend ("cuda"): one persistent Numba CUDA kernel per direction, cuBLAS GEMMs around it; or, for
+large batches, a GEMM and a pointwise kernel per step (the stepwise path).
 
     forward:  gx = x W_ih^T + b_ih                 one GEMM over all T*B rows (CuPy -> cuBLAS, exact fp32)
               kernel: all T steps, one grid-wide sync per step (two for Cho's GRU)
@@ -14,6 +15,13 @@ W_hh (forward) or columns (backward) live in shared memory when they fit (up to 
 on an H100/H200: every fp32 LSTM with H <= 1024 on 132 SMs); otherwise the same kernel reads them
 from L2 ("from_l2"), still one launch for the whole sequence. The packing of W_hh per block is one
 small GPU copy per call, so weights changed between calls are always seen.
+
+Stepwise path (stepwise(); config.CUDA_STEPWISE): for large batches of large steps, where the persistent
+kernels' on-chip products run far below a GEMM's rate (and wherever a batch row of them does not fit in
+shared memory), each step is a cuBLAS GEMM of the whole batch (forward h_{t-1} W_hh^T, backward
+dG_{t+1} W_hh; Cho's GRU two of them) and one pointwise kernel, a thread per (sequence, unit), launched
+from Python in order on CuPy's stream; the saved activations are the same, so either direction may take
+either path.
 
 Arrays: CuPy arrays are used in place; NumPy arrays given to backend="cuda" are copied to the GPU
 and the results copied back. Under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1) everything
@@ -36,6 +44,7 @@ _CODES = {("lstm", None): kernels.LSTM, ("gru", True): kernels.GRU, ("gru", Fals
 # threads per block and lanes per dot product: a warp per row group on a GPU; small in the
 # simulator, where every thread is a Python thread
 _THREADS, _LANES = (32, 8) if SIMULATED else (256, 32)
+_STEP_THREADS = 32 if SIMULATED else 256     # threads per block of the stepwise kernels (a thread per pair)
 _STATIC_SHARED_LIMIT = 48 * 1024     # above this a kernel must opt in to more dynamic shared memory
 # The simulator runs one block (all units, one batch group) unless tests/sim_grid.py lets its blocks run
 # at once: then these give the units per block and the batch groups, as on a GPU
@@ -72,7 +81,10 @@ class Split:
 
 
 def plan(code, backward, B, H, itemsize):
-    """The work split of one launch for this shape (deterministic: it picks the compiled variant)."""
+    """The work split of one persistent launch for this shape (deterministic: it picks the compiled
+    variant), or None where the persistent kernels do not fit or are not asked for (the stepwise path)."""
+    if stepwise(B, H):
+        return None
     G = kernels.NUM_GATES[code]
     sms, shared_limit = _device_limits()
     # one block per multiprocessor at most; and enough rows per block (32 forward, 8 backward) that
@@ -101,8 +113,7 @@ def plan(code, backward, B, H, itemsize):
             if size <= shared_limit:
                 return Split(units, blocks, tile, row_tile, on_chip, size)
             tile //= 2
-    raise ValueError(f"hidden size H={H} is too large for the cuda backend: one batch row of the "
-                     f"recurrent product ({K} values) does not fit in {shared_limit} bytes of shared memory")
+    return None     # one batch row of the recurrent product does not fit in shared memory: stepwise
 
 
 def _kernel(code, backward, split, dtype):
@@ -146,6 +157,73 @@ def _launch(kernel, split, args, B):
     pointer = cupy.cuda.get_current_stream().ptr
     stream = cuda.external_stream(pointer) if pointer else cuda.default_stream()
     kernel[split.blocks * groups, _THREADS, stream, split.shared_bytes](*args)
+
+
+def stepwise(B, H):
+    """Whether a call of this shape takes the stepwise path by choice (config.CUDA_STEPWISE; plan also
+    sends there the shapes whose persistent kernels do not fit)."""
+    mode = config.CUDA_STEPWISE
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"FASTRNN_CUDA_STEPWISE must be 'auto', 'always' or 'never', got {mode!r}")
+    if mode != "auto":
+        return mode == "always"
+    return B >= config.CUDA_STEPWISE_MIN_BATCH and B * H * H >= config.CUDA_STEPWISE_MIN_WORK
+
+
+def _step_launcher(kernel, pairs, arrays):
+    """launch(*scalars): ``kernel`` over ``pairs`` threads with arguments (*scalars, *arrays), on CuPy's
+    current stream (the cuBLAS GEMMs' stream, so each step's launches run in order); the arrays are
+    converted once, not every step."""
+    blocks = -(-pairs // _STEP_THREADS)
+    if SIMULATED:
+        return lambda *scalars: kernel[blocks, _STEP_THREADS](*scalars, *arrays)
+    import cupy
+    arrays = [cuda.as_cuda_array(a, sync=False) for a in arrays]
+    pointer = cupy.cuda.get_current_stream().ptr
+    configured = kernel[blocks, _STEP_THREADS, cuda.external_stream(pointer) if pointer else cuda.default_stream()]
+    return lambda *scalars: configured(*scalars, *arrays)
+
+
+def _forward_stepwise(code, seq, gx, b_hh, hs, cs, y, acts, rhs, lengths, save):
+    """All T steps, each a GEMM h_{t-1} W_hh^T (cuBLAS) and the pointwise kernel (Cho's GRU: twice, the
+    second GEMM on r * h_{t-1})."""
+    xp = xp_module()
+    T, B, H, dtype = seq.T, seq.B, seq.H, seq.dtype
+    G = kernels.NUM_GATES[code]
+    kernel = kernels.build_stepwise(code, np.dtype(dtype).name)["forward"]
+    cho = code == kernels.GRU_CHO
+    w_h = seq.w_hh[:2 * H].T if cho else seq.w_hh.T          # h_{t-1} -> its gates (Cho: r, z)
+    gh = xp.empty((B, 2 * H if cho else G * H), dtype)
+    step = _step_launcher(kernel, B * H, (gx, gh, b_hh, hs, cs, y, acts, rhs, lengths))
+    if cho:
+        w_n, gh_n = seq.w_hh[2 * H:].T, xp.empty((B, H), dtype)
+        step_n = _step_launcher(kernel, B * H, (gx, gh_n, b_hh, hs, cs, y, acts, rhs, lengths))
+    for t in range(T):
+        xp.matmul(hs[t], w_h, out=gh)
+        step(t, 0, save)
+        if cho:
+            xp.matmul(rhs[t], w_n, out=gh_n)
+            step_n(t, 1, save)
+
+
+def _backward_stepwise(code, seq, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0):
+    """The reverse loop, each step a GEMM dG_{t+1} W_hh (cuBLAS) and the pointwise kernel (Cho's GRU:
+    dG's gates r, z first, then da_n W_hn for gate r); a last launch gives dh0."""
+    xp = xp_module()
+    T, B, H, dtype = seq.T, seq.B, seq.H, seq.dtype
+    cho = code == kernels.GRU_CHO
+    k_rec = 2 * H if cho else seq.w_hh.shape[0]
+    rec = xp.empty((B, H), dtype)
+    step = _step_launcher(kernels.build_stepwise(code, np.dtype(dtype).name)["backward"], B * H,
+                          (rec, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0))
+    for t in range(T - 1, -2, -1):           # t = -1: dh0
+        have_rec = t < T - 1
+        if have_rec:
+            xp.matmul(dgh[t + 1, :, :k_rec], seq.w_hh[:k_rec], out=rec)
+        step(t, 0, int(have_rec))
+        if cho and t >= 0:
+            xp.matmul(dgh[t, :, 2 * H:], seq.w_hh[2 * H:], out=rec)
+            step(t, 1, 1)
 
 
 def _pack_rows(xp, w_hh, G, H, units, blocks):
@@ -201,9 +279,12 @@ def forward(seq, save):
     acts = xp.empty((T if save else 1, B, max(saved_per_unit, 1) * H), dtype)
     rhs = xp.empty((T, B, H) if code == kernels.GRU_CHO else (1, 1, 1), dtype)
     split = plan(code, False, B, H, np.dtype(dtype).itemsize)
-    w_packed = _pack_rows(xp, seq.w_hh, G, H, split.units, split.blocks)
-    _launch(_kernel(code, False, split, dtype), split,
-            (w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, 1 if save else 0), B)
+    if split is None:
+        _forward_stepwise(code, seq, gx, b_hh, hs, cs, y, acts, rhs, lengths, 1 if save else 0)
+    else:
+        w_packed = _pack_rows(xp, seq.w_hh, G, H, split.units, split.blocks)
+        _launch(_kernel(code, False, split, dtype), split,
+                (w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, 1 if save else 0), B)
     h_n = hs[T].copy()
     c_n = cs[T if save else 0].copy() if seq.cell == "lstm" else None
     saved = dict(seq=seq, hs=hs, cs=cs, acts=acts, rhs=rhs, lengths=lengths) if save else None
@@ -227,9 +308,12 @@ def backward(seq, saved, dy, dh_n, dc_n):
     dgx_n = xp.empty((T, B, H) if code == kernels.GRU else (1, 1, 1), dtype)
     dh0 = xp.empty((B, H), dtype)
     split = plan(code, True, B, H, np.dtype(dtype).itemsize)
-    w_packed = _pack_columns(xp, seq.w_hh, G, H, split.units, split.blocks)
-    _launch(_kernel(code, True, split, dtype), split,
-            (w_packed, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0), B)
+    if split is None:
+        _backward_stepwise(code, seq, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0)
+    else:
+        w_packed = _pack_columns(xp, seq.w_hh, G, H, split.units, split.blocks)
+        _launch(_kernel(code, True, split, dtype), split,
+                (w_packed, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0), B)
     # whole-sequence GEMMs; the x-side gradients differ from the h-side ones only in the GRU's gate n
     dgh = dgh.reshape(T * B, G * H)
     if code == kernels.GRU:
