@@ -167,3 +167,17 @@ def test_console_needs_the_bench_command(capsys):
             cli.console(argv)
         assert exit_info.value.code == 2
     assert "bench" in capsys.readouterr().err
+
+
+def test_thread_limits_reach_fastrnn_and_are_restored(monkeypatch):
+    """--threads sets fastrnn's own thread count too (the cpp backend reads OMP_NUM_THREADS only once),
+    and everything is put back afterwards."""
+    from fastrnn import config
+    from fastrnn.backends import cpp
+    from fastrnn.bench import runner
+    monkeypatch.setattr(config, "THREADS", 0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seq = type("Seq", (), dict(B=64, H=256, cell="lstm"))()
+    with runner.ThreadLimits(3):
+        assert config.THREADS == 3 and cpp._threads(seq) == 3 and os.environ["OMP_NUM_THREADS"] == "3"
+    assert config.THREADS == 0 and "OMP_NUM_THREADS" not in os.environ

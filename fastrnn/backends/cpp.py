@@ -21,6 +21,7 @@ Check: pytest tests -k cpp; time: fastrnn bench --backends cpp,numba.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from .. import _ext, config
@@ -47,8 +48,10 @@ def _threads(seq) -> int:
     return config.THREADS or _default_threads()
 
 
+@functools.lru_cache(maxsize=None)
 def _default_threads() -> int:
-    # read per call (not at import), so that a later OMP_NUM_THREADS (fastrnn bench --threads) counts
+    """OMP_NUM_THREADS, else the cores this process may run on: read on the first call that needs them
+    (reading them took 1.5 us a call); later changes go through config.THREADS (fastrnn bench --threads)."""
     raw = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)

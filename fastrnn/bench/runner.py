@@ -86,7 +86,8 @@ def _reason(exc: BaseException) -> str:
 
 class ThreadLimits:
     """--threads for everything that runs: environment variables for libraries not loaded yet,
-    numba's and torch's pools if loaded (restored on exit), numpy's BLAS through threadpoolctl."""
+    fastrnn.config.THREADS, numba's and torch's pools if loaded (restored on exit), numpy's BLAS through
+    threadpoolctl."""
 
     def __init__(self, threads: int):
         self.threads = threads
@@ -96,6 +97,10 @@ class ThreadLimits:
         self.restore = [lambda: _restore_env(saved)]
         for var in THREAD_VARS:
             os.environ[var] = str(self.threads)
+        from .. import config      # fastrnn's own kernels (cpp reads OMP_NUM_THREADS only once)
+        previous_config = config.THREADS
+        config.THREADS = self.threads
+        self.restore.append(lambda: setattr(config, "THREADS", previous_config))
         numba = sys.modules.get("numba")
         if numba is not None:
             previous = numba.get_num_threads()
