@@ -109,17 +109,19 @@ def _reference_record(seq, arrays):
             for t in range(seq.T)]
 
 
-# cuda: dict(seq, hs, cs, acts, rhs, lengths); acts holds the kernel's saved activations per unit
+# cuda: dict(seq, hs, cs, acts, rhs, ms, lengths); acts holds the kernel's saved activations per unit
 def _cuda_layout(cell, variant, T, B, H, P):
     from .backends import _cuda_kernels, numba_cuda
     saved_per_unit = _cuda_kernels.NUM_SAVED[numba_cuda._CODES[cell, variant]]
-    layout = {"hs": (T + 1, B, H)}
+    layout = {"hs": (T + 1, B, H if P is None else P)}
     if cell == "lstm":
         layout["cs"] = (T + 1, B, H)
     if saved_per_unit:
         layout["acts"] = (T, B, saved_per_unit * H)
     if cell == "gru" and not variant:
         layout["rhs"] = (T, B, H)
+    if P is not None:
+        layout["ms"] = (T + 1, B, H)      # m_t = o * tanh(c_t) in slot t + 1
     return layout
 
 
@@ -129,7 +131,8 @@ def _cuda_record(seq, arrays):
     if numba_cuda._on_host(seq):
         seq = numba_cuda._to_device(xp, seq)
     placeholder = xp.empty((1, 1, 1), seq.dtype)     # what the kernels get for a record the cell lacks
-    return {"cs": placeholder, "acts": placeholder, "rhs": placeholder, **{n: xp.asarray(a) for n, a in arrays.items()},
+    return {"cs": placeholder, "acts": placeholder, "rhs": placeholder, "ms": None,
+            **{n: xp.asarray(a) for n, a in arrays.items()},
             "seq": seq, "lengths": xp.asarray(_lengths_or_full(seq, np.int32))}
 
 

@@ -55,6 +55,24 @@ def test_cuda_stepwise_matches_reference(rng, monkeypatch, cell, variant, case, 
     assert_matches_oracle(make_problem(rng, cell, variant, *shape, **options), "cuda", dtype)
 
 
+# LSTM with projections (w_hr: h of size P), which runs stepwise: T, B, I, H, P, options
+PROJECTION_CASES = {
+    "T1B1I1H1P1": ((1, 1, 1, 1, 1), dict()),
+    "lengths": ((5, 3, 4, 19, 11), dict(lengths=True)),
+    "P-above-H-batch-first-no-bias": ((4, 7, 3, 6, 9), dict(batch_first=True, bias=False, lengths=True)),
+    "zero-state-unbatched": ((3, 1, 2, 5, 3), dict(init_state=False, unbatched=True)),
+}
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", list(PROJECTION_CASES), ids=list(PROJECTION_CASES))
+def test_cuda_lstm_projections_match_reference(rng, case, dtype):
+    (T, B, I, H, P), options = PROJECTION_CASES[case]
+    problem = make_problem(rng, "lstm", None, T, B, I, H, proj_size=P, scale=0.2, **options)
+    assert_matches_oracle(problem, "cuda", dtype)
+
+
 @needs_cuda
 def test_cuda_stepwise_choice(monkeypatch):
     """"auto" takes the stepwise path for large batches of large steps and where the persistent
@@ -193,7 +211,7 @@ def test_cuda_kernels_compile_to_ptx_for_hopper():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("ok") == 20, out.stdout
+    assert out.stdout.count("ok") == 23, out.stdout
 
 
 # ----------------------------------------------------------------------------- GPU only

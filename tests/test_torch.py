@@ -146,6 +146,15 @@ def test_converted_model_on_cuda_matches_torch_nn(rng, case):
     assert_results_match(expected, got, 1e-9, "[cuda] ")
 
 
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["plain", "packed"])
+def test_lstm_with_projections_on_cuda_matches_torch_nn(rng, kind):
+    """proj_size with CUDA tensors: the "cuda" backend's stepwise projected LSTM against torch.nn (cuDNN)."""
+    expected, got = run_pair(rng, "lstm", dict(num_layers=2, bidirectional=True), kind, True, "auto", torch.float64,
+                             proj_size=2, device="cuda")
+    assert_results_match(expected, got, 1e-9, "[cuda] ")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("kind", ["plain", "packed"])
 @pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b in backends.PROJECTION_BACKENDS])

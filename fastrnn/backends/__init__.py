@@ -113,9 +113,9 @@ def available_backends() -> list[str]:
     return [name for name, b in _REGISTRY.items() if b.is_available()]
 
 
-# backends whose kernels have the LSTM projection (h_t = W_hr (o * tanh(c_t)), torch's proj_size),
-# in the order "auto" tries them
-PROJECTION_BACKENDS = ("cpp", "reference")
+# backends whose kernels have the LSTM projection (h_t = W_hr (o * tanh(c_t)), torch's proj_size), in the
+# order "auto" tries them for host arrays ("cuda", last, for GPU arrays)
+PROJECTION_BACKENDS = ("cpp", "reference", "cuda")
 
 
 def resolve(name, gpu: bool = False, projections: bool = False, shape=None,
@@ -131,14 +131,10 @@ def resolve(name, gpu: bool = False, projections: bool = False, shape=None,
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     if projections and not gpu:
         if name == "auto":
-            name = next(n for n in PROJECTION_BACKENDS if _REGISTRY[n].is_available())
+            name = next(n for n in PROJECTION_BACKENDS if not _REGISTRY[n].runs_on_gpu and _REGISTRY[n].is_available())
         elif name in _REGISTRY and name not in PROJECTION_BACKENDS:
             raise NotImplementedError(f"backend {name!r} has no LSTM projections (w_hr) yet; "
                                       f"use backend='auto' or one of {list(PROJECTION_BACKENDS)}")
-    elif projections:
-        raise NotImplementedError("LSTM projections (w_hr) run on the CPU backends "
-                                  f"{list(PROJECTION_BACKENDS)} only so far; the cuda backend has no projected "
-                                  "recurrence yet")
     if gpu:
         if name not in ("auto", "cuda") and name in _REGISTRY:
             raise TypeError(f"backend {name!r} runs on the CPU but the arrays are on a GPU; use "

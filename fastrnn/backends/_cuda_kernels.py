@@ -108,8 +108,8 @@ def cell_steps(code):
         """Step t of sequence b's unit: x_g, h_g are gate g's input part (x W_ih^T + b_ih) and recurrent
         part (h W_hh^T + b_hh; Cho's gate n: (r h) W_hn^T + b_hn) (gates past the cell's: unused),
         c_prev = c_{t-1} (LSTM); ``valid``: t is within the sequence's length (else h and c carry
-        over and y is 0). Writes h_t, c_t, y_t and, with ``save``, the saved activations. Cho's GRU:
-        phase 0 takes gates r, z and writes r * h_{t-1} (rhs), phase 1 gate n and h_t."""
+        over and y is 0). Writes h_t, c_t, y_t (y None: none) and, with ``save``, the saved activations.
+        Cho's GRU: phase 0 takes gates r, z and writes r * h_{t-1} (rhs), phase 1 gate n and h_t."""
         H = hs.shape[2]
         h = h_prev
         if code == LSTM:
@@ -145,7 +145,8 @@ def cell_steps(code):
             if valid:
                 h = h_new
         hs[t + 1, b, unit] = h
-        y[t, b, unit] = h if valid else 0
+        if y is not None:
+            y[t, b, unit] = h if valid else 0
 
     @cuda.jit(device=True, inline="always")
     def saved(early, first, acts, t, b, H, unit, a):
@@ -656,7 +657,58 @@ def build_stepwise(code, dtype_name):
         backward_pair(t, b, unit, phase, False, t < lengths[b], recurrent, early, dy, hs, cs, acts, dgh, dgx_n,
                       carry_h, carry_c)
 
-    return {"forward": forward_step, "backward": backward_step}
+    @cuda.jit
+    def projected_cell_step(t, save, gx, gh, b_hh, ms, cs, acts, lengths):
+        """LSTM with projections, step t up to m_t = o tanh(c_t) (thread b * H + unit): ms (T+1, B, H)
+        gets m_t in slot t + 1, 0 past the sequence's length (where h_t is carried instead: project_step)."""
+        H = ms.shape[2]
+        b, unit = my_pair(ms.shape[1], H)
+        if b < 0:
+            return
+        x0, h0 = gate(gx, gh, b_hh, t, b, H, unit, 0, unit)
+        x1, h1 = gate(gx, gh, b_hh, t, b, H, unit, 1, H + unit)
+        x2, h2 = gate(gx, gh, b_hh, t, b, H, unit, 2, 2 * H + unit)
+        x3, h3 = gate(gx, gh, b_hh, t, b, H, unit, 3, 3 * H + unit)
+        forward_pair(t, b, unit, 0, t < lengths[b], dt(0), cs[t if cs.shape[0] > 1 else 0, b, unit],
+                     x0, h0, x1, h1, x2, h2, x3, h3, ms, cs, None, acts, ms, save)
+
+    @cuda.jit
+    def project_step(t, hs, y, lengths):
+        """h_t = m_t W_hr^T, which a GEMM has written to hs[t + 1] (B, P), stands where t is within the
+        sequence's length; past it h_{t-1} is carried. y_t = h_t, or 0 past the length (thread b * P + j)."""
+        P = hs.shape[2]
+        b, j = my_pair(hs.shape[1], P)
+        if b < 0:
+            return
+        if t < lengths[b]:
+            y[t, b, j] = hs[t + 1, b, j]
+        else:
+            hs[t + 1, b, j] = hs[t, b, j]
+            y[t, b, j] = 0
+
+    @cuda.jit
+    def projected_dh(t, have_rec, rec, dy, carry_h, dhs, lengths, dh0):
+        """LSTM with projections, dL/dh_t (B, P; thread b * P + j): the carried dh (past a sequence's length:
+        passed on) + rec = dG_{t+1} W_hh where ``have_rec`` + dy_t, into dhs[t] (0 past the length), from
+        which a GEMM makes dL/dm_t = dhs[t] W_hr for the cell's step; t = -1: dh0."""
+        P = carry_h.shape[1]
+        b, j = my_pair(carry_h.shape[0], P)
+        if b < 0:
+            return
+        dh = carry_h[b, j] + (rec[b, j] if have_rec else dt(0))
+        if t < 0:
+            dh0[b, j] = dh
+        elif t < lengths[b]:
+            dhs[t, b, j] = dh + dy[t % dy.shape[0], b, j]
+            carry_h[b, j] = 0
+        else:
+            dhs[t, b, j] = 0
+            carry_h[b, j] = dh
+
+    kernels = {"forward": forward_step, "backward": backward_step}
+    if code == LSTM:
+        kernels.update(projected_cell_step=projected_cell_step, project_step=project_step, projected_dh=projected_dh)
+    return kernels
 
 
 def shared_elements(R, K, BT, RT, KL, NT, on_chip):

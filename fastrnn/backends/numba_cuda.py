@@ -21,7 +21,8 @@ kernels' on-chip products run far below a GEMM's rate (and wherever a batch row 
 shared memory), each step is a cuBLAS GEMM of the whole batch (forward h_{t-1} W_hh^T, backward
 dG_{t+1} W_hh; Cho's GRU two of them) and one pointwise kernel, a thread per (sequence, unit), launched
 from Python in order on CuPy's stream; the saved activations are the same, so either direction may take
-either path.
+either path. An LSTM with projections (w_hr) always runs stepwise: h_t = m_t W_hr^T is one more GEMM
+a step (_forward_projected, _backward_projected).
 
 Arrays: CuPy arrays are used in place; NumPy arrays given to backend="cuda" are copied to the GPU
 and the results copied back. Under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1) everything
@@ -226,6 +227,48 @@ def _backward_stepwise(code, seq, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h
             step(t, 1, 1)
 
 
+def _forward_projected(seq, gx, b_hh, hs, cs, y, acts, ms, lengths, save):
+    """LSTM with projections (w_hr (P, H); h of size P), stepwise: each step a GEMM h_{t-1} W_hh^T, the cell's
+    step up to m_t = o tanh(c_t), a GEMM h_t = m_t W_hr^T straight into hs[t + 1], and a kernel that carries
+    h past each sequence's length and writes y_t."""
+    xp = xp_module()
+    T, B, H, P = seq.T, seq.B, seq.H, seq.P
+    built = kernels.build_stepwise(kernels.LSTM, np.dtype(seq.dtype).name)
+    gh = xp.empty((B, 4 * H), seq.dtype)
+    cell_step = _step_launcher(built["projected_cell_step"], B * H, (gx, gh, b_hh, ms, cs, acts, lengths))
+    project_step = _step_launcher(built["project_step"], B * P, (hs, y, lengths))
+    for t in range(T):
+        xp.matmul(hs[t], seq.w_hh.T, out=gh)
+        cell_step(t, save)
+        xp.matmul(ms[t + 1], seq.w_hr.T, out=hs[t + 1])
+        project_step(t)
+
+
+def _backward_projected(seq, dy, cs, acts, ms, lengths, dgh, carry_h, carry_c, dh0):
+    """The reverse loop of an LSTM with projections: each step dL/dh_t (size P: the carried part, dG_{t+1}
+    W_hh and dy_t) into dhs[t], a GEMM dL/dm_t = dhs[t] W_hr, then the cell's backward step on it (as the
+    plain LSTM's, with dL/dm_t in the place of its dh: its own carried-dh and dy arrays are zeros that stay
+    zero); returns dW_hr = dhs^T m over all steps."""
+    xp = xp_module()
+    T, B, H, P, dtype = seq.T, seq.B, seq.H, seq.P, seq.dtype
+    built = kernels.build_stepwise(kernels.LSTM, np.dtype(dtype).name)
+    rec, dm, dhs = xp.empty((B, P), dtype), xp.empty((B, H), dtype), xp.empty((T, B, P), dtype)
+    no_dy, no_carry = xp.zeros((1, B, H), dtype), xp.zeros((B, H), dtype)
+    dh_step = _step_launcher(built["projected_dh"], B * P, (rec, dy, carry_h, dhs, lengths, dh0))
+    # (hs: any (., B, H) array: the LSTM's step reads c and its gates, not h; dgx_n: the GRU's only)
+    cell_step = _step_launcher(built["backward"], B * H, (dm, no_dy, cs, cs, acts, lengths, dgh, no_dy, no_carry,
+                                                          carry_c, dh0))
+    for t in range(T - 1, -2, -1):           # t = -1: dh0
+        have_rec = t < T - 1
+        if have_rec:
+            xp.matmul(dgh[t + 1], seq.w_hh, out=rec)
+        dh_step(t, int(have_rec))
+        if t >= 0:
+            xp.matmul(dhs[t], seq.w_hr, out=dm)
+            cell_step(t, 0, 1)
+    return dhs.reshape(T * B, P).T @ ms[1:].reshape(T * B, H)
+
+
 def _pack_rows(xp, w_hh, G, H, units, blocks):
     """(G*H, H) -> (blocks, G*units, H): block q gets rows g*H + q*units + u, zero past H."""
     padded = xp.zeros((G, blocks * units, H), w_hh.dtype)
@@ -246,7 +289,7 @@ def _on_host(seq):
 
 
 def _to_device(xp, seq):
-    arrays = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
+    arrays = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0", "w_hr")
     return dataclasses.replace(seq, **{name: xp.asarray(getattr(seq, name)) for name in arrays
                                        if getattr(seq, name) is not None})
 
@@ -269,17 +312,20 @@ def forward(seq, save):
     gx = gx.reshape(T, B, G * H)
     b_hh = seq.b_hh if seq.b_hh is not None else xp.zeros(G * H, dtype)
     lengths = xp.asarray(seq.lengths if seq.lengths is not None else np.full(B, T), dtype=np.int32)
-    hs = xp.empty((T + 1, B, H), dtype)
+    hs = xp.empty((T + 1, B, seq.P), dtype)         # (h of size P: the LSTM's projections, else H)
     hs[0] = seq.h0
-    y = xp.empty((T, B, H), dtype)
+    y = xp.empty((T, B, seq.P), dtype)
     cs = xp.empty((T + 1 if save else 1, B, H), dtype)
     if seq.cell == "lstm":
         cs[0] = seq.c0
     saved_per_unit = kernels.NUM_SAVED[code]
     acts = xp.empty((T if save else 1, B, max(saved_per_unit, 1) * H), dtype)
     rhs = xp.empty((T, B, H) if code == kernels.GRU_CHO else (1, 1, 1), dtype)
-    split = plan(code, False, B, H, np.dtype(dtype).itemsize)
-    if split is None:
+    ms = None if seq.w_hr is None else xp.zeros((T + 1, B, H), dtype)    # m_t = o tanh(c_t) in slot t + 1
+    split = None if ms is not None else plan(code, False, B, H, np.dtype(dtype).itemsize)
+    if ms is not None:
+        _forward_projected(seq, gx, b_hh, hs, cs, y, acts, ms, lengths, 1 if save else 0)
+    elif split is None:
         _forward_stepwise(code, seq, gx, b_hh, hs, cs, y, acts, rhs, lengths, 1 if save else 0)
     else:
         w_packed = _pack_rows(xp, seq.w_hh, G, H, split.units, split.blocks)
@@ -287,7 +333,7 @@ def forward(seq, save):
                 (w_packed, gx, b_hh, hs, cs, y, acts, rhs, lengths, 1 if save else 0), B)
     h_n = hs[T].copy()
     c_n = cs[T if save else 0].copy() if seq.cell == "lstm" else None
-    saved = dict(seq=seq, hs=hs, cs=cs, acts=acts, rhs=rhs, lengths=lengths) if save else None
+    saved = dict(seq=seq, hs=hs, cs=cs, acts=acts, rhs=rhs, ms=ms, lengths=lengths) if save else None
     if on_host:
         y, h_n, c_n = _host((y, h_n, c_n))
     return y, h_n, c_n, saved
@@ -300,15 +346,19 @@ def backward(seq, saved, dy, dh_n, dc_n):
     code = _CODES[seq.cell, seq.variant]
     T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
     G = kernels.NUM_GATES[code]
-    dy = xp.asarray(dy) if dy is not None else xp.zeros((1, B, H), dtype)   # one zero slot serves every step
-    carry_h = xp.array(dh_n) if dh_n is not None else xp.zeros((B, H), dtype)
+    dy = xp.asarray(dy) if dy is not None else xp.zeros((1, B, seq.P), dtype)   # one zero slot serves every step
+    carry_h = xp.array(dh_n) if dh_n is not None else xp.zeros((B, seq.P), dtype)
     carry_c = xp.array(dc_n) if dc_n is not None else xp.zeros((B, H), dtype)
     hs, cs, acts, rhs, lengths = saved["hs"], saved["cs"], saved["acts"], saved["rhs"], saved["lengths"]
     dgh = xp.empty((T, B, G * H), dtype)
     dgx_n = xp.empty((T, B, H) if code == kernels.GRU else (1, 1, 1), dtype)
-    dh0 = xp.empty((B, H), dtype)
-    split = plan(code, True, B, H, np.dtype(dtype).itemsize)
-    if split is None:
+    dh0 = xp.empty((B, seq.P), dtype)
+    ms = saved.get("ms")
+    split = None if ms is not None else plan(code, True, B, H, np.dtype(dtype).itemsize)
+    dw_hr = None
+    if ms is not None:
+        dw_hr = _backward_projected(seq, dy, cs, acts, ms, lengths, dgh, carry_h, carry_c, dh0)
+    elif split is None:
         _backward_stepwise(code, seq, dy, hs, cs, acts, lengths, dgh, dgx_n, carry_h, carry_c, dh0)
     else:
         w_packed = _pack_columns(xp, seq.w_hh, G, H, split.units, split.blocks)
@@ -321,7 +371,7 @@ def backward(seq, saved, dy, dh_n, dc_n):
         dgx[:, 2 * H:] = dgx_n.reshape(T * B, H)
     else:
         dgx = dgh
-    h_prev = hs[:T].reshape(T * B, H)
+    h_prev = hs[:T].reshape(T * B, seq.P)
     if code == kernels.GRU_CHO:      # gate n's recurrent input is r * h_{t-1}
         dw_hh = xp.concatenate([dgh[:, :2 * H].T @ h_prev, dgh[:, 2 * H:].T @ rhs.reshape(T * B, H)])
     else:
@@ -331,5 +381,5 @@ def backward(seq, saved, dy, dh_n, dc_n):
     db_ih = dgx.sum(axis=0) if seq.b_ih is not None else None
     db_hh = dgh.sum(axis=0) if seq.b_hh is not None else None
     dc0 = carry_c if seq.cell == "lstm" else None
-    results = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None)      # no projection (w_hr)
+    results = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
     return _host(results) if on_host else results
