@@ -21,7 +21,7 @@ FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step of the Numba CP
                           forward+backward LSTM B = 8 H = 256 46.3 / 48.2, GRU B = 64 H = 128 115 / 126.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
                           kernel (one launch instead of a GEMM and the kernel) when the input projection
-                          has at most this many rows (T*B; default 16) ...
+                          has at most this many rows (T*B; default 8) ...
 FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and the fused products' re-reads of W_ih ((T - 1) passes over it),
                           per sequence of the batch, stay under this many bytes (default 1 MiB); else one
                           GEMM over all steps. The fused products run on one row at a time, several times
@@ -32,7 +32,10 @@ FASTRNN_FUSE_INPUT_REREAD_BYTES  ... and the fused products' re-reads of W_ih ((
                           H=128 44.3 / 46.9, T=4 B=1 H=512 230 / 205, T=8 B=2 H=128 95.4 / 84.2, T=16 B=1
                           H=128 102 / 86.7, T=16 B=4 H=128 163 / 137; GRU T=64 B=1 H=128 178 / 123. (The
                           Zen 3 of the earlier sessions, before the GEMM's faster blocks, had favoured
-                          fusing up to 64 rows and 12 MiB.)
+                          fusing up to 64 rows and 12 MiB.) Later (2026-11-28, same machine, alternated,
+                          GEMM / fused): 8 rows LSTM T=2 B=4 H=128 1.05, T=1 B=8 1.04; 12 rows T=4 B=3
+                          0.85, T=3 B=4 0.96; 16 rows T=8 B=2 H=128 0.80 and 0.93, T=4 B=4 0.97, T=2 B=8
+                          H=256 0.98, T=1 B=16 H=256 1.03, GRU T=8 B=2 H=128 0.91, T=1 B=16 1.04: so 8 rows.
 FASTRNN_CHUNK_STEPS       n > 0: steps per chunk of the CPU kernels' chunked loops over time (the forwards'
                           input projection and the backwards' whole-sequence products, cpp and numba; the
                           backwards take at least 2: a step reads its successor's slot of the dG ring), read
@@ -133,7 +136,7 @@ CUDA_BATCH_TILE: int = _env_int("FASTRNN_CUDA_BATCH_TILE", 0)
 CUDA_STEPWISE: str = os.environ.get("FASTRNN_CUDA_STEPWISE", "").strip() or "auto"
 CUDA_STEPWISE_MIN_BATCH: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_BATCH", 32)
 CUDA_STEPWISE_MIN_WORK: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_WORK", 1 << 24)
-FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 16)
+FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 8)
 FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 1 << 20)
 
 
