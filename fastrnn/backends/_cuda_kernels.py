@@ -34,6 +34,11 @@ The stepwise kernels (build_stepwise) are the same cell step (cell_steps) on eve
 pair at once, a thread each, for one step after a cuBLAS GEMM has formed its recurrent products:
     forward_step:  gh = h_{t-1} W_hh^T (B, G*H)  ->  h_t, c_t, y_t, saved activations
     backward_step: rec = dG_{t+1} W_hh (B, H)    ->  dG_t, the carried dh and dc (t = -1: dh0)
+and, for the LSTM with projections (w_hr (P, H): h of size P), the steps around two more GEMMs:
+    projected_cell_step: gh  ->  c_t, m_t = o tanh(c_t)      (then a GEMM h_t = m_t W_hr^T)
+    project_step:        h_t carried past a sequence's length, y_t
+    projected_dh:        dL/dh_t (B, P)                      (then a GEMM dL/dm_t = dL/dh_t W_hr and
+                                                              backward_step on it)
 
 The simulator (NUMBA_ENABLE_CUDASIM=1) has no warp shuffles: the same lane exchanges go through
 shared memory there, and it runs blocks one after another, so it can only check single-block grids
