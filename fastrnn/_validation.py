@@ -209,6 +209,33 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
     return seq, layout
 
 
+def snapshot_call(cell: str, x, packed, h0, c0, *, batch_first, lengths, variant) -> Optional[Sequence]:
+    """The common case of a call on a pack_weights snapshot (streaming inference: many short calls),
+    checked in a few steps: x a C-contiguous (T, B, I) NumPy array of the snapshot's dtype and input
+    size, h0 and c0 None or C-contiguous (B, size) arrays of that dtype, time-major, no lengths. Returns
+    its Sequence, or None for anything else, which validate_sequence then takes (and every error
+    message stays there). The weights were checked when the snapshot was taken."""
+    if batch_first is not False or lengths is not None or type(x) is not np.ndarray or x.ndim != 3:
+        return None
+    w_ih, w_hh, b_ih, b_hh, w_hr = packed.arrays()
+    dtype = w_hh.dtype
+    T, B, I = x.shape
+    if x.dtype != dtype or I != w_ih.shape[1] or T == 0 or B == 0 or not x.flags.c_contiguous:
+        return None
+    P, H = w_hh.shape[1], w_hh.shape[1] if w_hr is None else w_hr.shape[1]
+    states = []
+    for given, size, needed in ((h0, P, True), (c0, H, cell == "lstm")):
+        if given is None:
+            states.append(np.zeros((B, size), dtype) if needed else None)
+        elif needed and type(given) is np.ndarray and given.dtype == dtype and given.shape == (B, size) and \
+                given.flags.c_contiguous:
+            states.append(given)
+        else:
+            return None
+    return Sequence(cell=cell, x=x, h0=states[0], c0=states[1], lengths=None, variant=check_variant(cell, variant),
+                    packed=packed, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
+
+
 def validate_grad_outputs(seq: Sequence, layout: Layout, dy, dh_n, dc_n, xp=np):
     """Check the upstream gradients of a backward call; return them time-major (or None)."""
     T, B, H, P = seq.T, seq.B, seq.H, seq.P

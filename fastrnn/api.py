@@ -14,7 +14,7 @@ from . import backends
 from ._arrays import HOST, as_kind, call_kind, call_on_gpu, cupy_module, module_of, to_device, to_host
 from ._packed import PackedWeights
 from ._types import Grads, LSTMGrads, Layout, Tape
-from ._validation import validate_grad_outputs, validate_sequence
+from ._validation import snapshot_call, validate_grad_outputs, validate_sequence
 
 
 def _user_sequence(arr, layout: Layout):
@@ -61,9 +61,17 @@ def _unpack(cell, args, w_hr):
     return (args[0], w_ih, w_hh, b_ih, b_hh) + tuple(args[5:]), w_hr, packed
 
 
+_TIME_MAJOR = Layout(batch_first=False, unbatched=False)
+
+
 def prepare(cell, args, variant, batch_first, lengths, w_hr=None):
     """Validate a call's arguments: ``(seq, layout, kind, gpu)``; kind is what results come back as."""
     args, w_hr, packed = _unpack(cell, args, w_hr)
+    if packed is not None:      # many short calls on a snapshot: their common case, checked in a few steps
+        seq = snapshot_call(cell, args[0], packed, args[5], args[6],
+                            batch_first=batch_first, lengths=lengths, variant=variant)
+        if seq is not None:
+            return seq, _TIME_MAJOR, HOST, False
     named = {**dict(zip(("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"), args)), "w_hr": w_hr}
     if _plain_numpy(named):
         kind, gpu, xp = HOST, False, np
@@ -134,7 +142,8 @@ def lstm(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, c0=None, *,
     i, f, g, o = sigma, sigma, tanh, sigma of x_t W_ih^T + b_ih + h W_hh^T + b_hh;
     c_t = f * c + i * g;  h_t = o * tanh(c_t).
     With projections (``w_hr`` of shape (P, H), as torch's proj_size): h_t = (o * tanh(c_t)) W_hr^T, so
-    h, y and h0 have size P and w_hh is (4H, P); these run on the "cpp" backend (else the reference).
+    h, y and h0 have size P and w_hh is (4H, P); these run on the "cpp" backend (else the reference), and
+    on "cuda" for GPU arrays.
     """
     y, h_n, c_n, _ = _run_forward("lstm", (x, w_ih, w_hh, b_ih, b_hh, h0, c0), None,
                                   batch_first, lengths, backend, save=False, w_hr=w_hr)

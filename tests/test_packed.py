@@ -57,6 +57,25 @@ def test_snapshot_calls_equal_plain_calls(rng, backend, cell, variant, shape, dt
         _assert_identical(_outputs(problem, args, backend), want, f"{backend} {call}")
 
 
+@pytest.mark.parametrize("states", ["given", "zero"])
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_snapshot_short_checks_equal_the_full_ones(rng, monkeypatch, backend, cell, variant, states):
+    """A time-major, contiguous call on a snapshot without lengths is checked in a few steps
+    (_validation.snapshot_call); it must give exactly what the full checks give (forced by turning the
+    short ones off)."""
+    from fastrnn import api
+    problem = make_problem(rng, cell, variant, 4, 3, 5, 6, init_state=states == "given")
+    args, _ = _on_snapshot(problem)
+    taken = []
+    short = api.snapshot_call
+    monkeypatch.setattr(api, "snapshot_call", lambda *a, **k: taken.append(short(*a, **k)) or taken[-1])
+    got = _outputs(problem, args, backend)
+    assert taken and taken[-1] is not None
+    monkeypatch.setattr(api, "snapshot_call", lambda *a, **k: None)
+    _assert_identical(got, _outputs(problem, args, backend), f"{backend} short checks")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_snapshot_serves_forward_and_backward(rng, backend):
     """*_forward on a snapshot records a tape whose backward gives the plain call's gradients."""
@@ -208,6 +227,13 @@ def test_bad_snapshots_and_calls_are_refused(rng):
         fastrnn.lstm(x.astype(np.float32), packed)
     with pytest.raises(ValueError, match="w_ih must have shape"):
         fastrnn.lstm(rng.standard_normal((2, 1, I + 1)), packed)
+    # (states that the short checks of a snapshot call pass on to the full ones, for their messages)
+    with pytest.raises(TypeError, match="share one dtype"):
+        fastrnn.lstm(x, packed, h0=np.zeros((1, H), np.float32))
+    with pytest.raises(ValueError, match=r"c0 must have shape \(B, H\)"):
+        fastrnn.lstm(x, packed, c0=np.zeros((2, H)))
+    with pytest.raises(TypeError, match="batch_first must be True or False"):
+        fastrnn.lstm(x, packed, batch_first=None)
 
 
 def test_pack_weights_takes_cpu_tensors(rng):
