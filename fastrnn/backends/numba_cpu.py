@@ -48,8 +48,10 @@ def _lanes(dtype):
 def _plan(B, H, G, dtype, chunks_per_thread):
     """(workers, units per chunk) for one call: one worker for small steps, else all threads, each
     with ``chunks_per_thread`` chunks of hidden units a step (config: forward and backward differ)."""
-    threads = _threads()
-    if threads <= 1 or B * G * H * H < config.PARALLEL_MIN_MACS:
+    if B * G * H * H < config.PARALLEL_MIN_MACS:
+        return 1, H
+    threads = _threads()            # (numba.get_num_threads takes a lock: not read for one-worker steps)
+    if threads <= 1:
         return 1, H
     chunks = threads * chunks_per_thread
     lanes = _lanes(dtype)
