@@ -67,7 +67,8 @@ FASTRNN_CUDA_STEPWISE     how the "cuda" backend runs the steps: "auto" (default
                           on-chip tiles). "auto" takes it for batches of at least
 FASTRNN_CUDA_STEPWISE_MIN_BATCH sequences (default 32) whose steps are large, B * H * H of at least
 FASTRNN_CUDA_STEPWISE_MIN_WORK (default 2**24), and wherever the persistent kernels do not fit (a batch
-                          row of the products too large for shared memory). Not yet measured: the
+                          row of the products too large for shared memory); LSTMs with projections
+                          (w_hr) always take it. Not yet measured: the
                           defaults are an estimate from the H200 table of the persistent kernels
                           (benchmarks/results/cuda-h200.md: 60-660 us a step where B * H * H >= 2**24 and
                           B >= 64, where a step's GEMM takes 5-50 us and its launches from Python ~30).
