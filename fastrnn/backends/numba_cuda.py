@@ -155,9 +155,14 @@ def _launch(kernel, split, args, B):
             driver.cuKernelSetAttribute(attribute, split.shared_bytes, function.handle, function.device.id)
         _opted_in.add(key)
     groups = batch_groups(compiled, split, tiles)
+    kernel[split.blocks * groups, _THREADS, _cupy_stream(), split.shared_bytes](*args)
+
+
+def _cupy_stream():
+    """CuPy's current stream as Numba's (the GEMMs' stream, so that launches and GEMMs run in order)."""
+    import cupy
     pointer = cupy.cuda.get_current_stream().ptr
-    stream = cuda.external_stream(pointer) if pointer else cuda.default_stream()
-    kernel[split.blocks * groups, _THREADS, stream, split.shared_bytes](*args)
+    return cuda.external_stream(pointer) if pointer else cuda.default_stream()
 
 
 def stepwise(B, H):
@@ -178,10 +183,8 @@ def _step_launcher(kernel, pairs, arrays):
     blocks = -(-pairs // _STEP_THREADS)
     if SIMULATED:
         return lambda *scalars: kernel[blocks, _STEP_THREADS](*scalars, *arrays)
-    import cupy
     arrays = [cuda.as_cuda_array(a, sync=False) for a in arrays]
-    pointer = cupy.cuda.get_current_stream().ptr
-    configured = kernel[blocks, _STEP_THREADS, cuda.external_stream(pointer) if pointer else cuda.default_stream()]
+    configured = kernel[blocks, _STEP_THREADS, _cupy_stream()]
     return lambda *scalars: configured(*scalars, *arrays)
 
 
