@@ -72,9 +72,8 @@ class PackedWeights:
         return self._ordered
 
     def holds(self, weights: dict) -> bool:
-        """Whether ``weights`` (name -> array; a name left out: None) are this snapshot's own arrays (not
-        converted copies)."""
-        return all(weights.get(name) is own for name, own in zip(WEIGHT_FIELDS, self._ordered))
+        """Whether ``weights`` (name -> array) are this snapshot's own arrays (not converted copies)."""
+        return all(weights[name] is own for name, own in zip(WEIGHT_FIELDS, self._ordered))
 
     def packed(self, key: str) -> Optional[object]:
         """A backend's packed copy stored under ``key``, or None before its first call."""

@@ -149,9 +149,6 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
         raise TypeError(f"w_hr (projections) is only for LSTM, not {cell}")
     arrays, dtype = as_float_arrays(named, xp=xp)
     x, w_hh = arrays["x"], arrays["w_hh"]
-    # a snapshot's own arrays (not converted): checked and made contiguous when it was taken (pack_weights,
-    # through this function), so only their fit with x is checked again
-    own = packed is not None and packed.holds(arrays)
 
     if x.ndim not in (2, 3):
         raise ValueError(
@@ -181,9 +178,8 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
     else:
         P = H = w_hh.shape[1]
     _check_shape("w_ih", arrays["w_ih"], (G * H, I), "({}*H, I)", G)
-    if not own:
-        _check_shape("b_ih", arrays["b_ih"], (G * H,), "({}*H,)", G)
-        _check_shape("b_hh", arrays["b_hh"], (G * H,), "({}*H,)", G)
+    _check_shape("b_ih", arrays["b_ih"], (G * H,), "({}*H,)", G)
+    _check_shape("b_hh", arrays["b_hh"], (G * H,), "({}*H,)", G)
     states = {}
     for name, size, letter in (("h0", P, "P" if w_hr is not None else "H"), ("c0", H, "H")):
         if name not in arrays:
@@ -203,9 +199,11 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
         arr = arrays.get(name)
         return None if arr is None else xp.ascontiguousarray(arr)
 
-    weights = dict(zip(WEIGHT_FIELDS, packed.arrays())) if own else {name: contiguous(name) for name in WEIGHT_FIELDS}
+    weights = {name: contiguous(name) for name in WEIGHT_FIELDS}
+    if packed is not None and not packed.holds(weights):
+        packed = None
     seq = Sequence(cell=cell, x=xp.ascontiguousarray(x), h0=states["h0"], c0=states.get("c0"), lengths=lengths,
-                   variant=variant, packed=packed if own else None, **weights)
+                   variant=variant, packed=packed, **weights)
     return seq, layout
 
 
