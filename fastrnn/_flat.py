@@ -74,8 +74,9 @@ def _lengths_or_full(seq, dtype):
     return np.array(seq.lengths if seq.lengths is not None else np.full(seq.B, seq.T), dtype=dtype)
 
 
-# numba: dict(h_states, c_states, gates, ghn, lengths); absent entries are None or a (1, 1, 1) placeholder
-_NUMBA_KEYS = {"h": "h_states", "c": "c_states", "gates": "gates", "ghn": "ghn"}
+# numba: dict(h_states, c_states, gates, ghn, lengths, and ms with projections); absent entries are None or a
+# (1, 1, 1) placeholder
+_NUMBA_KEYS = {"h": "h_states", "c": "c_states", "gates": "gates", "ghn": "ghn", "m": "ms"}
 
 
 def _numba_record(seq, arrays):
@@ -138,7 +139,7 @@ def _cuda_record(seq, arrays):
 
 _SCHEMAS = {
     "numba": _Schema(lambda cell, variant, T, B, H, P: _state_and_gates(cell, variant, T, B, H, P, False),
-                     lambda seq, saved: {n: saved[_NUMBA_KEYS[n]] for n in _NUMBA_KEYS}, _numba_record),
+                     lambda seq, saved: {n: saved.get(_NUMBA_KEYS[n]) for n in _NUMBA_KEYS}, _numba_record),
     "cpp": _Schema(lambda cell, variant, T, B, H, P: _state_and_gates(cell, variant, T, B, H, P, True),
                    lambda seq, saved: dict(zip(_CPP_ORDER, saved)),
                    lambda seq, arrays: tuple(arrays.get(n) for n in _CPP_ORDER)),

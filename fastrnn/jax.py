@@ -6,7 +6,7 @@
 
 The arguments and results are the functional API's (fastrnn.lstm / gru / rnn): PyTorch's weight layout,
 optional biases and initial states, ``lengths``, ``batch_first``, unbatched (T, I) input, ``w_hr``
-(LSTM projections: "cpp" or the reference). One layer and one direction per call; compose layers in JAX.
+(LSTM projections too). One layer and one direction per call; compose layers in JAX.
 The forward and the backward each run on the host through ``jax.pure_callback`` (the CPU backends;
 JAX arrays on a GPU are copied to the host by the callback). The forward's tape comes back as
 arrays (fastrnn._flat) and is the custom_vjp's residual, so the backward reuses it and never

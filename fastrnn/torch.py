@@ -25,9 +25,8 @@ gradient) the op runs the inference kernels and keeps nothing.
 Arrays: CPU tensors reach the kernels as NumPy views (``tensor.numpy()``) and results come back
 with ``torch.from_numpy``, no copies; CUDA tensors go to the "cuda" backend as CuPy views through
 ``__cuda_array_interface__`` and come back with ``torch.as_tensor`` (written for, not yet run on, a GPU).
-``backend`` (a keyword, default "auto") picks fastrnn's backend as in the functional API; LSTMs with
-``proj_size`` run on a backend with projections (host tensors: "cpp", else the reference, "numba" has none;
-CUDA tensors: "cuda").
+``backend`` (a keyword, default "auto") picks fastrnn's backend as in the functional API, LSTMs with
+``proj_size`` included (every backend has projections).
 ``pack()`` (eval mode, CPU parameters) snapshots every layer and direction with fastrnn.pack_weights:
 calls that need no gradient then run on the snapshots through the functional API, NumPy views in and
 out (not through the op), and re-pack when torch's version counters or storage show a parameter

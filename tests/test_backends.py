@@ -62,14 +62,11 @@ def test_backend_matches_reference_on_long_reductions(rng, backend, cell, varian
                           dtype)
 
 
-PROJECTION_FAST_BACKENDS = [name for name in FAST_BACKENDS if name in backends.PROJECTION_BACKENDS]
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (5, 3, 4, 19, 11), (37, 9, 30, 67, 20)],
                          ids=lambda s: "T{}B{}I{}H{}P{}".format(*s))
-@pytest.mark.parametrize("backend", PROJECTION_FAST_BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_backend_matches_reference_with_projections(rng, backend, shape, config, dtype):
     """LSTM with projections (h_t = W_hr (o * tanh(c_t)) of size P < H, torch's proj_size). (Weights of
     scale 0.2: at 0.5 the longest problem is chaotic, the float64 reference's own rounding grows to 1e-9.)"""
@@ -78,16 +75,35 @@ def test_backend_matches_reference_with_projections(rng, backend, shape, config,
                           backend, dtype)
 
 
-@pytest.mark.parametrize("backend", PROJECTION_FAST_BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_projections_work_split(rng, split_work, backend):
     assert_matches_oracle(make_problem(rng, "lstm", None, 6, 4, 7, 33, proj_size=17, lengths=True), backend,
                           np.float64)
 
 
 def test_auto_takes_a_fast_backend_for_projections(rng):
-    a = make_problem(rng, "lstm", None, 3, 2, 4, 6, proj_size=3).args
-    _, _, tape = fastrnn.lstm_forward(**a)
-    assert tape.backend == next(n for n in backends.PROJECTION_BACKENDS if n in fastrnn.available_backends())
+    """The same backend as for an LSTM of the same sizes without projections (every built-in one has them)."""
+    _, _, projected = fastrnn.lstm_forward(**make_problem(rng, "lstm", None, 3, 2, 4, 6, proj_size=3).args)
+    _, _, plain = fastrnn.lstm_forward(**make_problem(rng, "lstm", None, 3, 2, 4, 6).args)
+    assert projected.backend == plain.backend
+    assert projected.backend != "reference" or not FAST_BACKENDS
+
+
+def test_backends_without_projections_are_passed_over_or_refused(rng, monkeypatch):
+    """A registered backend that declares no projections: "auto" passes over it for an LSTM with w_hr (and
+    takes it without), and asking for it by name is an error, not a call that would drop w_hr."""
+    from fastrnn import config
+    monkeypatch.setitem(backends._REGISTRY, "plain-only",
+                        backends.Backend("plain-only", "fastrnn.backends.reference", projections=False))
+    monkeypatch.setattr(config, "CPU_BACKEND_ORDER", ("plain-only", "reference"))
+    projected = make_problem(rng, "lstm", None, 3, 2, 4, 6, proj_size=3).args
+    assert fastrnn.lstm_forward(**projected)[2].backend == "reference"
+    assert fastrnn.lstm_forward(**make_problem(rng, "lstm", None, 3, 2, 4, 6).args)[2].backend == "plain-only"
+    with pytest.raises(NotImplementedError, match=r"backend 'plain-only' has no LSTM projections \(w_hr\)"):
+        fastrnn.lstm(**projected, backend="plain-only")
+    monkeypatch.setattr(config, "CPU_BACKEND_ORDER", ("plain-only",))
+    with pytest.raises(RuntimeError, match="is available with LSTM projections"):
+        fastrnn.lstm(**projected)
 
 
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
@@ -106,7 +122,7 @@ CHUNK_CASES = [pytest.param(backend, cell, variant, config, id=f"{backend}-{name
                for (cell, variant), name in zip(CELL_FORMS, CELL_FORM_IDS)
                for config in ("plain", "no-bias", "lengths", "batch-first+lengths")]
 CHUNK_CASES += [pytest.param(backend, "lstm", None, "projections", id=f"{backend}-lstm-projections")
-                for backend in CHUNKED_BACKENDS if backend in backends.PROJECTION_BACKENDS]
+                for backend in CHUNKED_BACKENDS]
 
 
 @pytest.mark.parametrize("sizes,dtype", [((5, 9), np.float64), ((5, 9), np.float32), ((36, 40), np.float64)],

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import _flat, backends
+from fastrnn import _flat
 from rnncases import assert_same_fields, make_problem, run
 
 from conftest import CUDA_SIMULATED
@@ -36,7 +36,7 @@ def flat_run(problem, backend):
     return out
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in backends.PROJECTION_BACKENDS])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_flat_tape_with_projections(rng, backend):
     problem = make_problem(rng, "lstm", None, 5, 3, 4, 6, proj_size=2, lengths=True)
     assert_same_fields(flat_run(problem, backend), run(problem, backend), 0.0, f"[{backend}] ")

@@ -63,8 +63,6 @@ def test_projection_argument_errors(rng):
         fastrnn.lstm(**a, w_hr=np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"h0 must have shape \(B, P\) = \(2, 2\)"):
         fastrnn.lstm(**dict(a, w_hh=np.zeros((12, 2))), w_hr=np.zeros((2, 3)))
-    with pytest.raises(NotImplementedError, match="backend 'numba' has no LSTM projections"):
-        fastrnn.lstm(**dict(a, w_hh=np.zeros((12, 2)), h0=None), w_hr=np.zeros((2, 3)), backend="numba")
 
 
 def test_lengths_semantics(rng):

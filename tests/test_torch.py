@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import backends
 from rnncases import rel_error
 
 torch = pytest.importorskip("torch")
@@ -157,9 +156,9 @@ def test_lstm_with_projections_on_cuda_matches_torch_nn(rng, kind):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("kind", ["plain", "packed"])
-@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b in backends.PROJECTION_BACKENDS])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_lstm_with_projections_matches_torch_nn(rng, backend, kind, dtype):
-    """proj_size on the backends with projections; w_hr's gradient comes back through the op."""
+    """proj_size on every CPU backend; w_hr's gradient comes back through the op."""
     check_against_torch(rng, "lstm", dict(num_layers=2, bidirectional=True), kind, True, backend, dtype,
                         proj_size=2)
 
@@ -366,8 +365,6 @@ def test_packed_module_equals_the_plain_one(rng, backend, case, monkeypatch):
     """pack(): eval-mode calls without gradients run on snapshots (not the op) and give exactly the plain
     module's outputs on the same backend, on the packing call and later ones."""
     cell, options, kind, with_hx = CASES.get(case, ("lstm", dict(proj_size=2, num_layers=2), "plain", True))
-    if options.get("proj_size") and backend not in backends.PROJECTION_BACKENDS:
-        pytest.skip(f"{backend} has no LSTM projections")
     torch.manual_seed(3)
     model = ft.convert(TORCH_CLASSES[cell](I, H, dtype=torch.float32, **options), backend=backend).eval()
     inp, _ = make_input(rng, model, kind, torch.float32)

@@ -9,7 +9,7 @@ A backend module provides two functions on validated, time-major problems
     backward(seq, saved, dy, dh_n, dc_n) -> (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
         dy (T, B, P), dh_n (B, P), dc_n (B, H), each possibly None (zero); dc0 None
         unless LSTM; db_* None when the forward had no bias; dw_hr None without projections
-        (P = H then; only backends in PROJECTION_BACKENDS get seq.w_hr).
+        (P = H then; only a Backend with ``projections`` gets seq.w_hr).
 
 Modules are imported only when a backend is first used, so ``import fastrnn``
 stays light and optional dependencies stay optional.
@@ -35,6 +35,7 @@ class Backend:
 
     device_check: Optional[Callable[[], Optional[str]]] = None   # None when usable, else why not
     runs_on_gpu: bool = False
+    projections: bool = True         # it runs the LSTM with projections (seq.w_hr, torch's proj_size)
 
     def _missing(self) -> list[str]:
         return [req for req in self.requires if _find_spec(req) is None]
@@ -113,28 +114,17 @@ def available_backends() -> list[str]:
     return [name for name, b in _REGISTRY.items() if b.is_available()]
 
 
-# backends whose kernels have the LSTM projection (h_t = W_hr (o * tanh(c_t)), torch's proj_size), in the
-# order "auto" tries them for host arrays ("cuda", last, for GPU arrays)
-PROJECTION_BACKENDS = ("cpp", "reference", "cuda")
-
-
 def resolve(name, gpu: bool = False, projections: bool = False, shape=None,
             training: bool = False) -> tuple[str, object]:
     """Map a backend name (or "auto") to ``(name, module)``; errors say what is wrong.
 
     ``gpu``: the call's arrays are on a GPU; "auto" then means "cuda", and CPU backends refuse.
-    ``projections``: an LSTM with projections; "auto" then picks a backend that has them.
+    ``projections``: an LSTM with projections; "auto" then skips backends without them, and others refuse.
     ``shape``: (T, B, H) of the call; "auto" on the CPU then takes the backend measured faster there,
     for forward+backward when ``training`` (config.cpu_backend_order).
     """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
-    if projections and not gpu:
-        if name == "auto":
-            name = next(n for n in PROJECTION_BACKENDS if not _REGISTRY[n].runs_on_gpu and _REGISTRY[n].is_available())
-        elif name in _REGISTRY and name not in PROJECTION_BACKENDS:
-            raise NotImplementedError(f"backend {name!r} has no LSTM projections (w_hr) yet; "
-                                      f"use backend='auto' or one of {list(PROJECTION_BACKENDS)}")
     if gpu:
         if name not in ("auto", "cuda") and name in _REGISTRY:
             raise TypeError(f"backend {name!r} runs on the CPU but the arrays are on a GPU; use "
@@ -143,14 +133,17 @@ def resolve(name, gpu: bool = False, projections: bool = False, shape=None,
     if name == "auto":
         for candidate in config.cpu_backend_order(shape, training):
             backend = _REGISTRY.get(candidate)
-            if backend is not None and backend.is_available():
+            if backend is not None and backend.is_available() and (backend.projections or not projections):
                 return candidate, backend.load()
         raise RuntimeError(
-            f"no backend of FASTRNN_CPU_BACKENDS={','.join(config.CPU_BACKEND_ORDER)} is available; "
-            f"available: {available_backends()}")
+            f"no backend of FASTRNN_CPU_BACKENDS={','.join(config.CPU_BACKEND_ORDER)} is available"
+            f"{' with LSTM projections' if projections else ''}; available: {available_backends()}")
     backend = _REGISTRY.get(name)
     if backend is None:
         raise ValueError(f"backend must be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}")
+    if projections and not backend.projections:
+        raise NotImplementedError(f"backend {name!r} has no LSTM projections (w_hr); use backend='auto' or one of "
+                                  f"{[n for n, b in _REGISTRY.items() if b.projections]}")
     return name, backend.load()
 
 

@@ -7,6 +7,10 @@ Backward, for each step t from T-1 down to 0, carrying dh (and dc):
     dh_t = dgh_{t+1} W_hh + dh_direct_{t+1} + dy_t
     dgi_t, dgh_t, dh_direct_t, dc_{t-1} = cell pointwise backward(dh_t, saved activations)
 with dx, dW_ih, dW_hh and the biases' sums after each chunk of steps (or all T: numba_cpu.py).
+LSTM with projections (w_hr (P, H), w_hh (4H, P), h of size P), two phases a step (forward_lstm_projected):
+    m_t, c_t = cell(xp_t + h_{t-1} W_hh^T + b_hh, c_{t-1})  (m_t = o tanh(c_t));   h_t = m_t W_hr^T
+and back (backward_lstm_projected): dh_t = dG_{t+1} W_hh + dy_t;  dm_t = dh_t W_hr;  dG_t, dc_{t-1} = cell
+backward(dm_t, dc_t); then dW_hr = sum_t dh_t^T m_t with the other whole-sequence GEMMs.
 
 Shapes: xp (SX, B, G*H), step t in slot t % SX (SX = T, a chunk of steps, or 1 when fused);
 w_hh (G*H, H), gate-major as in PyTorch; panels (count, K, L): W_hh packed by tiles of L units
@@ -142,8 +146,9 @@ def _lstm_units(load, store, b, u, k, gs, H, x_t, gh, bias, c_in, c_out, h_out, 
 
 @njit(cache=True, error_model="numpy")
 def _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates):
+    # (y: the outputs, or with projections the ring of m_t = o tanh(c_t); h_in, h_out its slot)
     H = h_in.shape[1]
-    g_t, x_t, y_t = gates[t % gates.shape[0]], xp[t % xp.shape[0]], y[t]
+    g_t, x_t, y_t = gates[t % gates.shape[0]], xp[t % xp.shape[0]], y[t % y.shape[0]]
     bias = b_hh.reshape((1, b_hh.shape[0]))
     L = vlanes(h_in)
     n_vec = n - n % L
@@ -662,3 +667,128 @@ def backward_gru_cho(panels_rz, panels_n, dy, dh_n, lengths, gates, h_states, dg
                                 dh_direct[b, u] += dh_r
                 finish(done, p)
             wait_all(done, p, n_chunks)
+
+
+# ----------------------------------------------------------------------------- LSTM with projections
+# h_t = m_t W_hr^T (P < H outputs, torch's proj_size) needs m_t = o tanh(c_t) of every unit before the
+# projection, so each step has two phases, as Cho's GRU: over chunks of the H units the recurrent
+# product h_{t-1} W_hh^T (K = P) and the cell, then over chunks of the P outputs the projection.
+# Backward mirrors it: over chunks of P, dL/dh_t = dG_{t+1} W_hh + dy_t; over chunks of H,
+# dL/dm_t = dL/dh_t W_hr and the cell's backward.
+
+@njit(cache=True, error_model="numpy")
+def _claim(claims, stride, phase, n_items, w, n_workers, i):
+    """claim_in_order for phases of different chunk counts: ``stride`` counters a phase."""
+    return claim_in_order(claims[phase * stride:], 0, n_items, w, n_workers, i)
+
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def forward_lstm_projected(xp, w_hh, panels_hh, hh_ready, w_hr, panels_hr, hr_ready, b_hh, h_states, c_states, ms, lengths, y,
+                           gates, units_h, units_p, claims, done, n_workers):
+    """xp (T, B, 4H) the input projection; w_hh (4H, P), w_hr (P, H); h_states (S, B, P), c_states (S, B, H)
+    (S = T + 1 when saving, else 2); ms (SM, B, H): m_t in slot t % SM (SM = T when saving, else 1);
+    y (T, B, P). Phase 0 packs W_hh's rows into ``panels_hh`` (4*NT, P, L) by tiles of units and W_hr's
+    into ``panels_hr`` (NTP, H, L) by tiles of outputs (each unless packed by an earlier call); then step t is phase 2t + 1
+    (chunks of ``units_h`` units: gates, c_t, m_t) and phase 2t + 2 (chunks of ``units_p`` outputs: h_t).
+    claims: (2T + 1) * (n_h + n_p) counters, done: one a phase."""
+    T, B = xp.shape[0], xp.shape[1]
+    P, H = w_hr.shape
+    S, SM = h_states.shape[0], ms.shape[0]
+    L = panels_hh.shape[2]
+    NT, NTP = panels_hh.shape[0] // 4, panels_hr.shape[0]
+    n_h, n_p = (H + units_h - 1) // units_h, (P + units_p - 1) // units_p
+    stride = n_h + n_p
+    gs = (units_h + L - 1) // L * L
+    for w in prange(n_workers):
+        gh = np.empty((B, 4 * gs), xp.dtype)
+        hp = np.empty((B, (units_p + L - 1) // L * L), xp.dtype)
+        for phase in range(2 * T + 1):
+            t = max(phase - 1, 0) // 2
+            n_items = stride if phase == 0 else n_h if phase % 2 == 1 else n_p
+            for i in range(n_items):
+                c = _claim(claims, stride, phase, n_items, w, n_workers, i)
+                if c < 0:
+                    continue
+                if phase == 0:
+                    if c < n_h and not hh_ready:
+                        t0, n_tiles = _tile_span(*_unit_span(c, units_h, H), L)
+                        for g in range(4):
+                            pack_rows(w_hh, 4, H, panels_hh, g * NT + t0, g * NT + t0 + n_tiles)
+                    elif c >= n_h and not hr_ready:
+                        t0, n_tiles = _tile_span(*_unit_span(c - n_h, units_p, P), L)
+                        pack_rows(w_hr, 1, P, panels_hr, t0, t0 + n_tiles)
+                elif phase % 2 == 1:    # gates, c_t and m_t (0 past a sequence's length: _lstm_chunk)
+                    u0, n = _unit_span(c, units_h, H)
+                    t0, n_tiles = _tile_span(u0, n, L)
+                    panel_product(panels_hh, 4, NT, t0, n_tiles, h_states[t % S], B, gh, gs)
+                    m_t = ms[t % SM]
+                    _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, m_t, m_t, c_states[t % S], c_states[(t + 1) % S],
+                                lengths, ms, gates)
+                else:                   # h_t = m_t W_hr^T
+                    u0, n = _unit_span(c, units_p, P)
+                    t0, n_tiles = _tile_span(u0, n, L)
+                    panel_product(panels_hr, 1, NTP, t0, n_tiles, ms[t % SM], B, hp, 0)
+                    h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
+                    for b in range(B):
+                        active = t < lengths[b]
+                        for k in range(n):
+                            u = u0 + k
+                            h_out[b, u] = hp[b, k] if active else h_in[b, u]
+                            y[t, b, u] = hp[b, k] if active else 0
+                finish(done, phase)
+            wait_all(done, phase, n_items)
+
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def backward_lstm_projected(w_hh, panels_hh, w_hr, panels_hr, dy, dh_n, lengths, gates, c_states, dg, dhs, dh_direct,
+                            dm_direct, no_dy, dc, dh0, units_h, units_p, claims, done, n_workers):
+    """Phase 0 packs W_hh's columns into ``panels_hh`` (NTP, 4H, L) by tiles of its P columns and
+    W_hr's into ``panels_hr`` (NT, P, L) by tiles of its H columns. Then step t (T-1 down to 0) is
+    phase 2(T-1-t) + 1 over chunks of the P outputs: dhs[t] = dL/dh_t = dg[t+1] W_hh (dh_n at the last
+    step) + what passes through the padding (dh_direct) + dy_t (0 past a sequence's length), and phase
+    2(T-1-t) + 2 over chunks of the H units: dL/dm_t = dhs[t] W_hr, the cell's backward into dg[t] and
+    dc. The last phase, 2T + 1, gives dh0. dg (T, B, 4H), dhs (T, B, P); dh_direct (B, P) and dm_direct
+    (B, H) are scratch, no_dy (1, B, H) zeros; dc (B, H) enters as dL/dc_n and leaves as dL/dc_0."""
+    T = dg.shape[0]
+    B, P = dh_n.shape
+    H = dc.shape[1]
+    L = panels_hh.shape[2]
+    n_h, n_p = (H + units_h - 1) // units_h, (P + units_p - 1) // units_p
+    stride = n_h + n_p
+    for w in prange(n_workers):
+        acc = np.empty((B, (max(units_h, units_p) + L - 1) // L * L), dc.dtype)
+        for phase in range(2 * T + 2):
+            q = phase - 1
+            t = T - 1 - max(q, 0) // 2
+            n_items = stride if phase == 0 else n_p if q % 2 == 0 else n_h
+            for i in range(n_items):
+                c = _claim(claims, stride, phase, n_items, w, n_workers, i)
+                if c < 0:
+                    continue
+                if phase == 0:
+                    if c < n_p:
+                        t0, n_tiles = _tile_span(*_unit_span(c, units_p, P), L)
+                        pack_columns(w_hh, panels_hh, t0, t0 + n_tiles)
+                    else:
+                        t0, n_tiles = _tile_span(*_unit_span(c - n_p, units_h, H), L)
+                        pack_columns(w_hr, panels_hr, t0, t0 + n_tiles)
+                elif q % 2 == 0:        # dL/dh_t, over chunks of the P outputs
+                    u0, n = _unit_span(c, units_p, P)
+                    _incoming_dh(q == 0, panels_hh, dg[t + 1 if q > 0 else 0], dh_n, dh_direct, u0, n, acc)
+                    if t < 0:
+                        dh0[:, u0:u0 + n] = acc[:, :n]
+                    else:
+                        dy_t = dy[t % dy.shape[0]]
+                        for b in range(B):
+                            active = t < lengths[b]
+                            for k in range(n):
+                                u = u0 + k
+                                dhs[t, b, u] = acc[b, k] + dy_t[b, u] if active else 0
+                                dh_direct[b, u] = 0 if active else acc[b, k]
+                else:                   # dL/dm_t, then the cell's backward
+                    u0, n = _unit_span(c, units_h, H)
+                    t0, n_tiles = _tile_span(u0, n, L)
+                    panel_product(panels_hr, 1, panels_hr.shape[0], t0, n_tiles, dhs[t], B, acc, 0)
+                    _lstm_chunk_backward(t, u0, n, acc, no_dy, lengths, gates, c_states, dg, dm_direct, dc)
+                finish(done, phase)
+            wait_all(done, phase, n_items)

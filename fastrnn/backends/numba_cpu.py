@@ -4,6 +4,9 @@
               steps into a ring, then each step's recurrent product and cell pointwise
               (one worker: the GEMM over all T*B rows first, on all threads; few rows,
               FASTRNN_FUSE_INPUT_ROWS: each step's input product inside the step)
+    LSTM with projections (w_hr): the input projection one GEMM first, then a kernel of two phases a
+              step (gates, c_t and m_t over chunks of the H units; h_t = m_t W_hr^T over chunks of the
+              P outputs); its backward mirrors them, the whole-sequence GEMMs after it
     backward: kernel, one parallel region: the reverse loop, carrying dh (and dc), reusing the
               saved activations, in chunks of ~8 MiB of dG (a ring), the last chunk first; after
               each chunk its rows of dx = dG_i W_ih and its share of dW_ih = dG_i^T x,
@@ -45,19 +48,23 @@ def _lanes(dtype):
     return VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _plan(B, H, G, dtype, chunks_per_thread):
-    """(workers, units per chunk) for one call: one worker for small steps, else all threads, each
-    with ``chunks_per_thread`` chunks of hidden units a step (config: forward and backward differ)."""
-    if B * G * H * H < config.PARALLEL_MIN_MACS:
-        return 1, H
+def _plan(step_macs, dtype, chunks_per_thread, *sizes):
+    """(workers, units per chunk of each of ``sizes``) for one call: one worker (each size one chunk)
+    for steps of fewer than PARALLEL_MIN_MACS multiply-adds, else all threads, each with
+    ``chunks_per_thread`` chunks of each size's units a step (config: forward and backward differ)."""
+    if step_macs < config.PARALLEL_MIN_MACS:
+        return (1, *sizes)
     threads = _threads()            # (numba.get_num_threads takes a lock: not read for one-worker steps)
     if threads <= 1:
-        return 1, H
-    chunks = threads * chunks_per_thread
-    lanes = _lanes(dtype)
-    units = -(-H // chunks)
-    units = -(-units // lanes) * lanes      # whole vector tiles of units (the packed panels' width)
-    return threads, units
+        return (1, *sizes)
+    chunks, lanes = threads * chunks_per_thread, _lanes(dtype)
+    # whole vector tiles of units (the packed panels' width)
+    return (threads, *(-(-(-(-n // chunks)) // lanes) * lanes for n in sizes))
+
+
+def _tiles(n, dtype):
+    """Vector tiles of n units."""
+    return -(-n // _lanes(dtype))
 
 
 def _panels(count, K, dtype):
@@ -163,6 +170,8 @@ def _writeable(arr):
 
 
 def forward(seq, save):
+    if seq.w_hr is not None:
+        return _forward_projected(seq, save)
     T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
     w_hh, b_hh = _writeable(seq.w_hh), _writeable(seq.b_hh)
     G = seq.w_hh.shape[0] // H
@@ -171,11 +180,11 @@ def forward(seq, save):
     # its re-reads of W_ih every step cost less than a separate GEMM's launch (config.py)
     fused = (not cho and T * B <= config.FUSE_INPUT_ROWS
              and (T - 1) * seq.w_ih.nbytes <= config.FUSE_INPUT_REREAD_BYTES * B)
-    tiles = -(-H // _lanes(dtype))
+    tiles = _tiles(H, dtype)
     # W_hh's rows and W_ih's (x W_ih^T's GEMM panels, or rows when fused): packed by this call,
     # or taken packed from the PackedWeights snapshot the call runs on (_packed.py)
     hh = PackedSlot(seq, "numba rows w_hh", lambda: _panels(G * tiles, H, dtype))
-    workers, units = _plan(B, H, G, dtype, config.FORWARD_CHUNKS_PER_THREAD)
+    workers, units = _plan(B * G * H * H, dtype, config.FORWARD_CHUNKS_PER_THREAD, H)
     if fused:
         ih = PackedSlot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
     else:
@@ -237,9 +246,12 @@ def forward(seq, save):
 
 def backward(seq, saved, dy, dh_n, dc_n):
     B, H, dtype = seq.B, seq.H, seq.dtype
-    dy = _writeable(dy) if dy is not None else np.zeros((1, B, H), dtype)   # one slot of zeros serves every step
-    dh_n = _writeable(dh_n) if dh_n is not None else np.zeros((B, H), dtype)
-    workers, units = _plan(B, H, seq.w_hh.shape[0] // H, dtype, config.BACKWARD_CHUNKS_PER_THREAD)
+    N = seq.w_hh.shape[1]           # the state's size: H, or P with projections
+    dy = _writeable(dy) if dy is not None else np.zeros((1, B, N), dtype)   # one slot of zeros serves every step
+    dh_n = _writeable(dh_n) if dh_n is not None else np.zeros((B, N), dtype)
+    if seq.w_hr is not None:
+        return _backward_projected(seq, saved, dy, dh_n, dc_n)
+    workers, units = _plan(B * seq.w_hh.shape[0] * H, dtype, config.BACKWARD_CHUNKS_PER_THREAD, H)
     if seq.cell == "gru" and not seq.variant:
         return _backward_gru_cho(seq, saved, dy, dh_n, workers, units)
     return _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units)
@@ -321,3 +333,63 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     db_ih = sums[0] if seq.b_ih is not None else None
     db_hh = None if seq.b_hh is None else sums[1] if gru else sums[0].copy() if db_ih is not None else sums[0]
     return dx, dh0, dc if seq.cell == "lstm" else None, dw_ih, dw_hh, db_ih, db_hh, None   # no projection (w_hr)
+
+
+# LSTM with projections (w_hr (P, H), torch's proj_size): two phases a step (kernels.forward_lstm_projected),
+# the input projection one GEMM before the kernel, the whole-sequence GEMMs after the backward's
+
+def _projected_plan(seq, chunks_per_thread):
+    H, P = seq.H, seq.P
+    return _plan(seq.B * 5 * H * P, seq.dtype, chunks_per_thread, H, P)     # 4H x P and P x H a row
+
+
+def _phase_counters(phases, H, units_h, P, units_p):
+    """Claim counters for ``phases`` phases of up to all chunks of H and of P, and a done counter a phase."""
+    return np.zeros(phases * (-(-H // units_h) + -(-P // units_p)), np.int64), np.zeros(phases, np.int64)
+
+
+def _forward_projected(seq, save):
+    T, B, I, H, P, dtype = seq.T, seq.B, seq.I, seq.H, seq.P, seq.dtype
+    workers, units_h, units_p = _projected_plan(seq, config.FORWARD_CHUNKS_PER_THREAD)
+    hh = PackedSlot(seq, "numba rows w_hh", lambda: _panels(4 * _tiles(H, dtype), P, dtype))
+    hr = PackedSlot(seq, "numba rows w_hr", lambda: _panels(_tiles(P, dtype), H, dtype))
+    ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _panels_of(seq.w_ih, True))
+    xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=ih.buffer,
+               panels_ready=ih.ready).reshape(T, B, 4 * H)
+    b_hh = _writeable(seq.b_hh) if seq.b_hh is not None else np.zeros(4 * H, dtype)
+    lengths = _writeable(seq.lengths) if seq.lengths is not None else _steps_of_length(B, T)
+    S = T + 1 if save else 2
+    h_states, c_states = pooled_empty((S, B, P), dtype), pooled_empty((S, B, H), dtype)
+    h_states[0], c_states[0] = seq.h0, seq.c0
+    ms = pooled_empty((T if save else 1, B, H), dtype)
+    gates = pooled_empty((T if save else 1, B, 4 * H), dtype)
+    y = pooled_empty((T, B, P), dtype)
+    claims, done = _phase_counters(2 * T + 1, H, units_h, P, units_p)
+    _launch(kernels.forward_lstm_projected, workers, xp, _writeable(seq.w_hh), hh.buffer, hh.ready,
+            _writeable(seq.w_hr), hr.buffer, hr.ready, b_hh, h_states, c_states, ms, lengths, y, gates, units_h,
+            units_p, claims, done)
+    for slot in (ih, hh, hr):
+        slot.keep()
+    saved = dict(h_states=h_states, c_states=c_states, gates=gates, ghn=None, ms=ms, lengths=lengths) if save else None
+    return y, h_states[T % S].copy(), c_states[T % S].copy(), saved
+
+
+def _backward_projected(seq, saved, dy, dh_n, dc_n):
+    T, B, I, H, P, dtype = seq.T, seq.B, seq.I, seq.H, seq.P, seq.dtype
+    workers, units_h, units_p = _projected_plan(seq, config.BACKWARD_CHUNKS_PER_THREAD)
+    dg, dhs = pooled_empty((T, B, 4 * H), dtype), pooled_empty((T, B, P), dtype)
+    dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
+    dh0 = pooled_empty((B, P), dtype)
+    claims, done = _phase_counters(2 * T + 2, H, units_h, P, units_p)
+    _launch(kernels.backward_lstm_projected, workers, _writeable(seq.w_hh), _panels(_tiles(P, dtype), 4 * H, dtype),
+            _writeable(seq.w_hr), _panels(_tiles(H, dtype), P, dtype), dy, dh_n, saved["lengths"], saved["gates"],
+            saved["c_states"], dg, dhs, np.empty((B, P), dtype), np.empty((B, H), dtype), np.zeros((1, B, H), dtype),
+            dc, dh0, units_h, units_p, claims, done)
+    rows, x = dg.reshape(T * B, 4 * H), _writeable(seq.x).reshape(T * B, I)
+    dx = _gemm(rows, _writeable(seq.w_ih)).reshape(T, B, I)
+    dw_ih = _gemm(rows, x, a_transposed=True)
+    dw_hh = _gemm(rows, saved["h_states"][:T].reshape(T * B, P), a_transposed=True)
+    dw_hr = _gemm(dhs.reshape(T * B, P), saved["ms"].reshape(T * B, H), a_transposed=True)
+    db = rows.sum(axis=0) if seq.b_ih is not None or seq.b_hh is not None else None    # both biases see dG
+    return (dx, dh0, dc, dw_ih, dw_hh, db if seq.b_ih is not None else None,
+            None if seq.b_hh is None else db.copy() if seq.b_ih is not None else db, dw_hr)
