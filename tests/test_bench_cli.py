@@ -96,6 +96,25 @@ def test_packed_weights_run(tmp_path):
         assert "numba+packed" in record["ratio"]
 
 
+def test_projections_run(tmp_path):
+    """--proj-size: LSTMs with projections (h of size P) on every competitor that has them, checked against
+    torch (or the reference) like the rest; ORT, whose operator has none, is left out."""
+    assert cli.main([*TINY, "--hidden", "5", "--proj-size", "3", "--mode", "fwd,fwdbwd", "--packed-weights",
+                     "--out-dir", str(tmp_path), "--name", "proj"]) == 0
+    with open(tmp_path / "proj.json") as f:
+        run = json.load(f)
+    assert run["settings"]["proj_size"] == 3
+    for record in run["results"]:
+        assert record["P"] == 3 and record["H"] == 5 and "onnxruntime" not in record["competitors"]
+        assert record["gflop"] == pytest.approx(anchors.flops("lstm", 2, 1, 5, 5, record["mode"], 3) / 1e9)
+        assert "fastrnn[numba]" in record["competitors"]
+        assert ("fastrnn[numba+packed]" in record["competitors"]) == (record["mode"] == "fwd")
+        for name in record["competitors"]:
+            if name.startswith("fastrnn["):
+                assert max(record["errors"][name].values()) < anchors.TOLERANCE["float32"], name
+    assert "| P |" in (tmp_path / "proj.md").read_text()
+
+
 def test_missing_anchors_are_skipped_not_fatal(monkeypatch, tmp_path, capsys):
     # neither torch nor onnxruntime "installed": both reported as skipped, the untimed NumPy
     # reference becomes the correctness oracle, and there is no anchor to take a ratio against
@@ -142,6 +161,9 @@ def test_import_stays_light():
     (["--rounds", "0"], ["--rounds"]),
     (["--device", "tpu"], ["--device"]),
     (["--packed-weights", "--device", "cuda"], ["--packed-weights"]),
+    (["--proj-size", "2", "--cells", "lstm,gru"], ["--proj-size", "--cells lstm"]),
+    (["--proj-size", "4", "--cells", "lstm", "--hidden", "8,4"], ["--proj-size", "P < every hidden size"]),
+    (["--proj-size", "0"], ["--proj-size", "positive integer"]),
     (["--compare", "no-such-old.json", "no-such-new.json"], ["--compare", "no-such-old.json"]),
 ])
 def test_bad_flags_exit_2_naming_the_flag(flags, words, capsys):

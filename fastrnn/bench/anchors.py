@@ -1,6 +1,7 @@
 """The competitors of ``fastrnn bench``, all built from one problem's NumPy arrays.
 
-A :class:`Problem` holds one single-layer, single-direction LSTM or GRU in float32 or float64:
+A :class:`Problem` holds one single-layer, single-direction LSTM or GRU in float32 or float64 (an
+LSTM with projections, torch's proj_size, when it has w_hr):
 random inputs, states and PyTorch-initialised weights (PyTorch layout and gate order), plus the
 output gradient ``dy`` that the forward+backward competitors back-propagate. :func:`build` turns a
 problem into a zero-argument callable to time, and every callable returns ``(y, dw_hh)``
@@ -10,7 +11,8 @@ problem into a zero-argument callable to time, and every callable returns ``(y, 
                    no_grad, fwdbwd = forward then y.backward(dy), every gradient fastrnn computes.
                    It re-packs its weights on every call: part of its real cost, kept.
     onnxruntime    ONNX Runtime running the ONNX LSTM / GRU operator (CPU, forward only), weights
-                   reordered to ONNX's gate order and stored as initializers (ORT's deployment case)
+                   reordered to ONNX's gate order and stored as initializers (ORT's deployment case);
+                   the operator has no projections
     reference      fastrnn's NumPy reference backend (CPU): the textbook oracle
     fastrnn[name]  fastrnn.lstm / gru on backend ``name`` (mode fwd), or *_forward + *_backward(dy);
                    on the GPU its arrays are CuPy arrays
@@ -49,15 +51,20 @@ ONNX_IR_VERSION = 8     # the IR version of opset 14's onnx release (onnx 1.10),
 Runner = Callable[[], tuple]
 
 
-def flops(cell: str, T: int, B: int, I: int, H: int, mode: str) -> float:
-    """Matmul FLOPs: forward 2*T*B*(I+H)*G*H (G = 4 LSTM, 3 GRU); forward+backward 3x that."""
-    forward = 2.0 * T * B * (I + H) * GATES[cell] * H
+def flops(cell: str, T: int, B: int, I: int, H: int, mode: str, P: Optional[int] = None) -> float:
+    """Matmul FLOPs: forward 2*T*B*(I+H)*G*H (G = 4 LSTM, 3 GRU), with projections (h of size P)
+    2*T*B*((I+P)*G*H + H*P); forward+backward 3x that."""
+    if P is None:
+        forward = 2.0 * T * B * (I + H) * GATES[cell] * H
+    else:
+        forward = 2.0 * T * B * ((I + P) * GATES[cell] * H + H * P)
     return forward if mode == "fwd" else 3.0 * forward
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One problem: x, dy (T, B, I/H); weights (G*H, I/H), biases (G*H,); h0, c0 (B, H)."""
+    """One problem: x (T, B, I), dy (T, B, P); weights (G*H, I/P), biases (G*H,); h0 (B, P), c0 (B, H); w_hr
+    (P, H) for an LSTM with projections, else None and P = H."""
     cell: str
     x: np.ndarray
     w_ih: np.ndarray
@@ -67,15 +74,17 @@ class Problem:
     h0: np.ndarray
     c0: Optional[np.ndarray]      # None for GRU
     dy: np.ndarray
+    w_hr: Optional[np.ndarray] = None
 
     T = property(lambda self: self.x.shape[0], doc="sequence length")
     B = property(lambda self: self.x.shape[1], doc="batch")
     I = property(lambda self: self.x.shape[2], doc="input size")  # noqa: E741 - the dimension's letter
-    H = property(lambda self: self.w_hh.shape[1], doc="hidden size")
+    H = property(lambda self: self.w_ih.shape[0] // GATES[self.cell], doc="hidden size")
+    P = property(lambda self: None if self.w_hr is None else self.w_hr.shape[0], doc="projection size, or None")
     dtype = property(lambda self: self.x.dtype.name, doc="'float32' or 'float64'")
 
     def flops(self, mode: str) -> float:
-        return flops(self.cell, self.T, self.B, self.I, self.H, mode)
+        return flops(self.cell, self.T, self.B, self.I, self.H, mode, self.P)
 
     def prefix(self, steps: int) -> "Problem":
         """The same problem over its first ``steps`` time steps."""
@@ -85,13 +94,20 @@ class Problem:
         states = (self.h0,) if self.c0 is None else (self.h0, self.c0)
         return (self.x, self.w_ih, self.w_hh, self.b_ih, self.b_hh, *states)
 
+    def fastrnn_kwargs(self) -> dict:
+        return {} if self.w_hr is None else {"w_hr": self.w_hr}
+
 
 def make_problem(cell: str, T: int, B: int, H: int, I: Optional[int] = None, dtype: str = "float32",
-                 seed: int = 0) -> Problem:
-    """Random problem; weights and biases uniform in +-1/sqrt(H) as torch.nn initialises them."""
+                 seed: int = 0, proj_size: int = 0) -> Problem:
+    """Random problem; weights and biases uniform in +-1/sqrt(H) as torch.nn initialises them.
+    ``proj_size`` P > 0: an LSTM with projections (0 < P < H, as torch requires)."""
     if cell not in GATES:
         raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
+    if proj_size and (cell != "lstm" or not 0 < proj_size < H):
+        raise ValueError(f"proj_size must be 0 or, for an LSTM, in 1..H-1 = {H - 1}; got {proj_size} ({cell})")
     I = H if I is None else I
+    P = proj_size or H
     G, k, dt = GATES[cell], H ** -0.5, np.dtype(dtype)
     rng = np.random.default_rng(seed)
 
@@ -101,9 +117,10 @@ def make_problem(cell: str, T: int, B: int, H: int, I: Optional[int] = None, dty
     def uniform(*shape):
         return rng.uniform(-k, k, shape).astype(dt)
 
-    return Problem(cell=cell, x=normal(T, B, I), w_ih=uniform(G * H, I), w_hh=uniform(G * H, H),
-                   b_ih=uniform(G * H), b_hh=uniform(G * H), h0=0.5 * normal(B, H),
-                   c0=0.5 * normal(B, H) if cell == "lstm" else None, dy=normal(T, B, H))
+    return Problem(cell=cell, x=normal(T, B, I), w_ih=uniform(G * H, I), w_hh=uniform(G * H, P),
+                   b_ih=uniform(G * H), b_hh=uniform(G * H), h0=0.5 * normal(B, P),
+                   c0=0.5 * normal(B, H) if cell == "lstm" else None, dy=normal(T, B, P),
+                   w_hr=uniform(P, H) if proj_size else None)
 
 
 # ----------------------------------------------------------------------------- availability
@@ -133,11 +150,11 @@ def fastrnn_backend(name: str) -> tuple[str, bool]:
     return (label[:-len(PACKED)], True) if label.endswith(PACKED) else (label, False)
 
 
-def applies(anchor: str, mode: str, device: str) -> bool:
-    """Whether ``anchor`` has a competitor for this mode and device at all (ORT has no backward;
-    ORT and the reference run on the CPU only)."""
+def applies(anchor: str, mode: str, device: str, projections: bool = False) -> bool:
+    """Whether ``anchor`` has a competitor for this mode and device at all (ORT has no backward
+    and no projections; ORT and the reference run on the CPU only)."""
     if anchor == "onnxruntime":
-        return mode == "fwd" and device == "cpu"
+        return mode == "fwd" and device == "cpu" and not projections
     return anchor != "reference" or device == "cpu"
 
 
@@ -201,10 +218,11 @@ def release(device: str) -> None:
 def _torch_module(p: Problem, device: str):
     import torch
 
-    module = (torch.nn.LSTM if p.cell == "lstm" else torch.nn.GRU)(p.I, p.H, dtype=getattr(torch, p.dtype))
+    options = {} if p.P is None else {"proj_size": p.P}
+    module = (torch.nn.LSTM if p.cell == "lstm" else torch.nn.GRU)(p.I, p.H, dtype=getattr(torch, p.dtype), **options)
+    weights = [("weight_ih_l0", p.w_ih), ("weight_hh_l0", p.w_hh), ("bias_ih_l0", p.b_ih), ("bias_hh_l0", p.b_hh)]
     with torch.no_grad():
-        for name, value in (("weight_ih_l0", p.w_ih), ("weight_hh_l0", p.w_hh),
-                            ("bias_ih_l0", p.b_ih), ("bias_hh_l0", p.b_hh)):
+        for name, value in weights + ([("weight_hr_l0", p.w_hr)] if p.w_hr is not None else []):
             getattr(module, name).copy_(torch.from_numpy(value))
     return module.to(device)
 
@@ -215,7 +233,7 @@ def _torch_tensor(arr: np.ndarray, device: str, requires_grad: bool = False):
 
 
 def _torch_states(p: Problem, device: str, requires_grad: bool):
-    """torch.nn's initial state argument, (1, B, H) tensors: (h0, c0) for LSTM, h0 for GRU."""
+    """torch.nn's initial state argument, (1, B, P) and (1, B, H) tensors: (h0, c0) for LSTM, h0 for GRU."""
     def state(arr):
         return _torch_tensor(arr[None], device, requires_grad)
     return state(p.h0) if p.c0 is None else (state(p.h0), state(p.c0))
@@ -313,12 +331,14 @@ def fastrnn_forward(p: Problem, backend: str, device: str = "cpu", packed: bool 
     snapshot taken here (the first call packs it, the timed ones read it: weights packed once, as
     ONNX Runtime's session holds them), else on the plain arrays (packed by every call)."""
     fn, args = getattr(fastrnn, p.cell), _on_device(p.fastrnn_args(), device)
+    kwargs = dict(zip(p.fastrnn_kwargs(), _on_device(p.fastrnn_kwargs().values(), device)))
     if packed:
         x, w_ih, w_hh, b_ih, b_hh, *states = args
-        args = (x, fastrnn.pack_weights(p.cell, w_ih, w_hh, b_ih, b_hh), None, None, None, *states)
+        args = (x, fastrnn.pack_weights(p.cell, w_ih, w_hh, b_ih, b_hh, **kwargs), None, None, None, *states)
+        kwargs = {}
 
     def run():
-        return fn(*args, backend=backend)[0], None
+        return fn(*args, **kwargs, backend=backend)[0], None
     return run
 
 
@@ -326,9 +346,10 @@ def fastrnn_fwdbwd(p: Problem, backend: str, device: str = "cpu") -> Runner:
     """fastrnn.*_forward then *_backward(tape, dy) on ``backend``."""
     forward, backward = getattr(fastrnn, f"{p.cell}_forward"), getattr(fastrnn, f"{p.cell}_backward")
     *args, dy = _on_device((*p.fastrnn_args(), p.dy), device)
+    kwargs = dict(zip(p.fastrnn_kwargs(), _on_device(p.fastrnn_kwargs().values(), device)))
 
     def run():
-        out = forward(*args, backend=backend)
+        out = forward(*args, **kwargs, backend=backend)
         return out[0], backward(out[-1], dy).w_hh
     return run
 

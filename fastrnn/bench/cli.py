@@ -103,6 +103,9 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     who.add_argument("--against", type=_name_list("anchor", anchors.ANCHORS, anchors.ALIASES),
                      help="anchors: torch (cuDNN with --device cuda), onnxruntime (alias ort), reference; "
                           "default: all on the CPU, torch on the GPU; those not installed are reported as skipped")
+    grid.add_argument("--proj-size", type=_positive(int), default=0, metavar="P",
+                      help="LSTMs with projections of size P < every H (torch's proj_size; needs --cells lstm; "
+                           "ONNX Runtime has none)")
     who.add_argument("--packed-weights", action="store_true",
                      help="also time each backend's forward (mode fwd, CPU) on a fastrnn.pack_weights snapshot, "
                           "as fastrnn[BACKEND+packed]: weights packed once, as ONNX Runtime's session holds them "
@@ -146,10 +149,13 @@ def settings_from(args, parser) -> runner.Settings:
                          "(onnxruntime: CPU forward only; reference: CPU only)")
     defaults = DEFAULTS[args.device, args.quick]
     pick = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
+    if args.proj_size and (args.cells != ["lstm"] or args.proj_size >= min(pick["hidden"])):
+        parser.error(f"--proj-size {args.proj_size}: projections are for the LSTM (add --cells lstm) and need "
+                     f"P < every hidden size (H = {_join(pick['hidden'])})")
     return runner.Settings(cells=args.cells, modes=args.modes, dtypes=args.dtypes, backends=backends,
                            against=args.against or DEFAULT_ANCHORS[args.device], device=args.device,
                            threads=args.threads, max_call=args.max_call, budget_s=args.budget_s,
-                           packed_weights=args.packed_weights, **pick)
+                           packed_weights=args.packed_weights, proj_size=args.proj_size, **pick)
 
 
 def _color(stream) -> bool:

@@ -59,7 +59,7 @@ def _max_error(record: dict) -> str:
 def config_lines(record: dict) -> list[str]:
     """A config's details, as it finishes (--verbose)."""
     head = (f"{record['cell']} {record['mode']} {record['dtype']} T={record['T']} B={record['B']} "
-            f"H={record['H']}")
+            f"H={record['H']}" + (f" P={record['P']}" if record.get("P") else ""))
     if "skipped" in record:
         return [f"{head}: skipped: {record['skipped']}"]
     lines = [f"{head}  ({record['gflop']:.4g} GFLOP per call)"]
@@ -85,7 +85,8 @@ def table(run: dict) -> tuple[list[str], list[list[str]], list[list[tuple[int, i
     names = competitor_names(run)
     done = [r for r in run["results"] if "skipped" not in r]
     dtypes = len({r["dtype"] for r in done}) > 1
-    head = ["cell", "mode", *(["dtype"] if dtypes else []), "T", "B", "H"]
+    projections = any(r.get("P") for r in done)
+    head = ["cell", "mode", *(["dtype"] if dtypes else []), "T", "B", "H", *(["P"] if projections else [])]
     for name in names:
         head.append(f"{name} ms")
         if name.startswith("fastrnn["):
@@ -93,7 +94,8 @@ def table(run: dict) -> tuple[list[str], list[list[str]], list[list[tuple[int, i
     head += ["max rel err", "other load"]
     rows, marks = [], []
     for r in done:
-        row = [r["cell"], r["mode"], *([r["dtype"]] if dtypes else []), str(r["T"]), str(r["B"]), str(r["H"])]
+        row = [r["cell"], r["mode"], *([r["dtype"]] if dtypes else []), str(r["T"]), str(r["B"]), str(r["H"]),
+               *([str(r.get("P") or "-")] if projections else [])]
         mark = []
         for name in names:
             c = r["competitors"].get(name)
@@ -191,7 +193,7 @@ def markdown(run: dict) -> str:
 
 # ----------------------------------------------------------------------------- files
 
-CSV_FIELDS = ["cell", "mode", "dtype", "device", "T", "B", "I", "H", "competitor", "status", "median_ms",
+CSV_FIELDS = ["cell", "mode", "dtype", "device", "T", "B", "I", "H", "P", "competitor", "status", "median_ms",
               "min_ms", "max_ms", "us_per_step", "gflops", "reps", "first_call_ms", "err_y", "err_w_hh",
               "best_anchor", "ratio_vs_best_anchor", "other_load_cores", "note"]
 
@@ -212,7 +214,7 @@ def write_csv(run: dict, path: str) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for r in run["results"]:
-            base = {k: r.get(k) for k in ("cell", "mode", "dtype", "device", "T", "B", "I", "H",
+            base = {k: r.get(k) for k in ("cell", "mode", "dtype", "device", "T", "B", "I", "H", "P",
                                           "best_anchor", "other_load_cores")}
             if "skipped" in r:
                 writer.writerow({**base, "competitor": "*", "status": "skipped", "note": r["skipped"]})
@@ -289,7 +291,7 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
     """The change from ``old`` to ``new``: per config and competitor both medians and old/new
     (> 1: faster now), then the geometric mean of that per competitor."""
     def index(run):
-        return {(tuple(r[k] for k in KEY), name): (c, r) for r in run["results"] if "skipped" not in r
+        return {(tuple(r.get(k) for k in KEY), name): (c, r) for r in run["results"] if "skipped" not in r
                 for name, c in r["competitors"].items()}
     before, after = index(old), index(new)
     common = [key for key in after if key in before]
@@ -297,8 +299,7 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
              f"new: {new_name}: {machine.label(new['machine'])}"]
     if not common:
         return "\n".join(lines + ["no config and competitor in common: nothing to compare"])
-    head = ["cell", "mode", "dtype", "device", "T", "B", "H", "competitor", "old ms", "new ms", "speed-up",
-            "vs best anchor old -> new"]
+    head = [*KEY, "competitor", "old ms", "new ms", "speed-up", "vs best anchor old -> new"]
     rows, speedups = [], {}
     for key in common:
         (c0, r0), (c1, r1) = before[key], after[key]
@@ -309,7 +310,7 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
             b = anchors.fastrnn_label(key[1])
             if b in r0.get("ratio", {}) and b in r1.get("ratio", {}):
                 ratio = f"{r0['ratio'][b]:.3g}x -> {r1['ratio'][b]:.3g}x"
-        rows.append([*map(str, key[0]), key[1], f"{c0['median_ms']:.4g}", f"{c1['median_ms']:.4g}",
+        rows.append([*("-" if v is None else str(v) for v in key[0]), key[1], f"{c0['median_ms']:.4g}", f"{c1['median_ms']:.4g}",
                      f"{change:.3g}x", ratio])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     lines += ["", "  ".join(h.rjust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]

@@ -1,4 +1,5 @@
-"""Measuring one grid: every config (cell, mode, dtype, T, B, H; input size = H) runs these steps,
+"""Measuring one grid: every config (cell, mode, dtype, T, B, H; input size = H; with --proj-size, LSTMs
+with projections of that size P) runs these steps,
 all competitors built from the same arrays (see anchors.py); mode fwd is inference, fwdbwd is forward
 then backward of (y * dy).sum().
 
@@ -38,7 +39,7 @@ from .timing import OtherLoad, calibrate, time_reps
 PROBE_STEPS = 4
 NOISY_LOAD = 0.25       # cores used by other processes during a config's rounds that flag it as noisy
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-KEY = ("cell", "mode", "dtype", "device", "T", "B", "H")      # what identifies a config across runs
+KEY = ("cell", "mode", "dtype", "device", "T", "B", "H", "P")      # what identifies a config across runs
 
 
 @dataclasses.dataclass
@@ -58,6 +59,7 @@ class Settings:
     max_call: float = 20.0
     budget_s: float = float("inf")
     packed_weights: bool = False    # also time fastrnn's forward on pack_weights snapshots (fastrnn[b+packed])
+    proj_size: int = 0              # P > 0: LSTMs with projections of size P (torch's proj_size; ORT has none)
 
     def grid(self) -> list[tuple]:
         """(cell, mode, dtype, T, B, H), T varying fastest so that a plot's line fills in order."""
@@ -159,14 +161,14 @@ def _oracle(runners, outputs, problem, mode, settings):
 def run_config(cfg: tuple, settings: Settings) -> dict:
     """Measure one config; returns its record ("skipped" set when the whole config was skipped)."""
     cell, mode, dtype, T, B, H = cfg
-    problem = anchors.make_problem(cell, T, B, H, dtype=dtype)
+    problem = anchors.make_problem(cell, T, B, H, dtype=dtype, proj_size=settings.proj_size)
     record = dict(cell=cell, mode=mode, dtype=dtype, device=settings.device, T=T, B=B, I=problem.I, H=H,
-                  gflop=problem.flops(mode) / 1e9, competitors={}, skipped_competitors={}, errors={})
+                  P=problem.P, gflop=problem.flops(mode) / 1e9, competitors={}, skipped_competitors={}, errors={})
 
     names = []
     for name in settings.competitors():
         if name in anchors.ANCHORS:
-            if not anchors.applies(name, mode, settings.device):
+            if not anchors.applies(name, mode, settings.device, problem.P is not None):
                 continue
             reason = anchors.anchor_missing(name, settings.device)
         else:
