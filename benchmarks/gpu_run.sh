@@ -1,6 +1,7 @@
 #!/bin/bash
 # One device session for the "cuda" backend: the GPU tests (each FAILED test named as it happens), where a
-# step's time goes (cuda_probe.py), then the benchmark against cuDNN; each step has its own time limit
+# step's time goes (cuda_probe.py), then the benchmark against cuDNN and the targets on it
+# (benchmarks/targets.py); each step has its own time limit
 # (200 + 120 + 200 s by default, under the device's 600 s a command).
 #   bash benchmarks/gpu_run.sh            (on the GPU machine, from the repository root)
 # The device image's numpy breaks numba.cuda: a carried numpy wheel (.whl/) is installed first.
@@ -25,4 +26,6 @@ fi
 if [ "${BENCH_S:-200}" != 0 ]; then
     timeout "${BENCH_S:-200}" python3 benchmarks/compare_cuda.py --out-dir "$OUT" --name cuda-bench -v --budget-s "${BUDGET_S:-170}" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
     echo "== bench"; grep "^|" "$OUT/cuda-bench.md" 2>/dev/null || grep -v Warning "$OUT/bench.log" | tail -n 30
+    # last: where the run stands against the targets (3x cuDNN at B <= 64, H <= 512, ...)
+    [ -f "$OUT/cuda-bench.json" ] && echo "== targets" && python3 benchmarks/targets.py "$OUT/cuda-bench.json"
 fi
