@@ -9,6 +9,9 @@ FASTRNN_THREADS           worker threads of the Numba CPU kernels (default: Numb
                           itself NUMBA_NUM_THREADS or the number of cores).
 FASTRNN_PARALLEL_MIN_MACS a step whose recurrent product has fewer multiply-adds (B * G*H * H) runs
                           on one thread: below it a sync per step costs more than the split saves.
+                          Unset (default): the threshold follows a measured round trip between two of
+                          the kernels' threads (backends/_workers.py: 150 multiply-adds per ns of it, which
+                          on the 2-core VM moved between ~80 and ~450 ns; 32768 where it cannot be measured).
 FASTRNN_PARALLEL_MIN_GEMM_MACS  a whole-sequence GEMM smaller than
                           this runs on one thread: waking the other threads of the pool costs
                           about 40 us here, the time of ~2M multiply-adds. Default 2097152.
@@ -76,6 +79,7 @@ FASTRNN_CUDA_STEPWISE_MIN_WORK (default 2**24), and wherever the persistent kern
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 
 def _env_list(name: str, default: str) -> tuple[str, ...]:
@@ -127,7 +131,9 @@ def cpu_backend_order(shape=None, training: bool = False) -> tuple[str, ...]:
         order = tuple("numba" if name == "cpp" else "cpp" if name == "numba" else name for name in order)
     return order
 THREADS: int = _env_int("FASTRNN_THREADS", 0)          # 0: Numba's thread count
-PARALLEL_MIN_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_MACS", 32768)
+# None: decided per step from the measured round trip between cores (backends/_workers.py)
+PARALLEL_MIN_MACS: Optional[int] = (_env_int("FASTRNN_PARALLEL_MIN_MACS", 0)
+                                    if os.environ.get("FASTRNN_PARALLEL_MIN_MACS", "").strip() else None)
 PARALLEL_MIN_GEMM_MACS: int = _env_int("FASTRNN_PARALLEL_MIN_GEMM_MACS", 2 ** 21)
 FORWARD_CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 1))
 BACKWARD_CHUNKS_PER_THREAD: int = max(1, _env_int("FASTRNN_CHUNKS_PER_THREAD", 2))

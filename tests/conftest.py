@@ -17,3 +17,14 @@ CUDA_SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 def rng(request):
     # fresh, reproducible inputs per test: the seed follows the test's id
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(autouse=True)
+def fixed_worker_threshold(monkeypatch):
+    """Steps of fewer than 32768 multiply-adds on one worker, as FASTRNN_PARALLEL_MIN_MACS=32768 would: by
+    default the threshold follows a measured round trip between cores (backends/_workers.py), which
+    would let two calls of one test take different paths (tests/test_workers.py tests that policy;
+    split_work fixtures force several workers)."""
+    from fastrnn import config
+    if config.PARALLEL_MIN_MACS is None:
+        monkeypatch.setattr(config, "PARALLEL_MIN_MACS", 32768)

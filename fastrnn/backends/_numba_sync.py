@@ -8,7 +8,7 @@ cache), and a per-step "done" counter is the barrier. Whatever thread is missing
 the others claim its chunks: a kernel never waits for a chunk nobody has claimed, so it
 cannot deadlock with fewer running threads than workers.
 """
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -66,3 +66,21 @@ def finish(done, phase):
 def wait_all(done, phase, n_chunks):
     while atomic_load(done, phase) < n_chunks:
         pass
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def ping_pong(token, rounds, max_spins):
+    """Two workers pass a token back and forth ``rounds`` times through token[0] (worker 0 moves it
+    from 2i to 2i + 1, worker 1 on to 2i + 2): timed, a round trip between two cores (_workers.py).
+    A worker that waits more than ``max_spins`` reads counts itself in token[1], and the other then
+    stops too, so that a threading layer which runs both on one thread returns instead of hanging."""
+    for w in prange(2):
+        for i in range(rounds):
+            turn, spins = 2 * i + w, 0
+            while atomic_load(token, 0) != turn and atomic_load(token, 1) == 0:
+                spins += 1
+                if spins > max_spins:
+                    atomic_add(token, 1, 1)
+            if atomic_load(token, 1) != 0:
+                break
+            atomic_add(token, 0, 1)

@@ -27,6 +27,7 @@ import os
 from .. import _ext, config
 from .._arrays import aligned_empty, pooled_empty
 from .._packed import PackedSlot
+from ._workers import split_step
 from ..cells import SPECS
 
 # fastrnn::Cell codes (kernels/include/fastrnn/detail/kernels.h)
@@ -43,7 +44,7 @@ def _cell(seq) -> int:
 
 def _threads(seq) -> int:
     """One thread when a step is too small to split (a barrier per step would cost more), else all."""
-    if seq.B * SPECS[seq.cell].num_gates * seq.H * seq.H < config.PARALLEL_MIN_MACS:
+    if not split_step(seq.B * SPECS[seq.cell].num_gates * seq.H * seq.H):
         return 1
     return config.THREADS or _default_threads()
 

@@ -38,6 +38,7 @@ from .._arrays import pooled_empty
 from .._packed import PackedSlot
 from . import _numba_cpu_kernels as kernels
 from ._numba_simd import VECTOR_BYTES
+from ._workers import split_step
 
 _KIND = {("lstm", None): kernels.LSTM, ("gru", True): kernels.GRU,
          ("rnn", "tanh"): kernels.RNN_TANH, ("rnn", "relu"): kernels.RNN_RELU}
@@ -50,9 +51,9 @@ def _lanes(dtype):
 
 def _plan(step_macs, dtype, chunks_per_thread, *sizes):
     """(workers, units per chunk of each of ``sizes``) for one call: one worker (each size one chunk)
-    for steps of fewer than PARALLEL_MIN_MACS multiply-adds, else all threads, each with
+    for steps too small to split (_workers.split_step), else all threads, each with
     ``chunks_per_thread`` chunks of each size's units a step (config: forward and backward differ)."""
-    if step_macs < config.PARALLEL_MIN_MACS:
+    if not split_step(step_macs):
         return (1, *sizes)
     threads = _threads()            # (numba.get_num_threads takes a lock: not read for one-worker steps)
     if threads <= 1:

@@ -76,7 +76,15 @@ def config_lines(record: dict) -> list[str]:
         lines.append(f"  skipped {name}: {reason}")
     if (load := record.get("other_load_cores")) is not None:
         lines.append(f"  other load {load:.2f} cores" + ("  ** NOISY **" if load > NOISY_LOAD else ""))
+    if (round_trip := _round_trip_text(record)) != "-":
+        lines.append(f"  round trip between two threads, before / after the rounds: {round_trip} ns")
     return lines
+
+
+def _round_trip_text(record: dict) -> str:
+    """"before/after" (ns) of the record's round trips between two threads, "-" where not measured."""
+    values = record.get("round_trip_ns") or []
+    return "/".join("?" if v is None else f"{v:.0f}" for v in values) if any(v is not None for v in values) else "-"
 
 
 def table(run: dict) -> tuple[list[str], list[list[str]], list[list[tuple[int, int]]]]:
@@ -91,7 +99,7 @@ def table(run: dict) -> tuple[list[str], list[list[str]], list[list[tuple[int, i
         head.append(f"{name} ms")
         if name.startswith("fastrnn["):
             head += ["GF/s", "us/step", "vs best anchor"]
-    head += ["max rel err", "other load"]
+    head += ["max rel err", "other load", "core rt ns"]
     rows, marks = [], []
     for r in done:
         row = [r["cell"], r["mode"], *([r["dtype"]] if dtypes else []), str(r["T"]), str(r["B"]), str(r["H"]),
@@ -108,7 +116,8 @@ def table(run: dict) -> tuple[list[str], list[list[str]], list[list[tuple[int, i
                     mark.append((len(row), 1 if ratio >= 1 and not is_wrong(r, name) else -1))
                 row.append(_ratio_text(r, name))
         load = r.get("other_load_cores")
-        row += [_max_error(r), "-" if load is None else f"{load:.2f}" + (" !" if load > NOISY_LOAD else "")]
+        row += [_max_error(r), "-" if load is None else f"{load:.2f}" + (" !" if load > NOISY_LOAD else ""),
+                _round_trip_text(r)]
         rows.append(row)
         marks.append(mark)
     return head, rows, marks
@@ -174,7 +183,9 @@ EXPLAIN = (
     "input size = H; GF/s = matmul GFLOP/s of fastrnn's median; vs best anchor = best anchor's median / "
     "fastrnn's median (> 1: fastrnn is faster); max rel err = max|a-b|/max|b| of y (and dW_hh in fwdbwd) "
     "against the oracle (torch, else the NumPy reference), '!name' above the dtype's tolerance; other load "
-    f"= cores that other processes used during the rounds ('!' above {NOISY_LOAD:g}: unreliable). First calls "
+    f"= cores that other processes used during the rounds ('!' above {NOISY_LOAD:g}: unreliable); core rt = a "
+    "round trip between two threads before/after the rounds (on a VM it moves several-fold, and small steps "
+    "split between cores with it). First calls "
     f"(JIT compile or cache load, on a {PROBE_STEPS}-step prefix) are outside the timings.")
 
 
@@ -195,7 +206,7 @@ def markdown(run: dict) -> str:
 
 CSV_FIELDS = ["cell", "mode", "dtype", "device", "T", "B", "I", "H", "P", "competitor", "status", "median_ms",
               "min_ms", "max_ms", "us_per_step", "gflops", "reps", "first_call_ms", "err_y", "err_w_hh",
-              "best_anchor", "ratio_vs_best_anchor", "other_load_cores", "note"]
+              "best_anchor", "ratio_vs_best_anchor", "other_load_cores", "core_round_trip_ns", "note"]
 
 
 def show(lines: list[str], path=None) -> str:
@@ -216,6 +227,7 @@ def write_csv(run: dict, path: str) -> None:
         for r in run["results"]:
             base = {k: r.get(k) for k in ("cell", "mode", "dtype", "device", "T", "B", "I", "H", "P",
                                           "best_anchor", "other_load_cores")}
+            base["core_round_trip_ns"] = _round_trip_text(r)
             if "skipped" in r:
                 writer.writerow({**base, "competitor": "*", "status": "skipped", "note": r["skipped"]})
                 continue

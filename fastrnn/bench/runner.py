@@ -17,7 +17,9 @@ then backward of (y * dy).sum().
 4. Rounds. In each of ``rounds`` rounds every competitor is timed once, interleaved (A B C A B C ...),
    so the drifts of a shared, noisy machine reach all of them alike; per-call time = timing /
    repetitions. Recorded: median over rounds, min-max spread, time per step, GFLOP/s of the median
-   (anchors.flops), and ratio = best anchor's median / fastrnn's median (> 1: fastrnn is faster).
+   (anchors.flops), and ratio = best anchor's median / fastrnn's median (> 1: fastrnn is faster);
+   and a round trip between two threads before and after the rounds (on the CPU; on a VM it moved
+   between ~80 and ~450 ns from minute to minute, and small steps' times with it).
 
 Every timing starts once this process is quiet (timing.settle), with the garbage collector off; on
 the GPU every call ends with a device synchronise. The cores other processes used during a config's
@@ -149,6 +151,15 @@ def _probe(problem, mode, names, settings, record) -> dict:
     return out
 
 
+def _round_trip_ns(settings) -> Optional[float]:
+    """A round trip between two threads now (ns; CPU runs of 2+ threads): on a VM it moves several-fold
+    from minute to minute, and small steps split between cores with it (fastrnn/backends/_workers.py)."""
+    if settings.device != "cpu" or settings.threads < 2:
+        return None
+    from fastrnn.backends import _workers
+    return _workers._measure()
+
+
 def _oracle(runners, outputs, problem, mode, settings):
     """The output the others are checked against: torch's, else the reference's (untimed if needed)."""
     for name in ("torch", "reference"):
@@ -207,11 +218,13 @@ def run_config(cfg: tuple, settings: Settings) -> dict:
 
     reps = {name: calibrate(run, settings.min_time) for name, run in runners.items()}
     samples = {name: [] for name in runners}
+    cores_before = _round_trip_ns(settings)
     with OtherLoad() as other:
         for _ in range(settings.rounds):
             for name, run in runners.items():
                 samples[name].append(time_reps(run, reps[name]) / reps[name])
     record["other_load_cores"] = other.cores
+    record["round_trip_ns"] = [cores_before, _round_trip_ns(settings)]
 
     for name, times in samples.items():
         median = statistics.median(times)
