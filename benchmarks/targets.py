@@ -100,7 +100,8 @@ TARGETS = [
            lambda r: speed_ratio(r, "numba", ("torch",)), 3.0),
     Target(3, "numba forward+backward vs torch at B = 64", _cpu(mode="fwdbwd", batch=lambda B: B == 64),
            lambda r: speed_ratio(r, "numba", ("torch",)), 1.0),
-    Target(3, "numba GFLOP/s at B = 64, H >= 256 (both modes)", _cpu(batch=lambda B: B == 64, hidden=lambda H: H >= 256),
+    Target(3, "numba GFLOP/s at B = 64, H >= 256 (both modes)",
+           _cpu(batch=lambda B: B == 64, hidden=lambda H: H >= 256),
            lambda r: _gflops(r, "numba"), 150.0, " GF/s"),
     Target(7, "cpp forward vs numba at B <= 8", _cpu(mode="fwd", batch=lambda B: B <= 8),
            lambda r: speed_ratio(r, "cpp", ("fastrnn[numba]",)), 1.3),
@@ -114,7 +115,8 @@ TARGETS = [
            lambda r: speed_ratio(r, "cuda", ("torch",)), 1.0),
     Target(6, "cuda forward at B = 16, H = 256, T = 1024", _gpu(lambda B, H: (B, H) == (16, 256), 1024, "fwd"),
            lambda r: backend_ms(r, "cuda"), 3.7, " ms"),
-    Target(6, "cuda forward+backward at B = 16, H = 256, T = 1024", _gpu(lambda B, H: (B, H) == (16, 256), 1024, "fwdbwd"),
+    Target(6, "cuda forward+backward at B = 16, H = 256, T = 1024",
+           _gpu(lambda B, H: (B, H) == (16, 256), 1024, "fwdbwd"),
            lambda r: backend_ms(r, "cuda"), 11.1, " ms"),
 ]
 
@@ -133,7 +135,8 @@ def check(records: list[dict]) -> list[dict]:
             continue
         worst_value, worst = _worst(values, target)
         rows.append(dict(issue=target.issue, target=target.text, checked=len(values),
-                         met=sum(target.meets(v) for v, _ in values), worst=worst_value, worst_config=config_name(worst),
+                         met=sum(target.meets(v) for v, _ in values), worst=worst_value,
+                         worst_config=config_name(worst),
                          unit=target.unit, missed=[(config_name(r), v) for v, r in values if not target.meets(v)]))
     return rows
 

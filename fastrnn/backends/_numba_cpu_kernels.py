@@ -683,13 +683,14 @@ def _claim(claims, stride, phase, n_items, w, n_workers, i):
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def forward_lstm_projected(xp, w_hh, panels_hh, hh_ready, w_hr, panels_hr, hr_ready, b_hh, h_states, c_states, ms, lengths, y,
-                           gates, units_h, units_p, claims, done, n_workers):
+def forward_lstm_projected(xp, w_hh, panels_hh, hh_ready, w_hr, panels_hr, hr_ready, b_hh, h_states, c_states, ms,
+                           lengths, y, gates, units_h, units_p, claims, done, n_workers):
     """xp (T, B, 4H) the input projection; w_hh (4H, P), w_hr (P, H); h_states (S, B, P), c_states (S, B, H)
     (S = T + 1 when saving, else 2); ms (SM, B, H): m_t in slot t % SM (SM = T when saving, else 1);
     y (T, B, P). Phase 0 packs W_hh's rows into ``panels_hh`` (4*NT, P, L) by tiles of units and W_hr's
-    into ``panels_hr`` (NTP, H, L) by tiles of outputs (each unless packed by an earlier call); then step t is phase 2t + 1
-    (chunks of ``units_h`` units: gates, c_t, m_t) and phase 2t + 2 (chunks of ``units_p`` outputs: h_t).
+    into ``panels_hr`` (NTP, H, L) by tiles of outputs (each unless packed by an earlier call); then step
+    t is phase 2t + 1 (chunks of ``units_h`` units: gates, c_t, m_t) and phase 2t + 2 (chunks of
+    ``units_p`` outputs: h_t).
     claims: (2T + 1) * (n_h + n_p) counters, done: one a phase."""
     T, B = xp.shape[0], xp.shape[1]
     P, H = w_hr.shape

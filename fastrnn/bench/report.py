@@ -322,7 +322,8 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
             b = anchors.fastrnn_label(key[1])
             if b in r0.get("ratio", {}) and b in r1.get("ratio", {}):
                 ratio = f"{r0['ratio'][b]:.3g}x -> {r1['ratio'][b]:.3g}x"
-        rows.append([*("-" if v is None else str(v) for v in key[0]), key[1], f"{c0['median_ms']:.4g}", f"{c1['median_ms']:.4g}",
+        rows.append([*("-" if v is None else str(v) for v in key[0]), key[1], f"{c0['median_ms']:.4g}",
+                     f"{c1['median_ms']:.4g}",
                      f"{change:.3g}x", ratio])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     lines += ["", "  ".join(h.rjust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
