@@ -1,6 +1,7 @@
 """The CPU kernels' choice between one worker and all of them (fastrnn/backends/_workers.py): a fixed
 threshold where one is set, else the measured round trip between two threads."""
 import math
+import os
 
 import numba
 import numpy as np
@@ -64,3 +65,16 @@ def test_one_thread_gives_no_measurement_and_no_hang():
         assert token[1] > 0
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_keeps_the_parents_measurement(adaptive):
+    """A child of a process that measured (and so ran Numba's OpenMP threads) must not open a parallel
+    region of its own (Numba terminates it): it takes the parent's value, however old."""
+    parent = _workers.round_trip_ns()
+    pid = os.fork()
+    if pid == 0:                                   # the child: exit status 0 only if it took the parent's value
+        _workers._state["at"] = -math.inf          # (stale: a parent would measure again here)
+        os._exit(0 if _workers.round_trip_ns() == parent else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

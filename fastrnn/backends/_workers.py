@@ -15,10 +15,13 @@ MACS_PER_ROUND_TRIP_NS multiply-adds a step per ns of round trip. round_trip_ns(
 Numba workers pass a token back and forth; ~0.3-1.5 ms) at most every PROBE_EVERY_S seconds, and
 only for steps where the answer depends on it (SURE_SERIAL..SURE_PARALLEL multiply-adds). Where it
 cannot measure (one thread), and wherever FASTRNN_PARALLEL_MIN_MACS is set, a fixed threshold decides.
+A forked child (a DataLoader worker, say) keeps what its parent measured and never measures: Numba's
+OpenMP layer terminates a child that opens a parallel region after its parent did.
 """
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from typing import Optional
@@ -36,8 +39,10 @@ _SHORT, _LONG = 32, 1056          # round trips of the two timed runs (their dif
                                   # whose ~10-50 us would swamp fewer)
 _MAX_SPINS = 1 << 22              # a worker's wait for the other before the probe gives up (~ms)
 
-_state = {"at": -math.inf, "ns": None}
+_state = {"at": -math.inf, "ns": None, "forked": False}
 _probe_lock = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _state.update(forked=True))
 
 
 def split_step(step_macs: int) -> bool:
@@ -55,9 +60,9 @@ def split_step(step_macs: int) -> bool:
 def round_trip_ns() -> Optional[float]:
     """A recent measurement of a round trip between two of the kernels' threads (ns), or None where it
     cannot be taken (fewer than two threads). Re-measured when older than PROBE_EVERY_S; a call that
-    finds another thread measuring takes the last value."""
+    finds another thread measuring takes the last value, and a forked child its parent's."""
     now = time.monotonic()
-    if now - _state["at"] < PROBE_EVERY_S or not _probe_lock.acquire(blocking=False):
+    if _state["forked"] or now - _state["at"] < PROBE_EVERY_S or not _probe_lock.acquire(blocking=False):
         return _state["ns"]
     try:
         _state["ns"], _state["at"] = _measure(), time.monotonic()
