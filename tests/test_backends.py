@@ -2,6 +2,9 @@
 
 A new backend joins these comparisons by being listed in fastrnn.available_backends().
 """
+import os
+
+import numba
 import numpy as np
 import pytest
 
@@ -213,3 +216,29 @@ def test_backend_matches_reference_on_random_problems(backend):
         assert_matches_oracle(problem, backend, np.float64)
 
     check()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or "numba" not in FAST_BACKENDS, reason="needs fork() and numba")
+def test_a_child_forked_after_numba_ran_is_served_not_killed(rng):
+    """Numba terminates a child forked after its kernels ran on the (GNU) OpenMP layer if the child opens a
+    parallel region: there "numba" reports itself unavailable, "auto" takes another backend (a DataLoader
+    worker keeps working), and asking for "numba" is a RuntimeError saying why; on other layers it runs."""
+    problem = make_problem(rng, "lstm", None, 5, 3, 4, 6)
+    want = fastrnn.lstm(**problem.args, backend="numba")[0]       # the parent's kernels run first
+    layer = numba.threading_layer()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            assert np.allclose(fastrnn.lstm(**problem.args)[0], want, rtol=1e-9, atol=1e-12)
+            if layer == "omp":
+                assert "numba" not in fastrnn.available_backends()
+                with pytest.raises(RuntimeError, match="forked from one whose Numba kernels ran on OpenMP"):
+                    fastrnn.lstm(**problem.args, backend="numba")
+            else:
+                assert np.allclose(fastrnn.lstm(**problem.args, backend="numba")[0], want, rtol=1e-9, atol=1e-12)
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

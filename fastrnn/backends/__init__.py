@@ -36,6 +36,9 @@ class Backend:
     device_check: Optional[Callable[[], Optional[str]]] = None   # None when usable, else why not
     runs_on_gpu: bool = False
     projections: bool = True         # it runs the LSTM with projections (seq.w_hr, torch's proj_size)
+    # once loaded: the name of a cheap function of the module, asked on every resolution, that says why this
+    # process cannot run it now (None when it can): numba's kernels in a child forked after OpenMP ran
+    process_check: Optional[str] = None
 
     def _missing(self) -> list[str]:
         return [req for req in self.requires if _find_spec(req) is None]
@@ -48,8 +51,11 @@ class Backend:
         return self.device_check() if self.device_check is not None else None
 
     def is_available(self) -> bool:
-        # once loaded it stays available (and "auto" asks on every call: find_spec costs ~10 us)
-        return self._loaded is not None or self.unavailable_reason() is None
+        # once loaded it stays available but for its process check (and "auto" asks on every call:
+        # find_spec costs ~10 us)
+        if self._loaded is not None:
+            return self._process_reason() is None
+        return self.unavailable_reason() is None
 
     def load(self):
         if self._loaded is None:
@@ -57,7 +63,12 @@ class Backend:
             if reason is not None:
                 raise (ImportError if self._missing() else RuntimeError)(reason)
             self._loaded = importlib.import_module(self.module)
+        if (reason := self._process_reason()) is not None:
+            raise RuntimeError(reason)
         return self._loaded
+
+    def _process_reason(self) -> Optional[str]:
+        return None if self.process_check is None else getattr(self._loaded, self.process_check)()
 
 
 def _find_spec(name: str):
@@ -91,7 +102,7 @@ def register(backend: Backend) -> None:
 
 
 register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
-                 install_hint="install it with: pip install numba",
+                 install_hint="install it with: pip install numba", process_check="fork_reason",
                  description="fused persistent CPU kernels compiled by Numba"))
 register(Backend("cpp", "fastrnn.backends.cpp", requires=("fastrnn._ext",),
                  install_hint="it is built by `pip install .` with a C++17 compiler (unless FASTRNN_NO_EXT=1)",

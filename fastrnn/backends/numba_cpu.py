@@ -28,6 +28,7 @@ _numba_cpu_kernels.py for the equations and the work split).
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numba
@@ -142,6 +143,31 @@ def _threading_layer():
         return numba.threading_layer()
     except ValueError:     # no parallel kernel has run yet: the first launch picks the layer
         return None
+
+
+# A child forked after its parent ran parallel kernels on the OpenMP layer may not open a parallel
+# region (Numba terminates it: "fork() called from a process already using GNU OpenMP, this is
+# unsafe"): there the backend reports itself unavailable instead ("auto" passes over it).
+_forked_after_omp = False
+
+
+def _after_fork_in_child():
+    global _forked_after_omp
+    _forked_after_omp = _forked_after_omp or _threading_layer() == "omp"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def fork_reason():
+    """Why this process cannot run the kernels (forked after OpenMP ran them), or None (Backend.process_check)."""
+    if not _forked_after_omp:
+        return None
+    return ("backend 'numba' cannot run in this process: it was forked from one whose Numba kernels ran on "
+            "OpenMP threads, which a forked child may not use; start worker processes with the 'spawn' or "
+            "'forkserver' method, or set NUMBA_THREADING_LAYER=forksafe before the first call, or use "
+            "backend='cpp'")
 
 
 def _unused(dtype, shape=(1, 1, 1)):
