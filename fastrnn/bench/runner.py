@@ -21,8 +21,9 @@ then backward of (y * dy).sum().
    and a round trip between two threads before and after the rounds (on the CPU; on a VM it moved
    between ~80 and ~450 ns from minute to minute, and small steps' times with it).
 
-Every timing starts once this process is quiet (timing.settle), with the garbage collector off; on
-the GPU every call ends with a device synchronise. The cores other processes used during a config's
+Every timing starts once this process is quiet (timing.settle), then one untimed call of the
+competitor (its threads, asleep after the wait, awake; not for calls over WARM_UP_MAX_S), with the
+garbage collector off; on the GPU every call ends with a device synchronise. The cores other processes used during a config's
 rounds are measured from /proc/stat ("other load"); a row above NOISY_LOAD is unreliable.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .timing import OtherLoad, calibrate, time_reps
 
 PROBE_STEPS = 4
 NOISY_LOAD = 0.25       # cores used by other processes during a config's rounds that flag it as noisy
+WARM_UP_MAX_S = 0.2     # calls estimated longer than this start their timings without an untimed call
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 KEY = ("cell", "mode", "dtype", "device", "T", "B", "H", "P")      # what identifies a config across runs
 
@@ -216,13 +218,15 @@ def run_config(cfg: tuple, settings: Settings) -> dict:
                         if name != record["oracle"]}
     del outputs, reference
 
-    reps = {name: calibrate(run, settings.min_time) for name, run in runners.items()}
+    # each timing starts with an untimed call (timing.time_reps) unless a call is long anyway
+    warm = {name: probed[name][1] < WARM_UP_MAX_S for name in runners}
+    reps = {name: calibrate(run, settings.min_time, warm[name]) for name, run in runners.items()}
     samples = {name: [] for name in runners}
     cores_before = _round_trip_ns(settings)
     with OtherLoad() as other:
         for _ in range(settings.rounds):
             for name, run in runners.items():
-                samples[name].append(time_reps(run, reps[name]) / reps[name])
+                samples[name].append(time_reps(run, reps[name], warm_up=warm[name]) / reps[name])
     record["other_load_cores"] = other.cores
     record["round_trip_ns"] = [cores_before, _round_trip_ns(settings)]
 

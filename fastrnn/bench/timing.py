@@ -22,15 +22,23 @@ def settle(max_wait: float = 1.0, window: float = 0.01) -> None:
             return
 
 
-def time_reps(run, reps: int, quiet: bool = True) -> float:
+def time_reps(run, reps: int, quiet: bool = True, warm_up: bool = False) -> float:
     """Seconds for ``reps`` back-to-back calls, garbage collector off; from a quiet process (settle)
     unless ``quiet`` is False (a repeat of the same competitor: no other pool ran in between).
+
+    ``warm_up``: one untimed call after the quiet wait. The wait lets the competitor's own threads fall
+    asleep too, and on the 2-core VM waking them took milliseconds now and then (an idle vCPU is
+    descheduled by the host): numba calls of ~40 us timed at 3-12 ms when a timing held one call, and
+    that first call also set the calibration to one call a timing. Steady back-to-back calls are what a
+    timing measures; the latency after idle gaps is benchmarks/call_gaps.py's.
 
     The collection before it covers the young generations only: the last calls' garbage is there,
     and a full one costs ~0.15 s once torch, onnx and numba are loaded (250k objects)."""
     gc.collect(1)
     if quiet:
         settle()
+        if warm_up:
+            run()
     gc.disable()
     try:
         start = time.perf_counter()
@@ -41,13 +49,14 @@ def time_reps(run, reps: int, quiet: bool = True) -> float:
         gc.enable()
 
 
-def calibrate(run, min_time: float) -> int:
+def calibrate(run, min_time: float, warm_up: bool = True) -> int:
     """Repetitions for one timing to last at least ``min_time``.
 
     Starts from the fastest of three single calls (one for a call that lasts ``min_time``), so
-    that one slow outlier call cannot leave a fast competitor with too few repetitions.
+    that one slow outlier call cannot leave a fast competitor with too few repetitions; the first
+    after a warm-up call (time_reps) unless ``warm_up`` is False.
     """
-    per_call = time_reps(run, 1)
+    per_call = time_reps(run, 1, warm_up=warm_up)
     if per_call >= min_time:
         return 1
     per_call = min(per_call, time_reps(run, 1, quiet=False), time_reps(run, 1, quiet=False))
