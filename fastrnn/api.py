@@ -142,8 +142,7 @@ def lstm(x, w_ih, w_hh=None, b_ih=None, b_hh=None, h0=None, c0=None, *,
     i, f, g, o = sigma, sigma, tanh, sigma of x_t W_ih^T + b_ih + h W_hh^T + b_hh;
     c_t = f * c + i * g;  h_t = o * tanh(c_t).
     With projections (``w_hr`` of shape (P, H), as torch's proj_size): h_t = (o * tanh(c_t)) W_hr^T, so
-    h, y and h0 have size P and w_hh is (4H, P); these run on the "cpp" backend (else the reference), and
-    on "cuda" for GPU arrays.
+    h, y and h0 have size P and w_hh is (4H, P); every backend runs them.
     """
     y, h_n, c_n, _ = _run_forward("lstm", (x, w_ih, w_hh, b_ih, b_hh, h0, c0), None,
                                   batch_first, lengths, backend, save=False, w_hr=w_hr)

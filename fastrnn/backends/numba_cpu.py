@@ -286,7 +286,7 @@ def backward(seq, saved, dy, dh_n, dc_n):
 
 def _backward_gru_cho(seq, saved, dy, dh_n, workers, units):
     """GRU of Cho et al.: two phases per step over all T steps, then the whole-sequence GEMMs."""
-    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
+    T, B, H, dtype = seq.T, seq.B, seq.H, seq.dtype
     h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
     dg_rz = pooled_empty((T, B, 2 * H), dtype)
     da_n = pooled_empty((T, B, H), dtype)
@@ -298,12 +298,19 @@ def _backward_gru_cho(seq, saved, dy, dh_n, workers, units):
     r_h_prev = gates[:, :, :H].reshape(T * B, H) * h_prev
     dw_hh = np.concatenate([_gemm(dg_rz.reshape(T * B, 2 * H), h_prev, a_transposed=True),
                             _gemm(da_n.reshape(T * B, H), r_h_prev, a_transposed=True)])
-    dg = np.concatenate([dg_rz, da_n], axis=2).reshape(T * B, 3 * H)     # both biases see this gradient
+    dx, dw_ih, db_ih, db_hh = _input_side_grads(seq, np.concatenate([dg_rz, da_n], axis=2).reshape(T * B, 3 * H))
+    return dx, dh0, None, dw_ih, dw_hh, db_ih, db_hh, None
+
+
+def _input_side_grads(seq, dg):
+    """dx = dG W_ih, dW_ih = dG^T x and the biases' gradients, the column sums of dG (T*B, G*H), for the
+    cells whose two biases see the same gradient (Cho's GRU, the LSTM with projections), after the kernel."""
+    T, B, I = seq.T, seq.B, seq.I
     dx = _gemm(dg, seq.w_ih).reshape(T, B, I)
     dw_ih = _gemm(dg, seq.x.reshape(T * B, I), a_transposed=True)
     db = dg.sum(axis=0) if seq.b_ih is not None or seq.b_hh is not None else None
-    return (dx, dh0, None, dw_ih, dw_hh, db if seq.b_ih is not None else None,
-            None if seq.b_hh is None else db.copy() if seq.b_ih is not None else db, None)
+    db_ih = db if seq.b_ih is not None else None
+    return dx, dw_ih, db_ih, None if seq.b_hh is None else db.copy() if db_ih is not None else db
 
 
 def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
@@ -372,7 +379,7 @@ def _projected_plan(seq, chunks_per_thread):
 
 def _phase_counters(phases, H, units_h, P, units_p):
     """Claim counters for ``phases`` phases of up to all chunks of H and of P, and a done counter a phase."""
-    return np.zeros(phases * (-(-H // units_h) + -(-P // units_p)), np.int64), np.zeros(phases, np.int64)
+    return _counters(phases, H, units_h, extra_claims=phases * -(-P // units_p))
 
 
 def _forward_projected(seq, save):
@@ -402,7 +409,7 @@ def _forward_projected(seq, save):
 
 
 def _backward_projected(seq, saved, dy, dh_n, dc_n):
-    T, B, I, H, P, dtype = seq.T, seq.B, seq.I, seq.H, seq.P, seq.dtype
+    T, B, H, P, dtype = seq.T, seq.B, seq.H, seq.P, seq.dtype
     workers, units_h, units_p = _projected_plan(seq, config.BACKWARD_CHUNKS_PER_THREAD)
     dg, dhs = pooled_empty((T, B, 4 * H), dtype), pooled_empty((T, B, P), dtype)
     dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
@@ -412,11 +419,8 @@ def _backward_projected(seq, saved, dy, dh_n, dc_n):
             _writeable(seq.w_hr), _panels(_tiles(H, dtype), P, dtype), dy, dh_n, saved["lengths"], saved["gates"],
             saved["c_states"], dg, dhs, np.empty((B, P), dtype), np.empty((B, H), dtype), np.zeros((1, B, H), dtype),
             dc, dh0, units_h, units_p, claims, done)
-    rows, x = dg.reshape(T * B, 4 * H), _writeable(seq.x).reshape(T * B, I)
-    dx = _gemm(rows, _writeable(seq.w_ih)).reshape(T, B, I)
-    dw_ih = _gemm(rows, x, a_transposed=True)
+    rows = dg.reshape(T * B, 4 * H)
+    dx, dw_ih, db_ih, db_hh = _input_side_grads(seq, rows)
     dw_hh = _gemm(rows, saved["h_states"][:T].reshape(T * B, P), a_transposed=True)
     dw_hr = _gemm(dhs.reshape(T * B, P), saved["ms"].reshape(T * B, H), a_transposed=True)
-    db = rows.sum(axis=0) if seq.b_ih is not None or seq.b_hh is not None else None    # both biases see dG
-    return (dx, dh0, dc, dw_ih, dw_hh, db if seq.b_ih is not None else None,
-            None if seq.b_hh is None else db.copy() if seq.b_ih is not None else db, dw_hr)
+    return dx, dh0, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr
