@@ -195,11 +195,11 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
             raise ValueError("lengths applies to batched input only; x is 2-D (one unbatched sequence)")
         lengths = check_lengths(lengths, T, B)
 
-    def contiguous(name):
+    weights = dict.fromkeys(WEIGHT_FIELDS)
+    for name in WEIGHT_FIELDS:
         arr = arrays.get(name)
-        return None if arr is None else xp.ascontiguousarray(arr)
-
-    weights = {name: contiguous(name) for name in WEIGHT_FIELDS}
+        if arr is not None:
+            weights[name] = xp.ascontiguousarray(arr)
     if packed is not None and not packed.holds(weights):
         packed = None
     seq = Sequence(cell=cell, x=xp.ascontiguousarray(x), h0=states["h0"], c0=states.get("c0"), lengths=lengths,

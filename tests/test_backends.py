@@ -36,21 +36,25 @@ def test_backend_matches_reference_on_edge_shapes(rng, backend, cell, variant, s
     assert_matches_oracle(make_problem(rng, cell, variant, *shape, lengths=shape[1] > 1), backend, dtype)
 
 
-@pytest.mark.parametrize("fuse", ["fused", "separate-gemm"])
+@pytest.mark.parametrize("path", ["fused", "ring", "separate-gemm"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_backend_matches_reference_on_options(rng, monkeypatch, backend, cell, variant, config, dtype, fuse):
-    """Both forward paths of the numba backend: the input product inside the recurrent kernel (forced
-    by thresholds above this problem's 35 rows) and one GEMM over all steps before it (forced by a zero
-    threshold)."""
+def test_backend_matches_reference_on_options(rng, monkeypatch, backend, cell, variant, config, dtype, path):
+    """The one-worker paths of the numba backend (this problem's step is below the split): the forward's
+    input product inside the recurrent kernel (forced by thresholds above this problem's 35 rows), or
+    computed by the kernel into its ring of steps (the default here: the GEMM is too small for two
+    threads), or one GEMM over all steps before it (forced by a zero threshold of a parallel GEMM);
+    the backward's whole-sequence products inside the kernel (the first two) or after it (the last)."""
     from fastrnn import config as fastrnn_config
-    if fuse == "fused":
+    if path == "fused":
         monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_ROWS", 64)
         monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_REREAD_BYTES", 1 << 30)
     else:
         monkeypatch.setattr(fastrnn_config, "FUSE_INPUT_ROWS", 0)
+    if path == "separate-gemm":
+        monkeypatch.setattr(fastrnn_config, "PARALLEL_MIN_GEMM_MACS", 0)
     assert_matches_oracle(make_problem(rng, cell, variant, 7, 5, 6, 9, **CONFIGS[config]), backend, dtype)
 
 

@@ -2,8 +2,8 @@
 
     forward:  kernel, one parallel region: xp = x W_ih^T + b_ih, a GEMM per chunk of ~8 MiB of
               steps into a ring, then each step's recurrent product and cell pointwise
-              (one worker: the GEMM over all T*B rows first, on all threads; few rows,
-              FASTRNN_FUSE_INPUT_ROWS: each step's input product inside the step)
+              (one worker and a GEMM big enough for a parallel one: the GEMM over all T*B rows first,
+              on all threads; few rows, FASTRNN_FUSE_INPUT_ROWS: each step's input product inside the step)
     LSTM with projections (w_hr): the input projection one GEMM first, then a kernel of two phases a
               step (gates, c_t and m_t over chunks of the H units; h_t = m_t W_hr^T over chunks of the
               P outputs); its backward mirrors them, the whole-sequence GEMMs after it
@@ -11,8 +11,8 @@
               saved activations, in chunks of ~8 MiB of dG (a ring), the last chunk first; after
               each chunk its rows of dx = dG_i W_ih and its share of dW_ih = dG_i^T x,
               dW_hh = dG_h^T h_prev (op(B) packed into vector panels) and of the biases' column
-              sums of dG (one worker, and the GRU of Cho et al.: the GEMMs over all T*B rows after
-              the kernel, on all threads)
+              sums of dG (one worker and products big enough for parallel GEMMs, and the GRU of Cho
+              et al.: the GEMMs over all T*B rows after the kernel, on all threads)
 No library call is made per step, and no BLAS call at all: NumPy's OpenBLAS threads and Numba's
 OpenMP threads, alternating on two cores, spun against each other and slowed both tenfold.
 
@@ -23,13 +23,19 @@ calls are always seen); the GEMMs pack op(B) once per call (x W_ih^T reads W_ih'
 into the panels). A call on a PackedWeights snapshot (fastrnn.pack_weights) keeps its forward's
 packed W_hh and W_ih there, and later calls skip the packing (_packed.py). Arrays of 1 MiB or more
 (results, tapes, work arrays) come from the pool of reused buffers (_arrays.pooled_empty): their fresh
-pages would fault on every call. Kernels are compiled on first use and cached on disk (see
-_numba_cpu_kernels.py for the equations and the work split).
+pages would fault on every call. What a call of one shape needs besides its arrays (its path, the
+arrays' shapes, the counters' sizes) is worked out once per shape (_forward_plan, _backward_plan): per
+call that Python took as long as a small call's kernel (LSTM, T = 1, B = 1, H = 64: 9 of 27 us; now 5).
+Kernels are compiled on first use and cached on disk (see _numba_cpu_kernels.py for the equations and
+the work split).
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 import threading
+from typing import Callable, NamedTuple, Optional
 
 import numba
 import numpy as np
@@ -40,6 +46,7 @@ from .._packed import PackedSlot
 from . import _numba_cpu_kernels as kernels
 from ._numba_simd import VECTOR_BYTES
 from ._workers import split_step
+from ..cells import SPECS
 
 _KIND = {("lstm", None): kernels.LSTM, ("gru", True): kernels.GRU,
          ("rnn", "tanh"): kernels.RNN_TANH, ("rnn", "relu"): kernels.RNN_RELU}
@@ -81,9 +88,14 @@ def _packed_columns(w):
     return panels
 
 
+def _gemm_panels_shape(K, N, dtype):
+    """The shape of a K x N operand packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels)."""
+    return (N // (2 * _lanes(dtype)), K, 2 * _lanes(dtype))
+
+
 def _gemm_panels(K, N, dtype):
-    """Room for a K x N operand packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels)."""
-    return pooled_empty((N // (2 * _lanes(dtype)), K, 2 * _lanes(dtype)), dtype)
+    """Room for a K x N operand packed by _numba_tiles.pack_gemm_panels."""
+    return pooled_empty(_gemm_panels_shape(K, N, dtype), dtype)
 
 
 def _panels_of(Bm, b_transposed):
@@ -170,18 +182,20 @@ def fork_reason():
             "backend='cpp'")
 
 
-def _unused(dtype, shape=(1, 1, 1)):
-    """A stand-in for a kernel argument this call's path never touches (Numba needs an array of the
-    right type there): one shared array per dtype and shape, made once (a fresh one cost ~0.3 us)."""
-    key = (np.dtype(dtype), shape)
-    arr = _UNUSED.get(key)
-    if arr is None:
-        arr = _UNUSED.setdefault(key, np.empty(shape, dtype))
-    return arr
+class _StandIns(NamedTuple):
+    """Stand-ins for the kernel arguments a call's path never touches (Numba needs an array of the
+    right type there), shared by all calls (a fresh one cost ~0.3 us)."""
+    states: np.ndarray          # (1, 1, 1): no cell states, no saved gates...
+    panels: np.ndarray          # (0, 0, 1): no panels, the path packs nothing
+    rows: np.ndarray            # (0, 1): no whole-sequence product in the kernel
+    counters: np.ndarray        # int64 (1,): no claims
+    sums: np.ndarray            # float64 (0, 0): no bias sums in the kernel
 
 
-_UNUSED: dict = {}
-_NO_PANELS = (0, 0, 1)     # the shape of _unused panels (no panels: the path packs nothing)
+@functools.lru_cache(maxsize=None)
+def _stand_ins(dtype) -> _StandIns:
+    return _StandIns(np.empty((1, 1, 1), dtype), np.empty((0, 0, 1), dtype), np.empty((0, 1), dtype),
+                     np.zeros(1, np.int64), np.zeros((0, 0), np.float64))
 
 
 def _steps_of_length(B, T):
@@ -196,79 +210,127 @@ def _writeable(arr):
     return arr if arr is None or arr.flags.writeable else arr.copy()
 
 
+class _ForwardPlan(NamedTuple):
+    """What a forward call of one shape needs besides its arrays, worked out once per shape
+    (_forward_plan): per call it cost more than the kernel's launch at small sizes."""
+    kind: int                   # kernels.LSTM, GRU, RNN_TANH or RNN_RELU
+    projection: int             # kernels.PROJECTED, PROJECT_CHUNKS or PROJECT_FUSED (kernels.forward)
+    hh_panels: tuple            # W_hh's rows packed
+    ih_key: str                 # W_ih's PackedSlot: rows (fused) or GEMM panels (the others)
+    ih_panels: tuple
+    fused_xp: tuple             # the fused input product's one step
+    states: tuple               # h_states, c_states
+    gates: Optional[tuple]      # saved activations (all T steps for backward, else one scratch slot; RNN: none)
+    ghn: Optional[tuple]        # the GRU's h-side n pre-activations
+    n_claims: int               # the steps' claim counters (and W_ih's packing, in the ring)
+    empty: Callable             # np.empty when every array of the call is under the pool's threshold
+    unused: _StandIns
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_plan(cell, variant, T, B, I, H, dtype, save, workers, units, fuse_rows, fuse_reread_bytes,
+                  gemm_min_macs):
+    G, L = SPECS[cell].num_gates, _lanes(dtype)
+    tiles = _tiles(H, dtype)
+    # small problems: the input product inside the recurrent kernel (see kernels.forward), while
+    # its re-reads of W_ih every step cost less than a separate GEMM's launch (config.py); else by
+    # the kernel a chunk of steps at a time into a ring (several workers), or one GEMM over the whole
+    # sequence first (one worker, whose kernel would compute it on one thread)
+    fused = T * B <= fuse_rows and (T - 1) * G * H * I * dtype.itemsize <= fuse_reread_bytes * B
+    # (the ring, too, where the GEMM would run on one thread anyway: its launch costs more)
+    ring = workers > 1 or T * B * G * H * I < gemm_min_macs
+    projection = kernels.PROJECT_FUSED if fused else kernels.PROJECT_CHUNKS if ring else kernels.PROJECTED
+    ih_panels = (G * tiles, I, L) if fused else _gemm_panels_shape(I, G * H, dtype)
+    slots, S = (T, T + 1) if save else (1, 2)
+    shapes = dict(hh_panels=(G * tiles, H, L), ih_panels=ih_panels, fused_xp=(1, B, G * H), states=(S, B, H),
+                  gates=(slots, B, G * H) if cell != "rnn" else None, ghn=(slots, B, H) if cell == "gru" else None)
+    biggest = max(math.prod(shape) for shape in (*shapes.values(), (T, B, H)) if shape) * dtype.itemsize
+    n_pack = -(-ih_panels[0] // kernels.PANELS_PER_ITEM) if projection == kernels.PROJECT_CHUNKS else 0
+    return _ForwardPlan(kind=_KIND[cell, variant], projection=projection,
+                        ih_key="numba rows w_ih" if fused else "numba gemm w_ih^T", **shapes,
+                        n_claims=(T + 1) * -(-H // units) + n_pack,
+                        empty=np.empty if biggest < config.POOL_MIN_BYTES else pooled_empty,
+                        unused=_stand_ins(dtype))
+
+
 def forward(seq, save):
     if seq.w_hr is not None:
         return _forward_projected(seq, save)
-    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
-    w_hh, b_hh = _writeable(seq.w_hh), _writeable(seq.b_hh)
-    G = seq.w_hh.shape[0] // H
-    cho = seq.cell == "gru" and not seq.variant
-    # small problems: the input product inside the recurrent kernel (see kernels.forward), while
-    # its re-reads of W_ih every step cost less than a separate GEMM's launch (config.py)
-    fused = (not cho and T * B <= config.FUSE_INPUT_ROWS
-             and (T - 1) * seq.w_ih.nbytes <= config.FUSE_INPUT_REREAD_BYTES * B)
-    tiles = _tiles(H, dtype)
+    if seq.cell == "gru" and not seq.variant:
+        return _forward_gru_cho(seq, save)
+    x, w_ih, w_hh = _writeable(seq.x), _writeable(seq.w_ih), _writeable(seq.w_hh)
+    T, B, I = x.shape
+    GH, H = w_hh.shape
+    dtype = x.dtype
+    workers, units = _plan(B * GH * H, dtype, config.FORWARD_CHUNKS_PER_THREAD, H)
+    plan = _forward_plan(seq.cell, seq.variant, T, B, I, H, dtype, save, workers, units,
+                         config.FUSE_INPUT_ROWS, config.FUSE_INPUT_REREAD_BYTES, config.PARALLEL_MIN_GEMM_MACS)
+    empty = plan.empty
     # W_hh's rows and W_ih's (x W_ih^T's GEMM panels, or rows when fused): packed by this call,
     # or taken packed from the PackedWeights snapshot the call runs on (_packed.py)
-    hh = PackedSlot(seq, "numba rows w_hh", lambda: _panels(G * tiles, H, dtype))
-    workers, units = _plan(B * G * H * H, dtype, config.FORWARD_CHUNKS_PER_THREAD, H)
-    if fused:
-        ih = PackedSlot(seq, "numba rows w_ih", lambda: _panels(G * tiles, I, dtype))
+    hh = PackedSlot(seq, "numba rows w_hh", lambda: empty(plan.hh_panels, dtype))
+    ih = PackedSlot(seq, plan.ih_key, lambda: empty(plan.ih_panels, dtype))
+    b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(GH, dtype)
+    b_hh = _writeable(seq.b_hh) if seq.b_hh is not None else np.zeros(GH, dtype)
+    unused = plan.unused
+    proj_claims = proj_done = unused.counters
+    panels_ih = gemm_ih = unused.panels
+    if plan.projection == kernels.PROJECT_FUSED:
+        xp, panels_ih = empty(plan.fused_xp, dtype), ih.buffer
+    elif plan.projection == kernels.PROJECT_CHUNKS:     # a ring of chunks of steps, and the GEMM's counters
+        steps = config.chunk_steps(T, B, GH, dtype.itemsize)
+        xp, gemm_ih = pooled_empty((steps, B, GH), dtype), ih.buffer
+        chunks = -(-T // steps)
+        proj_claims = np.zeros(chunks * kernels.gemm_chunks(steps * B, GH), np.int64)
+        proj_done = np.zeros(chunks, np.int64)
     else:
-        ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _panels_of(seq.w_ih, True))
-    # The input projection: by the kernel, a chunk of steps at a time into a ring (several workers;
-    # kernels.forward), or one GEMM over the whole sequence first (one worker, whose kernel would
-    # compute it on one thread; the GRU of Cho et al.)
-    ring = not fused and not cho and workers > 1
-    if fused:
-        xp = pooled_empty((1, B, G * H), dtype)
-    elif ring:
-        xp = pooled_empty((config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize), B, G * H), dtype)
-    else:
-        xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=ih.buffer,
-                   panels_ready=ih.ready).reshape(T, B, G * H)
-    b_hh = b_hh if b_hh is not None else np.zeros(G * H, dtype)
+        xp = _gemm(x.reshape(T * B, I), w_ih, b_ih, b_transposed=True, panels=ih.buffer,
+                   panels_ready=ih.ready).reshape(T, B, GH)
+    lengths = _writeable(seq.lengths) if seq.lengths is not None else _steps_of_length(B, T)
+    h_states, y = empty(plan.states, dtype), empty((T, B, H), dtype)
+    h_states[0] = seq.h0
+    c_states = None
+    if seq.c0 is not None:
+        c_states = empty(plan.states, dtype)
+        c_states[0] = seq.c0
+    gates = empty(plan.gates, dtype) if plan.gates else unused.states
+    ghn = empty(plan.ghn, dtype) if plan.ghn else unused.states
+    _launch(kernels.forward, workers, plan.kind, x, w_ih, panels_ih, gemm_ih, ih.ready, b_ih, plan.projection, xp,
+            w_hh, hh.buffer, hh.ready, b_hh, h_states, c_states if c_states is not None else unused.states, lengths,
+            y, gates, ghn, units, np.zeros(plan.n_claims, np.int64), np.zeros(T + 1, np.int64), proj_claims,
+            proj_done)
+    ih.keep()
+    hh.keep()
+    S = plan.states[0]
+    c_n = c_states[T % S].copy() if c_states is not None else None
+    saved = dict(h_states=h_states, c_states=c_states, gates=gates, ghn=ghn, lengths=lengths) if save else None
+    return y, h_states[T % S].copy(), c_n, saved
+
+
+def _forward_gru_cho(seq, save):
+    """The GRU of Cho et al.: the input projection one GEMM first, then two phases a step
+    (kernels.forward_gru_cho)."""
+    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
+    w_hh = _writeable(seq.w_hh)
+    workers, units = _plan(B * 3 * H * H, dtype, config.FORWARD_CHUNKS_PER_THREAD, H)
+    hh = PackedSlot(seq, "numba rows w_hh", lambda: _panels(3 * _tiles(H, dtype), H, dtype))
+    ih = PackedSlot(seq, "numba gemm w_ih^T", lambda: _panels_of(seq.w_ih, True))
+    xp = _gemm(seq.x.reshape(T * B, I), seq.w_ih, seq.b_ih, b_transposed=True, panels=ih.buffer,
+               panels_ready=ih.ready).reshape(T, B, 3 * H)
+    b_hh = _writeable(seq.b_hh) if seq.b_hh is not None else np.zeros(3 * H, dtype)
     lengths = _writeable(seq.lengths) if seq.lengths is not None else _steps_of_length(B, T)
     S = T + 1 if save else 2
     h_states = pooled_empty((S, B, H), dtype)
     h_states[0] = seq.h0
     y = pooled_empty((T, B, H), dtype)
-    c_states = ghn = None
-    if cho:
-        gates = pooled_empty((T if save else 1, B, G * H), dtype)
-        claims, done = _counters(2 * T + 1, H, units)
-        _launch(kernels.forward_gru_cho, workers, xp, w_hh, hh.buffer, hh.ready, b_hh, h_states, lengths, y,
-                gates, pooled_empty((B, H), dtype), units, claims, done)
-    else:
-        if seq.cell == "lstm":
-            c_states = pooled_empty((S, B, H), dtype)
-            c_states[0] = seq.c0
-        # saved activations: all T steps for backward, else one scratch slot the kernel overwrites
-        slots = T if save else 1
-        gates = pooled_empty((slots, B, G * H), dtype) if seq.cell != "rnn" else _unused(dtype)
-        ghn = pooled_empty((slots, B, H), dtype) if seq.cell == "gru" else _unused(dtype)
-        b_ih = _writeable(seq.b_ih) if seq.b_ih is not None else np.zeros(G * H, dtype)
-        if ring:    # counters of the GEMM: packing items (after the steps' claims), items per chunk of steps
-            pack_items = kernels.pack_items(ih.buffer)
-            chunks = -(-T // xp.shape[0])
-            proj_claims = np.zeros(chunks * kernels.gemm_chunks(xp.shape[0] * B, G * H), np.int64)
-            proj_done = np.zeros(chunks, np.int64)
-        else:
-            pack_items, proj_claims, proj_done = 0, _unused(np.int64, (1,)), _unused(np.int64, (1,))
-        claims, done = _counters(T + 1, H, units, extra_claims=pack_items)
-        panels_ih = ih.buffer if fused else _unused(dtype, _NO_PANELS)
-        gemm_ih = ih.buffer if ring else _unused(dtype, _NO_PANELS)
-        projection = kernels.PROJECT_FUSED if fused else kernels.PROJECT_CHUNKS if ring else kernels.PROJECTED
-        _launch(kernels.forward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.x), _writeable(seq.w_ih),
-                panels_ih, gemm_ih, ih.ready, b_ih, projection, xp, w_hh, hh.buffer, hh.ready, b_hh,
-                h_states, c_states if c_states is not None else _unused(dtype), lengths, y, gates, ghn, units, claims,
-                done, proj_claims, proj_done)
+    gates = pooled_empty((T if save else 1, B, 3 * H), dtype)
+    claims, done = _counters(2 * T + 1, H, units)
+    _launch(kernels.forward_gru_cho, workers, xp, w_hh, hh.buffer, hh.ready, b_hh, h_states, lengths, y,
+            gates, pooled_empty((B, H), dtype), units, claims, done)
     ih.keep()
     hh.keep()
-    h_n = h_states[T % S].copy()
-    c_n = None if c_states is None else c_states[T % S].copy()
-    saved = dict(h_states=h_states, c_states=c_states, gates=gates, ghn=ghn, lengths=lengths) if save else None
-    return y, h_n, c_n, saved
+    saved = dict(h_states=h_states, c_states=None, gates=gates, ghn=None, lengths=lengths) if save else None
+    return y, h_states[T % S].copy(), None, saved
 
 
 def backward(seq, saved, dy, dh_n, dc_n):
@@ -313,53 +375,92 @@ def _input_side_grads(seq, dg):
     return dx, dw_ih, db_ih, None if seq.b_hh is None else db.copy() if db_ih is not None else db
 
 
+class _BackwardPlan(NamedTuple):
+    """What a backward call of one shape needs besides its arrays, worked out once per shape
+    (_backward_plan), as _ForwardPlan."""
+    kind: int
+    chunked: bool               # the whole-sequence products inside the kernel, chunk by chunk
+    dg: tuple                   # dG's ring (all T steps when not chunked)
+    hh_columns: tuple           # W_hh's columns packed
+    panels_ih: tuple            # the chunked products' packed operands: W_ih, a chunk's x and h_prev
+    panels_x: tuple
+    panels_h: tuple
+    n_claims: int
+    n_product_claims: int       # the chunked products' claim and done counters
+    n_product_done: int
+    empty: Callable
+    unused: _StandIns
+
+
+@functools.lru_cache(maxsize=256)
+def _backward_plan(cell, variant, T, B, I, H, dtype, chunked, units, steps, n_sums):
+    G, L = SPECS[cell].num_gates, _lanes(dtype)
+    GH = G * H
+    shapes = dict(dg=(steps, B, GH), hh_columns=(_tiles(H, dtype), GH, L),
+                  panels_ih=_gemm_panels_shape(GH, I, dtype), panels_x=_gemm_panels_shape(steps * B, I, dtype),
+                  panels_h=_gemm_panels_shape(steps * B, H, dtype))
+    biggest = max(math.prod(shape) for shape in (*shapes.values(), (T, B, max(I, H)), (GH, max(I, H))))
+    pack_items = -(-shapes["panels_ih"][0] // kernels.PANELS_PER_ITEM) if chunked else 0
+    chunks = -(-T // steps)
+    block = max(kernels.chunk_product_items(steps * B, I, GH, H, n_sums),
+                sum(-(-shapes[name][0] // kernels.PANELS_PER_ITEM) for name in ("panels_x", "panels_h")))
+    return _BackwardPlan(kind=_KIND[cell, variant], chunked=chunked, **shapes,
+                         n_claims=(T + 2) * -(-H // units) + pack_items,
+                         n_product_claims=2 * chunks * block if chunked else 0,
+                         n_product_done=2 * chunks if chunked else 0,
+                         empty=np.empty if biggest * dtype.itemsize < config.POOL_MIN_BYTES else pooled_empty,
+                         unused=_stand_ins(dtype))
+
+
 def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     """LSTM, GRU (linear before reset) and RNN. Several workers: one kernel runs the reverse loop in
     chunks of steps (config.chunk_steps: ~8 MiB of dG, at least 2 steps), the last chunk first, and
     after each chunk its rows of dx and its share of dW_ih, dW_hh and the bias gradients, so dG is a
     ring of one chunk (a T-long dG's fresh pages cost more than the backward's pointwise work at
-    T = 512, B = 64; the C++ backward does the same). One worker: the kernel keeps all T steps of dG,
-    and the whole-sequence GEMMs run after it on all threads."""
-    T, B, I, H, dtype = seq.T, seq.B, seq.I, seq.H, seq.dtype
-    G = seq.w_hh.shape[0] // H
+    T = 512, B = 64; the C++ backward does the same). So does one worker where each of those products
+    is too small for a parallel GEMM (their three launches cost more: LSTM T = 16, B = 1, H = 64,
+    forward+backward 123 -> 103 us); else the kernel keeps all T steps of dG, and the whole-sequence
+    GEMMs run after it on all threads."""
+    x, w_ih, w_hh = _writeable(seq.x), _writeable(seq.w_ih), _writeable(seq.w_hh)
+    T, B, I = x.shape
+    GH, H = w_hh.shape
+    dtype = x.dtype
     gru = seq.cell == "gru"          # (linear before reset: dG differs on the h side, gate n)
-    h_states, lengths, gates = saved["h_states"], saved["lengths"], saved["gates"]
-    c_states = saved["c_states"] if saved["c_states"] is not None else _unused(dtype)
-    chunked = workers > 1
-    steps = max(2, config.chunk_steps(T, B, G * H, np.dtype(dtype).itemsize)) if chunked else T
-    steps = min(T, steps)            # (>= 2 steps, or all: a step reads its successor's slot of dgh)
-    dgi = pooled_empty((steps, B, G * H), dtype)
-    dgh = pooled_empty((steps, B, G * H), dtype) if gru else dgi
-    dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
-    dh0 = pooled_empty((B, H), dtype)
-    x, w_ih = _writeable(seq.x), _writeable(seq.w_ih)
     # column sums of dG for the biases: dG_i's (both biases but the GRU's b_hh), dG_h's for the GRU's b_hh
     n_sums = 0 if seq.b_ih is None and seq.b_hh is None else 2 if gru else 1
-    if chunked:
-        dx = pooled_empty((T, B, I), dtype)
-        dw_ih, dw_hh = pooled_empty((G * H, I), dtype), pooled_empty((G * H, H), dtype)   # (set by the kernel)
-        db = np.zeros((n_sums, G * H), np.float64)
-        panels_ih = _panels_of(w_ih, False)
-        panels_x, panels_h = _gemm_panels(steps * B, I, dtype), _gemm_panels(steps * B, H, dtype)
-        chunks = -(-T // steps)
-        pack_items = kernels.pack_items(panels_ih)
-        block = max(kernels.chunk_product_items(steps * B, I, G * H, H, n_sums),
-                    kernels.pack_items(panels_x) + kernels.pack_items(panels_h))
-        product_claims, product_done = np.zeros(2 * chunks * block, np.int64), np.zeros(2 * chunks, np.int64)
+    # the whole-sequence products inside the kernel, chunk by chunk: with several workers, or where
+    # each product would run on one thread anyway (their launches after the kernel cost more)
+    chunked = workers > 1 or T * B * GH * max(I, H) < config.PARALLEL_MIN_GEMM_MACS
+    steps = T
+    if chunked:                      # (>= 2 steps, or all: a step reads its successor's slot of dgh)
+        steps = min(T, max(2, config.chunk_steps(T, B, GH, dtype.itemsize)))
+    plan = _backward_plan(seq.cell, seq.variant, T, B, I, H, dtype, chunked, units, steps, n_sums)
+    empty = plan.empty
+    h_states, gates = saved["h_states"], saved["gates"]
+    unused = plan.unused
+    c_states = saved["c_states"] if saved["c_states"] is not None else unused.states
+    dgi = empty(plan.dg, dtype)
+    dgh = empty(plan.dg, dtype) if gru else dgi
+    dc = np.zeros((B, H), dtype) if dc_n is None else dc_n.copy()
+    dh0 = empty((B, H), dtype)
+    if plan.chunked:
+        dx, dw_ih, dw_hh = empty((T, B, I), dtype), empty((GH, I), dtype), empty((GH, H), dtype)  # (the kernel's)
+        db = np.zeros((n_sums, GH), np.float64)
+        panels_ih, panels_x, panels_h = empty(plan.panels_ih, dtype), empty(plan.panels_x, dtype), empty(
+            plan.panels_h, dtype)
     else:
-        dx, dw_ih, dw_hh, db = np.empty((0, 0, I), dtype), np.empty((0, I), dtype), np.empty((0, H), dtype), None
-        panels_ih = panels_x = panels_h = _unused(dtype, _NO_PANELS)
-        pack_items, product_claims, product_done = 0, _unused(np.int64, (1,)), _unused(np.int64, (1,))
-    claims, done = _counters(T + 2, H, units, extra_claims=pack_items)
-    _launch(kernels.backward, workers, _KIND[seq.cell, seq.variant], _writeable(seq.w_hh),
-            _panels(-(-H // _lanes(dtype)), G * H, dtype), dy, dh_n, lengths, gates, h_states, c_states,
-            saved["ghn"], dgi, dgh, np.zeros((B, H), dtype), dc, dh0, chunked, x, w_ih, panels_ih, panels_x, panels_h,
-            dx, dw_ih, dw_hh, db if db is not None else np.zeros((0, 0), np.float64), n_sums, units, claims, done,
-            product_claims, product_done)
-    if chunked:
+        panels_ih = panels_x = panels_h = dx = unused.panels     # (the products come after the kernel)
+        dw_ih, dw_hh, db = unused.rows, unused.rows, unused.sums
+    _launch(kernels.backward, workers, plan.kind, w_hh, empty(plan.hh_columns, dtype), dy, dh_n, saved["lengths"],
+            gates, h_states, c_states, saved["ghn"], dgi, dgh, np.zeros((B, H), dtype), dc, dh0, plan.chunked, x,
+            w_ih, panels_ih, panels_x, panels_h, dx, dw_ih, dw_hh, db, n_sums, units,
+            np.zeros(plan.n_claims, np.int64), np.zeros(T + 2, np.int64),
+            np.zeros(plan.n_product_claims, np.int64) if plan.chunked else unused.counters,
+            np.zeros(plan.n_product_done, np.int64) if plan.chunked else unused.counters)
+    if plan.chunked:
         sums = list(db.astype(dtype))        # (one conversion, then its rows)
     else:           # (the h-side gradients differ from the x-side ones only for the GRU's gate n)
-        rows_i, rows_h = dgi.reshape(T * B, G * H), dgh.reshape(T * B, G * H)
+        rows_i, rows_h = dgi.reshape(T * B, GH), dgh.reshape(T * B, GH)
         dw_hh = _gemm(rows_h, h_states[:T].reshape(T * B, H), a_transposed=True)
         dx = _gemm(rows_i, w_ih).reshape(T, B, I)
         dw_ih = _gemm(rows_i, x.reshape(T * B, I), a_transposed=True)
