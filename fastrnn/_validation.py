@@ -139,7 +139,8 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
     own arrays (not converted, e.g. moved to a GPU)."""
     spec = SPECS[cell]
     G = spec.num_gates
-    batch_first = _check_bool("batch_first", batch_first)
+    if batch_first is not False and batch_first is not True:
+        batch_first = _check_bool("batch_first", batch_first)
     variant = check_variant(cell, variant)
     named = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "h0": h0}
     if spec.has_cell_state:
@@ -161,9 +162,9 @@ def validate_sequence(cell: str, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *,
     elif batch_first:
         x = x.transpose(1, 0, 2)
     T, B, I = x.shape
-    for letter, size in (("T", T), ("B", B), ("I", I)):
-        if size == 0:
-            raise ValueError(f"x must have {letter} >= 1, got shape {arrays['x'].shape}")
+    if 0 in x.shape:
+        letter = "TBI"[x.shape.index(0)]
+        raise ValueError(f"x must have {letter} >= 1, got shape {arrays['x'].shape}")
 
     w_hr = arrays.get("w_hr")
     if w_hr is not None:        # LSTM with projections: w_hr (P, H), w_hh (4H, P), h (B, P), c (B, H)

@@ -34,8 +34,9 @@ from ..cells import SPECS
 _CELL = {("lstm", None): 0, ("gru", True): 1, ("gru", False): 2, ("rnn", "tanh"): 3, ("rnn", "relu"): 4}
 
 
-# the binding's large results (outputs, tapes, gradients) come from the pool of reused buffers
-_OUTPUTS = dict(empty=pooled_empty, empty_min_bytes=config.POOL_MIN_BYTES)
+# the binding's large results (outputs, tapes, gradients) come from the pool of reused buffers (passed
+# by position: pybind11's keyword matching cost ~1 us a call)
+_OUTPUTS = (pooled_empty, config.POOL_MIN_BYTES)
 
 
 def _cell(seq) -> int:
@@ -65,7 +66,7 @@ def forward(seq, save):
         _ext.packed_forward_size(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.w_hr), seq.dtype))
     y, h_n, c_n, saved = _ext.forward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.h0, seq.c0,
                                       seq.lengths, save, _threads(seq), seq.w_hr, slot and slot.buffer,
-                                      bool(slot and slot.ready), **_OUTPUTS)
+                                      bool(slot and slot.ready), *_OUTPUTS)
     if slot is not None:
         slot.keep()
     return y, h_n, c_n, saved
@@ -73,4 +74,4 @@ def forward(seq, save):
 
 def backward(seq, saved, dy, dh_n, dc_n):
     return _ext.backward(_cell(seq), seq.x, seq.w_ih, seq.w_hh, seq.b_ih, seq.b_hh, seq.lengths, saved, dy, dh_n,
-                         dc_n, _threads(seq), seq.w_hr, **_OUTPUTS)
+                         dc_n, _threads(seq), seq.w_hr, *_OUTPUTS)
