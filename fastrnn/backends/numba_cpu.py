@@ -210,6 +210,13 @@ def _writeable(arr):
     return arr if arr is None or arr.flags.writeable else arr.copy()
 
 
+def _allocator(dtype, *shapes):
+    """np.empty for a call whose arrays (of ``shapes``, None: absent) are all under the pool's threshold,
+    else pooled_empty (which still gives the small ones np.empty's)."""
+    biggest = max(math.prod(shape) for shape in shapes if shape) * dtype.itemsize
+    return np.empty if biggest < config.POOL_MIN_BYTES else pooled_empty
+
+
 class _ForwardPlan(NamedTuple):
     """What a forward call of one shape needs besides its arrays, worked out once per shape
     (_forward_plan): per call it cost more than the kernel's launch at small sizes."""
@@ -244,13 +251,11 @@ def _forward_plan(cell, variant, T, B, I, H, dtype, save, workers, units, fuse_r
     slots, S = (T, T + 1) if save else (1, 2)
     shapes = dict(hh_panels=(G * tiles, H, L), ih_panels=ih_panels, fused_xp=(1, B, G * H), states=(S, B, H),
                   gates=(slots, B, G * H) if cell != "rnn" else None, ghn=(slots, B, H) if cell == "gru" else None)
-    biggest = max(math.prod(shape) for shape in (*shapes.values(), (T, B, H)) if shape) * dtype.itemsize
     n_pack = -(-ih_panels[0] // kernels.PANELS_PER_ITEM) if projection == kernels.PROJECT_CHUNKS else 0
     return _ForwardPlan(kind=_KIND[cell, variant], projection=projection,
                         ih_key="numba rows w_ih" if fused else "numba gemm w_ih^T", **shapes,
                         n_claims=(T + 1) * -(-H // units) + n_pack,
-                        empty=np.empty if biggest < config.POOL_MIN_BYTES else pooled_empty,
-                        unused=_stand_ins(dtype))
+                        empty=_allocator(dtype, *shapes.values(), (T, B, H)), unused=_stand_ins(dtype))
 
 
 def forward(seq, save):
@@ -399,7 +404,6 @@ def _backward_plan(cell, variant, T, B, I, H, dtype, chunked, units, steps, n_su
     shapes = dict(dg=(steps, B, GH), hh_columns=(_tiles(H, dtype), GH, L),
                   panels_ih=_gemm_panels_shape(GH, I, dtype), panels_x=_gemm_panels_shape(steps * B, I, dtype),
                   panels_h=_gemm_panels_shape(steps * B, H, dtype))
-    biggest = max(math.prod(shape) for shape in (*shapes.values(), (T, B, max(I, H)), (GH, max(I, H))))
     pack_items = -(-shapes["panels_ih"][0] // kernels.PANELS_PER_ITEM) if chunked else 0
     chunks = -(-T // steps)
     block = max(kernels.chunk_product_items(steps * B, I, GH, H, n_sums),
@@ -408,7 +412,7 @@ def _backward_plan(cell, variant, T, B, I, H, dtype, chunked, units, steps, n_su
                          n_claims=(T + 2) * -(-H // units) + pack_items,
                          n_product_claims=2 * chunks * block if chunked else 0,
                          n_product_done=2 * chunks if chunked else 0,
-                         empty=np.empty if biggest * dtype.itemsize < config.POOL_MIN_BYTES else pooled_empty,
+                         empty=_allocator(dtype, *shapes.values(), (T, B, max(I, H)), (GH, max(I, H))),
                          unused=_stand_ins(dtype))
 
 
