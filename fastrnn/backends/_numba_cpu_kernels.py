@@ -54,16 +54,16 @@ PANELS_PER_ITEM = 4       # GEMM panels packed per claimed item
 
 
 @njit(cache=True, error_model="numpy")
-def pack_items(panels):
-    """Claimed items of packing for GEMM ``panels``."""
-    return (panels.shape[0] + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
+def pack_items(n_panels):
+    """Claimed items of packing for ``n_panels`` GEMM panels (also called from Python, by numba_cpu's plans)."""
+    return (n_panels + PANELS_PER_ITEM - 1) // PANELS_PER_ITEM
 
 
 @njit(cache=True, error_model="numpy")
 def _claim_packing(Bm, b_transposed, panels, claims, done, phase, w, n_workers):
     """Worker w packs the items of op(Bm)'s GEMM panels it claims (claims: a counter per item), each
     counted in done[phase] when packed."""
-    n = pack_items(panels)
+    n = pack_items(panels.shape[0])
     for i in range(n):
         c = claim_in_order(claims, 0, n, w, n_workers, i)
         if c >= 0:
@@ -84,7 +84,7 @@ def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, panels_ready, pack_
         packed_a = gemm_a_buffer(C)
         if not panels_ready:
             _claim_packing(Bm, b_transposed, panels, pack_claims, done, 0, w, n_workers)
-            wait_all(done, 0, pack_items(panels))
+            wait_all(done, 0, pack_items(panels.shape[0]))
         for i in range(n_chunks):
             c = claim_in_order(chunk_claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:
@@ -264,7 +264,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
     gs = (chunk_units + L - 1) // L * L          # gh columns per gate: whole tiles
     SX = xp.shape[0]
     fused, chunked = projection == PROJECT_FUSED, projection == PROJECT_CHUNKS
-    n_pack = 0 if not chunked or ih_ready else pack_items(gemm_ih)
+    n_pack = 0 if not chunked or ih_ready else pack_items(gemm_ih.shape[0])
     items_max = proj_claims.shape[0] // ((T + SX - 1) // SX)
     x_rows, xp_rows = x.reshape((T * B, x.shape[2])), xp.reshape((SX * B, G * H))
     for w in prange(n_workers):
@@ -505,7 +505,7 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
     GH = dgi.shape[2]
     I = x.shape[2]
     n_chunks = (H + chunk_units - 1) // chunk_units
-    n_pack_ih = pack_items(panels_ih) if chunked else 0
+    n_pack_ih = pack_items(panels_ih.shape[0]) if chunked else 0
     n_step_chunks = (T + SX - 1) // SX
     block = product_claims.shape[0] // max(1, 2 * n_step_chunks)
     for w in prange(n_workers):
@@ -543,12 +543,12 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
                 j = t // SX
                 rows = (min(T, t + SX) - t) * B
                 x_rows, h_rows = x.reshape((-1, I))[t * B:t * B + rows], h_states.reshape((-1, H))[t * B:t * B + rows]
-                n_px = pack_items(panels_x)
+                n_px = pack_items(panels_x.shape[0])
                 _claim_packing(x_rows, False, panels_x, product_claims[2 * j * block:], product_done, 2 * j, w,
                                n_workers)
                 _claim_packing(h_rows, False, panels_h, product_claims[2 * j * block + n_px:], product_done, 2 * j,
                                w, n_workers)
-                wait_all(product_done, 2 * j, n_px + pack_items(panels_h))
+                wait_all(product_done, 2 * j, n_px + pack_items(panels_h.shape[0]))
                 n_items = chunk_product_items(rows, I, GH, H, n_sums)
                 for i in range(n_items):
                     c = claim_in_order(product_claims[(2 * j + 1) * block:], 0, n_items, w, n_workers, i)

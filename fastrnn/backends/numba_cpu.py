@@ -114,7 +114,8 @@ def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False, panels=None,
     panels = _panels_of(Bm, b_transposed) if panels is None else panels
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
             _writeable(bias) if bias is not None else np.empty(0, A.dtype), panels, panels_ready,
-            np.zeros(max(kernels.pack_items(panels), 1), np.int64), np.zeros(kernels.gemm_chunks(M, N), np.int64),
+            np.zeros(max(kernels.pack_items(panels.shape[0]), 1), np.int64),
+            np.zeros(kernels.gemm_chunks(M, N), np.int64),
             np.zeros(1, np.int64))
     return C
 
@@ -251,7 +252,7 @@ def _forward_plan(cell, variant, T, B, I, H, dtype, save, workers, units, fuse_r
     slots, S = (T, T + 1) if save else (1, 2)
     shapes = dict(hh_panels=(G * tiles, H, L), ih_panels=ih_panels, fused_xp=(1, B, G * H), states=(S, B, H),
                   gates=(slots, B, G * H) if cell != "rnn" else None, ghn=(slots, B, H) if cell == "gru" else None)
-    n_pack = -(-ih_panels[0] // kernels.PANELS_PER_ITEM) if projection == kernels.PROJECT_CHUNKS else 0
+    n_pack = kernels.pack_items(ih_panels[0]) if projection == kernels.PROJECT_CHUNKS else 0
     return _ForwardPlan(kind=_KIND[cell, variant], projection=projection,
                         ih_key="numba rows w_ih" if fused else "numba gemm w_ih^T", **shapes,
                         n_claims=(T + 1) * -(-H // units) + n_pack,
@@ -404,12 +405,12 @@ def _backward_plan(cell, variant, T, B, I, H, dtype, chunked, units, steps, n_su
     shapes = dict(dg=(steps, B, GH), hh_columns=(_tiles(H, dtype), GH, L),
                   panels_ih=_gemm_panels_shape(GH, I, dtype), panels_x=_gemm_panels_shape(steps * B, I, dtype),
                   panels_h=_gemm_panels_shape(steps * B, H, dtype))
-    pack_items = -(-shapes["panels_ih"][0] // kernels.PANELS_PER_ITEM) if chunked else 0
+    n_pack_ih = kernels.pack_items(shapes["panels_ih"][0]) if chunked else 0
     chunks = -(-T // steps)
     block = max(kernels.chunk_product_items(steps * B, I, GH, H, n_sums),
-                sum(-(-shapes[name][0] // kernels.PANELS_PER_ITEM) for name in ("panels_x", "panels_h")))
+                sum(kernels.pack_items(shapes[name][0]) for name in ("panels_x", "panels_h")))
     return _BackwardPlan(kind=_KIND[cell, variant], chunked=chunked, **shapes,
-                         n_claims=(T + 2) * -(-H // units) + pack_items,
+                         n_claims=(T + 2) * -(-H // units) + n_pack_ih,
                          n_product_claims=2 * chunks * block if chunked else 0,
                          n_product_done=2 * chunks if chunked else 0,
                          empty=_allocator(dtype, *shapes.values(), (T, B, max(I, H)), (GH, max(I, H))),
