@@ -101,17 +101,20 @@ def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
-register(Backend("numba", "fastrnn.backends.numba_cpu", requires=("numba",),
+# modules named from this package's own name, so that a renamed copy of the package runs its own code
+# (benchmarks/ab_inprocess.py times a revision's copy beside the working tree in one process)
+_PACKAGE = __name__.rpartition(".")[0]
+register(Backend("numba", f"{__name__}.numba_cpu", requires=("numba",),
                  install_hint="install it with: pip install numba", process_check="fork_reason",
                  description="fused persistent CPU kernels compiled by Numba"))
-register(Backend("cpp", "fastrnn.backends.cpp", requires=("fastrnn._ext",),
+register(Backend("cpp", f"{__name__}.cpp", requires=(f"{_PACKAGE}._ext",),
                  install_hint="it is built by `pip install .` with a C++17 compiler (unless FASTRNN_NO_EXT=1)",
                  description="fused persistent CPU kernels in C++ (a thread pool, AVX-512/AVX2 chosen at run time)"))
-register(Backend("cuda", "fastrnn.backends.numba_cuda", requires=("numba", "numba_cuda"),
+register(Backend("cuda", f"{__name__}.numba_cuda", requires=("numba", "numba_cuda"),
                  install_hint="install it with: pip install fastrnn[cuda]",
                  description="persistent fused GPU kernels (Numba CUDA), cuBLAS GEMMs through CuPy",
                  device_check=_cuda_device_check, runs_on_gpu=True))
-register(Backend("reference", "fastrnn.backends.reference",
+register(Backend("reference", f"{__name__}.reference",
                  description="NumPy oracle: textbook equations, exact to float64 rounding"))
 
 

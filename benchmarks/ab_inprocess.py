@@ -1,0 +1,174 @@
+"""A code change timed against an earlier revision in ONE process: old and new calls alternated.
+
+    python benchmarks/ab_inprocess.py [--old REV] [--backend numba] [--configs "512,1,128;16,8,256"]
+                                      [--cells lstm,gru] [--modes fwd,fwdbwd] [--packed] [--rounds 9]
+
+Why: on the 2-core VM of these sessions the round trip between the cores flips between ~80 and
+~450 ns from one minute to the next, and a process tends to see one state throughout; timing old and
+new code in separate processes (even alternated, three rounds each) then compares two states, not two
+versions (a change read 1.4x faster for the LSTM and 0.6x for the GRU in one such run, and the same
+within 5% in one process). Here both versions run in the same process, round by round in turn
+(ABBA order), so each round's pair sees the same machine; the table gives the medians and the range of
+the per-round ratios.
+
+How: ``git archive REV fastrnn`` is unpacked under the temporary directory as a package named
+``fastrnn_<rev>`` (kept there, so its Numba cache survives between runs) and imported beside the
+working tree's ``fastrnn``. The backend registry names its modules from its own package name, so the
+copy runs its own kernels; for revisions from before that, the copy's registry is rewritten, and the
+script checks that every backend module it loads is the copy's. The C++ extension is not rebuilt for
+the old revision: "cpp" is not available to the copy (compare builds with ``fastrnn bench --compare``).
+Both versions' results are compared (max relative difference), so a change that breaks the output is
+seen here too. Compile time is excluded (three calls each before timing).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def old_package(rev: str) -> str:
+    """Unpack ``rev``'s fastrnn as fastrnn_<sha> under the temporary directory (once) and import it; its name."""
+    sha = subprocess.run(["git", "rev-parse", "--short=10", rev], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    name = f"fastrnn_{sha}"
+    parent = os.path.join(tempfile.gettempdir(), "fastrnn-ab")
+    target = os.path.join(parent, name)
+    if not os.path.isdir(target):
+        archive = subprocess.run(["git", "archive", "--format=tar", sha, "fastrnn"], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=parent)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(staging, filter="data")
+        registry = os.path.join(staging, "fastrnn", "backends", "__init__.py")
+        with open(registry) as f:         # revisions whose registry named "fastrnn.backends..." outright
+            text = f.read().replace('"fastrnn.backends.', f'"{name}.backends.').replace('"fastrnn._ext"',
+                                                                                      f'"{name}._ext"')
+        with open(registry, "w") as f:
+            f.write(text)
+        try:
+            os.replace(os.path.join(staging, "fastrnn"), target)
+        except OSError:                   # another run unpacked it meanwhile
+            if not os.path.isdir(target):
+                raise
+        shutil.rmtree(staging)
+    if parent not in sys.path:
+        sys.path.append(parent)
+    return name
+
+
+def check_own_modules(package, name: str) -> None:
+    """Fail if any of ``package``'s backends would load code from outside it."""
+    for backend in package.backends.registered_backends().values():
+        if not backend.module.startswith(name + "."):
+            raise SystemExit(f"{name}: backend {backend.name!r} loads {backend.module}, not the copy's own module")
+
+
+def problem(cell: str, T: int, B: int, H: int, seed: int = 0):
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    w_ih, w_hh = ((rng.standard_normal((G * H, H)) * H ** -0.5).astype(np.float32) for _ in range(2))
+    b_ih, b_hh = ((rng.standard_normal(G * H) * 0.1).astype(np.float32) for _ in range(2))
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    return x, (w_ih, w_hh, b_ih, b_hh), dy
+
+
+def call(package, cell: str, mode: str, backend: str, packed: bool, x, weights, dy):
+    """A function running one call of ``mode`` with ``package``, and one that returns its results."""
+    if mode == "fwd":
+        run = getattr(package, cell)
+        args = (package.pack_weights(cell, *weights),) if packed else weights
+        return lambda: run(x, *args, backend=backend)
+    forward, backward = getattr(package, f"{cell}_forward"), getattr(package, f"{cell}_backward")
+
+    def forward_backward():
+        y, _, tape = forward(x, *weights, backend=backend)
+        return (y,) + tuple(backward(tape, dy))
+    return forward_backward
+
+
+def leaves(result):
+    if isinstance(result, (tuple, list)):
+        return [leaf for item in result for leaf in leaves(item)]
+    return [np.asarray(result)] if result is not None else []
+
+
+def max_rel_diff(a, b) -> float:
+    worst = 0.0
+    for u, v in zip(leaves(a), leaves(b)):
+        scale = max(float(np.max(np.abs(u))) if u.size else 0.0, 1e-30)
+        worst = max(worst, float(np.max(np.abs(u.astype(np.float64) - v))) / scale if u.size else 0.0)
+    return worst
+
+
+def timed(fn, n: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter_ns() - start) / n / 1e3
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--old", default="HEAD", help="the revision to compare against (default HEAD)")
+    parser.add_argument("--backend", default="numba")
+    parser.add_argument("--configs", default="16,1,128;512,1,128;128,8,256",
+                        help='"T,B,H;..." (I = H, float32)')
+    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--modes", default="fwd,fwdbwd")
+    parser.add_argument("--packed", action="store_true", help="forward on a pack_weights snapshot")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--block-ms", type=float, default=20.0, help="about this long a timed block of calls")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, ROOT)
+    new = importlib.import_module("fastrnn")
+    name = old_package(args.old)
+    old = importlib.import_module(name)
+    check_own_modules(new, "fastrnn")
+    check_own_modules(old, name)
+    for label, package in (("the working tree", new), (f"the copy of {args.old}", old)):
+        if args.backend not in package.available_backends():
+            raise SystemExit(f"backend {args.backend!r} is not available to {label}"
+                             + (" (the C++ extension is not built for a revision's copy)" if package is old else ""))
+    print(f"old: {args.old} ({name}, {os.path.dirname(old.__file__)}); new: the working tree "
+          f"({os.path.dirname(new.__file__)}); backend {args.backend}, {args.rounds} rounds, one process")
+    print("| cell | mode | T | B | H | old us | new us | old/new | per-round old/new (min..max) | max rel diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for cell in args.cells.split(","):
+        for config in args.configs.split(";"):
+            T, B, H = (int(v) for v in config.split(","))
+            x, weights, dy = problem(cell, T, B, H)
+            for mode in args.modes.split(","):
+                fns = {label: call(package, cell, mode, args.backend, args.packed, x, weights, dy)
+                       for label, package in (("old", old), ("new", new))}
+                results = {label: [fn() for _ in range(3)][-1] for label, fn in fns.items()}   # compile, warm
+                once = timed(fns["new"], 1)
+                n = max(1, int(args.block_ms * 1e3 / max(once, 1e-3)))
+                times = {"old": [], "new": []}
+                for r in range(args.rounds):
+                    for label in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                        times[label].append(timed(fns[label], n))
+                ratios = [o / w for o, w in zip(times["old"], times["new"])]
+                o, w = np.median(times["old"]), np.median(times["new"])
+                print(f"| {cell} | {mode} | {T} | {B} | {H} | {o:.1f} | {w:.1f} | **{o / w:.3f}x** | "
+                      f"{min(ratios):.2f}..{max(ratios):.2f} | {max_rel_diff(results['old'], results['new']):.1e} |",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

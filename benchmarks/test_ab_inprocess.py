@@ -1,0 +1,30 @@
+"""benchmarks/ab_inprocess.py: a revision's copy runs its own code beside the working tree, in one process."""
+import subprocess
+import sys
+
+import pytest
+
+ab = pytest.importorskip("ab_inprocess")
+
+
+def _git_checkout():
+    try:
+        subprocess.run(["git", "rev-parse", "HEAD"], cwd=ab.ROOT, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _git_checkout(), reason="needs the repository's git history")
+def test_old_revision_runs_its_own_modules(capsys):
+    assert ab.main(["--old", "HEAD", "--backend", "reference", "--configs", "3,2,5", "--cells", "gru",
+                    "--rounds", "2", "--block-ms", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| gru |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["fwd", "fwdbwd"]
+    # the reference at HEAD and in the working tree (the same code in a clean checkout) agree; and the
+    # copy's backends load from the copy
+    assert all(float(row.split("|")[-2]) < 1e-6 for row in rows)
+    copy = next(name for name in sys.modules if name.startswith("fastrnn_") and "." not in name)
+    assert sys.modules[f"{copy}.backends.reference"].__file__.startswith(ab.tempfile.gettempdir())
+    assert all(backend.module.startswith(copy + ".")
+               for backend in sys.modules[copy].backends.registered_backends().values())
