@@ -1,7 +1,7 @@
 """The Numba CPU backend's whole-sequence products (backends/_numba_tiles.gemm_chunk) against NumPy.
 
 The sequence tests reach these products only at their own shapes (K = I or H, a few dozen rows), so
-the edges are checked here directly: rows past the 6-row micro-kernel blocks, columns past the
+the edges are checked here directly: rows past the 6-row micro-kernel blocks (1 to 5 of them), columns past the
 2-vector panels, K over several k blocks (GEMM_K), both transposes, a bias or none, and the
 accumulating form (C += op(A) op(B)) that the backward's weight gradients use.
 """
@@ -39,7 +39,8 @@ def _tolerance(dtype, K):
     return (1e-12 if dtype == np.float64 else 2e-5) * np.sqrt(K) * 4
 
 
-SHAPES = [(1, 1, 1), (7, 3, 5), (6, 32, 16), (13, 40, 300), (250, 130, 9), (245, 257, 513)]
+SHAPES = [(1, 1, 1), (3, 20, 7), (7, 3, 5), (6, 32, 16), (8, 33, 40), (13, 40, 300), (16, 64, 17), (250, 130, 9),
+          (245, 257, 513)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
