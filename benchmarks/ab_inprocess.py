@@ -2,14 +2,18 @@
 
     python benchmarks/ab_inprocess.py [--old REV] [--backend numba] [--configs "512,1,128;16,8,256"]
                                       [--cells lstm,gru] [--modes fwd,fwdbwd] [--packed] [--rounds 9]
+                                      [--processes 3]
 
 Why: on the 2-core VM of these sessions the round trip between the cores flips between ~80 and
 ~450 ns from one minute to the next, and a process tends to see one state throughout; timing old and
 new code in separate processes (even alternated, three rounds each) then compares two states, not two
 versions (a change read 1.4x faster for the LSTM and 0.6x for the GRU in one such run, and the same
 within 5% in one process). Here both versions run in the same process, round by round in turn
-(ABBA order), so each round's pair sees the same machine; the table gives the medians and the range of
-the per-round ratios.
+(ABBA order), so each round's pair sees the same machine. One process still places its arrays and
+code once, and that alone moved a config's old/new by up to +-10% between processes whose rounds agreed
+with each other; so the comparison runs in --processes fresh processes in turn, and the table gives the
+median of their ratios and their spread (with --processes 1: that process's medians and the spread of its
+rounds' ratios).
 
 How: ``git archive REV fastrnn`` is unpacked under the temporary directory as a package named
 ``fastrnn_<rev>`` (kept there, so its Numba cache survives between runs) and imported beside the
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -132,7 +137,12 @@ def main(argv=None) -> int:
     parser.add_argument("--packed", action="store_true", help="forward on a pack_weights snapshot")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--block-ms", type=float, default=20.0, help="about this long a timed block of calls")
+    parser.add_argument("--processes", type=int, default=3,
+                        help="run the comparison in this many fresh processes, one after another (default 3)")
+    parser.add_argument("--json", help=argparse.SUPPRESS)          # (a child's results, for its parent)
     args = parser.parse_args(argv)
+    if args.processes > 1:
+        return parent(args, argv if argv is not None else sys.argv[1:])
 
     sys.path.insert(0, ROOT)
     new = importlib.import_module("fastrnn")
@@ -144,10 +154,11 @@ def main(argv=None) -> int:
         if args.backend not in package.available_backends():
             raise SystemExit(f"backend {args.backend!r} is not available to {label}"
                              + (" (the C++ extension is not built for a revision's copy)" if package is old else ""))
-    print(f"old: {args.old} ({name}, {os.path.dirname(old.__file__)}); new: the working tree "
-          f"({os.path.dirname(new.__file__)}); backend {args.backend}, {args.rounds} rounds, one process")
-    print("| cell | mode | T | B | H | old us | new us | old/new | per-round old/new (min..max) | max rel diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    if args.json is None:
+        print(f"old: {args.old} ({name}, {os.path.dirname(old.__file__)}); new: the working tree "
+              f"({os.path.dirname(new.__file__)}); backend {args.backend}, {args.rounds} rounds, one process")
+        print(HEADER)
+    rows = []
     for cell in args.cells.split(","):
         for config in args.configs.split(";"):
             T, B, H = (int(v) for v in config.split(","))
@@ -163,10 +174,50 @@ def main(argv=None) -> int:
                     for label in (("old", "new") if r % 2 == 0 else ("new", "old")):
                         times[label].append(timed(fns[label], n))
                 ratios = [o / w for o, w in zip(times["old"], times["new"])]
-                o, w = np.median(times["old"]), np.median(times["new"])
-                print(f"| {cell} | {mode} | {T} | {B} | {H} | {o:.1f} | {w:.1f} | **{o / w:.3f}x** | "
-                      f"{min(ratios):.2f}..{max(ratios):.2f} | {max_rel_diff(results['old'], results['new']):.1e} |",
-                      flush=True)
+                row = dict(cell=cell, mode=mode, T=T, B=B, H=H, old_us=float(np.median(times["old"])),
+                           new_us=float(np.median(times["new"])), low=min(ratios), high=max(ratios),
+                           diff=max_rel_diff(results["old"], results["new"]))
+                rows.append(row)
+                if args.json is None:
+                    print(table_row(row, row["old_us"] / row["new_us"]), flush=True)
+    if args.json is not None:
+        with open(args.json, "w") as f:
+            json.dump(rows, f)
+    return 0
+
+
+HEADER = ("| cell | mode | T | B | H | old us | new us | old/new | spread of old/new | max rel diff |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def table_row(row, ratio) -> str:
+    return (f"| {row['cell']} | {row['mode']} | {row['T']} | {row['B']} | {row['H']} | {row['old_us']:.1f} | "
+            f"{row['new_us']:.1f} | **{ratio:.3f}x** | {row['low']:.2f}..{row['high']:.2f} | {row['diff']:.1e} |")
+
+
+def parent(args, argv) -> int:
+    """The comparison in ``args.processes`` fresh processes, one after another: a process places its
+    arrays and code once, and on this VM that alone moved a config's old/new by up to +-10% in one
+    process while its rounds agreed; the table gives per config the median over the processes of
+    their ratios (old us, new us: medians of theirs), and the spread: the processes' ratios, min..max."""
+    old_package(args.old)                # (unpacked once, before the children race for it)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.processes):
+            out = os.path.join(tmp, f"{i}.json")
+            subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--processes", "1", "--json", out],
+                           check=True)
+            with open(out) as f:
+                runs.append(json.load(f))
+    print(f"old: {args.old}; new: the working tree; backend {args.backend}; {args.processes} processes of "
+          f"{args.rounds} rounds each, old and new alternated in each")
+    print(HEADER)
+    for rows in zip(*runs):
+        ratios = [row["old_us"] / row["new_us"] for row in rows]
+        merged = dict(rows[0], old_us=float(np.median([row["old_us"] for row in rows])),
+                      new_us=float(np.median([row["new_us"] for row in rows])), low=min(ratios), high=max(ratios),
+                      diff=max(row["diff"] for row in rows))
+        print(table_row(merged, float(np.median(ratios))))
     return 0
 
 

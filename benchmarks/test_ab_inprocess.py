@@ -18,7 +18,7 @@ def _git_checkout():
 @pytest.mark.skipif(not _git_checkout(), reason="needs the repository's git history")
 def test_old_revision_runs_its_own_modules(capsys):
     assert ab.main(["--old", "HEAD", "--backend", "reference", "--configs", "3,2,5", "--cells", "gru",
-                    "--rounds", "2", "--block-ms", "1"]) == 0
+                    "--rounds", "2", "--block-ms", "1", "--processes", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| gru |")]
     assert [row.split("|")[2].strip() for row in rows] == ["fwd", "fwdbwd"]
     # the reference at HEAD and in the working tree (the same code in a clean checkout) agree; and the
@@ -28,3 +28,14 @@ def test_old_revision_runs_its_own_modules(capsys):
     assert sys.modules[f"{copy}.backends.reference"].__file__.startswith(ab.tempfile.gettempdir())
     assert all(backend.module.startswith(copy + ".")
                for backend in sys.modules[copy].backends.registered_backends().values())
+
+
+@pytest.mark.skipif(not _git_checkout(), reason="needs the repository's git history")
+def test_processes_are_merged_per_config(capsys):
+    assert ab.main(["--backend", "reference", "--configs", "2,1,3;3,2,5", "--cells", "lstm", "--modes", "fwd",
+                    "--rounds", "1", "--block-ms", "1", "--processes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 processes of 1 rounds" in out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| lstm |")]
+    assert [(row[3].strip(), row[4].strip(), row[5].strip()) for row in rows] == [("2", "1", "3"), ("3", "2", "5")]
+    assert all(float(row[-2]) < 1e-6 for row in rows)
