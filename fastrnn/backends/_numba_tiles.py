@@ -180,6 +180,49 @@ def _row1_panel1(P0, X, b, out, c0):
     vstore(out, b, c0, (acc0 + acc1) + (acc2 + acc3))
 
 
+@njit(cache=True, error_model="numpy")
+def _row1_panels4(P0, P1, P2, P3, X, b, out, c0, c1, c2, c3):
+    # one row against four panels in one pass over k (an LSTM unit tile's four gates): four streams of
+    # weights in flight, two partial sums each over even and odd k (8 FMA chains)
+    a0 = a1 = a2 = a3 = e0 = e1 = e2 = e3 = vzero(out)
+    K = X.shape[1]
+    k = 0
+    while k + 2 <= K:
+        x, y = vsplat(X[b, k]), vsplat(X[b, k + 1])
+        a0, a1 = vfma(vload(P0, k, 0), x, a0), vfma(vload(P1, k, 0), x, a1)
+        a2, a3 = vfma(vload(P2, k, 0), x, a2), vfma(vload(P3, k, 0), x, a3)
+        e0, e1 = vfma(vload(P0, k + 1, 0), y, e0), vfma(vload(P1, k + 1, 0), y, e1)
+        e2, e3 = vfma(vload(P2, k + 1, 0), y, e2), vfma(vload(P3, k + 1, 0), y, e3)
+        k += 2
+    if k < K:
+        x = vsplat(X[b, k])
+        a0, a1 = vfma(vload(P0, k, 0), x, a0), vfma(vload(P1, k, 0), x, a1)
+        a2, a3 = vfma(vload(P2, k, 0), x, a2), vfma(vload(P3, k, 0), x, a3)
+    vstore(out, b, c0, a0 + e0)
+    vstore(out, b, c1, a1 + e1)
+    vstore(out, b, c2, a2 + e2)
+    vstore(out, b, c3, a3 + e3)
+
+
+@njit(cache=True, error_model="numpy")
+def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs):
+    """panel_product for B < 4 rows and G = 3 or 4 gates: each unit tile's gates in one pass, as the C++
+    kernels do (3-4 streams and 6-8 sums in flight, where a panel at a time had 1 and 4). Measured in one
+    process against a panel at a time (benchmarks/ab_inprocess.py, 3 processes, float32, 2 threads,
+    forward T = 256-512): LSTM B = 1 H = 64-256 1.10-1.17x, H = 512 1.02x, B = 2-3 1.11-1.16x; GRU B = 1
+    H = 64-256 1.08-1.18x, B = 2-3 1.12-1.17x. Not for an LSTM whose panels stream from L3
+    (ROW_STREAMS_BYTES): H = 1024 0.95x against three consecutive panels a pass."""
+    L = panels.shape[2]
+    for i in range(n_tiles):
+        P0, P1, P2 = panels[t0 + i], panels[NT + t0 + i], panels[2 * NT + t0 + i]
+        c = i * L
+        for b in range(B):
+            if G == 4:
+                _row1_panels4(P0, P1, P2, panels[3 * NT + t0 + i], X, b, out, c, gs + c, 2 * gs + c, 3 * gs + c)
+            else:
+                _row1_panels3(P0, P1, P2, X, b, out, c, gs + c, 2 * gs + c)
+
+
 # Past this many bytes of a product's panels, its single rows (B % 4) read three panels in one pass.
 # Measured (numba, forward, B = 1, T = 256, 2 threads, alternated, three panels / one at a time): LSTM
 # H = 128 1.06, H = 256 1.05, H = 512 1.01 (2 MiB a worker), H = 1024 0.97 (8 MiB), GRU H = 256 0.99,
@@ -193,9 +236,13 @@ def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs):
     G gates' products of unit tiles t0..t0+n_tiles-1, gate-major with gs columns per gate."""
     L = panels.shape[2]
     count = G * n_tiles
-    # rows left over by the 4-row blocks: one panel at a time while the weights come from L2, three in
-    # one pass (three streams in flight) when they stream from L3 (ROW_STREAMS_BYTES)
+    # B < 4 rows with 3 or 4 gates: a unit tile's gates in one pass (_few_rows_by_tile); else the rows
+    # left by the 4-row blocks one panel at a time while the weights come from L2, three in one pass
+    # (three streams in flight) when they stream from L3 (ROW_STREAMS_BYTES)
     streams = count * X.shape[1] * L * panels.itemsize > ROW_STREAMS_BYTES
+    if B < 4 and (G == 3 or G == 4 and not streams):
+        _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs)
+        return
     q = 0
     while q < count:
         # 3 panels at a time, then 2 or 1 for the rest: with 4-cycle FMAs on 2 pipes, 8 sums in flight
