@@ -223,10 +223,12 @@ def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs):
                 _row1_panels3(P0, P1, P2, X, b, out, c, gs + c, 2 * gs + c)
 
 
-# Past this many bytes of a product's panels, its single rows (B % 4) read three panels in one pass.
-# Measured (numba, forward, B = 1, T = 256, 2 threads, alternated, three panels / one at a time): LSTM
-# H = 128 1.06, H = 256 1.05, H = 512 1.01 (2 MiB a worker), H = 1024 0.97 (8 MiB), GRU H = 256 0.99,
-# H = 1024 0.95 (6 MiB).
+# Past this many bytes of a product's panels, the single rows that _few_rows_by_tile does not take (the B % 4
+# of B >= 4, one or two gates, an LSTM at B < 4 whose weights stream from L3) read three consecutive
+# panels in one pass, else one at a time. Measured (numba, forward, B = 1, T = 256, 2 threads, separate
+# processes alternated, three panels / one at a time): LSTM H = 128 1.06, H = 256 1.05, H = 512 1.01 (2 MiB
+# a worker), H = 1024 0.97 (8 MiB), GRU H = 256 0.99, H = 1024 0.95 (6 MiB); the by-tile grouping, measured
+# in one process, beat one at a time by 8-18% up to H = 256 (_few_rows_by_tile).
 ROW_STREAMS_BYTES = 4 << 20
 
 
