@@ -94,21 +94,25 @@ def test_packed_rows_match_their_definition(H, K, dtype):
 
 
 @pytest.mark.parametrize("B", [1, 3, 6])
-@pytest.mark.parametrize("K,streamed", [(40, False), (1100, True)], ids=["from-L2", "streamed"])
-def test_panel_product_matches_numpy(B, K, streamed):
-    """The step product on packed panels: 4-row blocks and the rows left over, one panel at a time
-    (small panels) or three in one pass (panels beyond tiles.ROW_STREAMS_BYTES: enough tiles for it at
-    this vector width)."""
-    G, dtype = 3, np.float32
+@pytest.mark.parametrize("K,past", [(40, 0), (300, tiles.REVERSE_MIN_BYTES), (1100, tiles.ROW_STREAMS_BYTES)],
+                         ids=["small", "past-reverse-min", "streamed"])
+@pytest.mark.parametrize("G", [1, 3, 4])
+@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "reversed"])
+def test_panel_product_matches_numpy(B, K, past, G, reverse):
+    """The step product on packed panels: 4-row blocks and the rows left over (a unit tile's 3-4 gates in
+    one pass at B < 4; else one panel at a time for small panels, three in one pass for panels beyond
+    tiles.ROW_STREAMS_BYTES), panels in order or reversed (from tiles.REVERSE_MIN_BYTES of them): ``past``
+    is the size the panels exceed, enough tiles for it at this vector width."""
+    dtype = np.float32
     L = numba_cpu._lanes(dtype)
-    n_tiles = tiles.ROW_STREAMS_BYTES // (G * K * L * 4) + 1 if streamed else 3
+    n_tiles = past // (G * K * L * 4) + 1 if past else 3
     rng = np.random.default_rng(2)
     NT = n_tiles + 1                      # the product takes tiles 1..n_tiles of each gate
     panels = rng.standard_normal((G * NT, K, L)).astype(dtype)
     X = rng.standard_normal((B, K)).astype(dtype)
     gs = n_tiles * L
     out = np.full((B, G * gs), np.nan, dtype)
-    tiles.panel_product(panels, G, NT, 1, n_tiles, X, B, out, gs)
+    tiles.panel_product(panels, G, NT, 1, n_tiles, X, B, out, gs, reverse)
     expected = np.einsum("bk,gtkl->bgtl", X.astype(np.float64),
                          panels.reshape(G, NT, K, L)[:, 1:].astype(np.float64)).reshape(B, G * gs)
     np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * np.sqrt(K) * np.abs(expected).max())

@@ -205,7 +205,7 @@ def _row1_panels4(P0, P1, P2, P3, X, b, out, c0, c1, c2, c3):
 
 
 @njit(cache=True, error_model="numpy")
-def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs):
+def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse):
     """panel_product for B < 4 rows and G = 3 or 4 gates: each unit tile's gates in one pass, as the C++
     kernels do (3-4 streams and 6-8 sums in flight, where a panel at a time had 1 and 4). Measured in one
     process against a panel at a time (benchmarks/ab_inprocess.py, 3 processes, float32, 2 threads,
@@ -213,7 +213,8 @@ def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs):
     H = 64-256 1.08-1.18x, B = 2-3 1.12-1.17x. Not for an LSTM whose panels stream from L3
     (ROW_STREAMS_BYTES): H = 1024 0.95x against three consecutive panels a pass."""
     L = panels.shape[2]
-    for i in range(n_tiles):
+    for j in range(n_tiles):
+        i = n_tiles - 1 - j if reverse else j
         P0, P1, P2 = panels[t0 + i], panels[NT + t0 + i], panels[2 * NT + t0 + i]
         c = i * L
         for b in range(B):
@@ -230,26 +231,42 @@ def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs):
 # a worker), H = 1024 0.97 (8 MiB), GRU H = 256 0.99, H = 1024 0.95 (6 MiB); the by-tile grouping, measured
 # in one process, beat one at a time by 8-18% up to H = 256 (_few_rows_by_tile).
 ROW_STREAMS_BYTES = 4 << 20
+# From this many bytes of a step's panels, odd steps read them in reverse (panel_product's ``reverse``); below,
+# all of them stay in L2 (1 MiB a core here) anyway, and in reverse the prefetcher restarts at every panel:
+# 0.96-0.98x at H = 128, B = 1 (128 KiB a worker), where H = 256 (512 KiB) still gained 1.02-1.05x.
+REVERSE_MIN_BYTES = 512 << 10
 
 
 @njit(cache=True, error_model="numpy")
-def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs):
+def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse):
     """out[b, g*gs + i*L : +L] = X[b, :] panels[g*NT + t0 + i] for g < G, i < n_tiles, b < B: the
-    G gates' products of unit tiles t0..t0+n_tiles-1, gate-major with gs columns per gate."""
+    G gates' products of unit tiles t0..t0+n_tiles-1, gate-major with gs columns per gate.
+
+    ``reverse``: the panels in reverse order (the kernels pass it on odd steps). A step reads all of its
+    panels, and the cache keeps the last ones read: in the order of the step before, those are evicted
+    by the first ones long before they come round again where the panels outgrow L2 (an LSTM at H = 512
+    and B = 1: 2 MiB a worker, 1 MiB L2); in reverse, the next step starts on them. Measured in one
+    process against the same order every step (benchmarks/ab_inprocess.py, 3 processes, float32, forward,
+    B = 1): LSTM H = 512 1.13-1.15x, GRU H = 512 1.15-1.19x, H = 1024 1.10-1.15x; B = 2-3, H = 512 1.05-1.09x;
+    forward+backward B = 1 1.03-1.16x; B = 8 1.00-1.03x. Only for panels of REVERSE_MIN_BYTES or more. The
+    same bits: each output's sum runs over k as before."""
     L = panels.shape[2]
     count = G * n_tiles
     # B < 4 rows with 3 or 4 gates: a unit tile's gates in one pass (_few_rows_by_tile); else the rows
     # left by the 4-row blocks one panel at a time while the weights come from L2, three in one pass
     # (three streams in flight) when they stream from L3 (ROW_STREAMS_BYTES)
-    streams = count * X.shape[1] * L * panels.itemsize > ROW_STREAMS_BYTES
+    panel_bytes = count * X.shape[1] * L * panels.itemsize
+    streams = panel_bytes > ROW_STREAMS_BYTES
+    reverse = reverse and panel_bytes >= REVERSE_MIN_BYTES
     if B < 4 and (G == 3 or G == 4 and not streams):
-        _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs)
+        _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse)
         return
-    q = 0
-    while q < count:
+    n_groups = (count + 2) // 3
+    for j in range(n_groups):
         # 3 panels at a time, then 2 or 1 for the rest: with 4-cycle FMAs on 2 pipes, 8 sums in flight
         # are the bare minimum, and 2 panels' 8 accumulators left the pipes idle (4 rows x 3 panels: 10-15%
         # faster on one thread than 4 x 2, with AVX-512 and with AVX2)
+        q = 3 * (n_groups - 1 - j if reverse else j)
         n_p = min(3, count - q)
         P0, c0 = panels[_panel_index(q, n_tiles, NT, t0)], _panel_column(q, n_tiles, gs, L)
         P1, c1 = panels[_panel_index(q + 1 if n_p > 1 else q, n_tiles, NT, t0)], _panel_column(q + 1, n_tiles, gs, L)
@@ -273,7 +290,6 @@ def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs):
                 if n_p > 2:
                     _row1_panel1(P2, X, b, out, c2)
             b += 1
-        q += n_p
 
 
 @njit(inline="always", error_model="numpy")
