@@ -20,7 +20,8 @@ How: ``git archive REV fastrnn`` is unpacked under the temporary directory as a 
 working tree's ``fastrnn``. The backend registry names its modules from its own package name, so the
 copy runs its own kernels; for revisions from before that, the copy's registry is rewritten, and the
 script checks that every backend module it loads is the copy's. The C++ extension is not rebuilt for
-the old revision: "cpp" is not available to the copy (compare builds with ``fastrnn bench --compare``).
+the old revision: "cpp" is not available to the copy unless ``--old-ext`` names a build of it (copy
+``fastrnn/_ext*.so`` aside before rebuilding).
 Both versions' results are compared (max relative difference), so a change that breaks the output is
 seen here too. Compile time is excluded (three calls each before timing).
 """
@@ -72,6 +73,16 @@ def old_package(rev: str) -> str:
     if parent not in sys.path:
         sys.path.append(parent)
     return name
+
+
+def install_ext(name: str, so_path) -> None:
+    """Put a built C++ extension into the copy ``name`` (its init function is PyInit__ext whatever the
+    package is called); None: leave the copy without one."""
+    if so_path is None:
+        return
+    if not os.path.basename(so_path).startswith("_ext."):
+        raise SystemExit(f"--old-ext: expected a file named _ext.*.so, got {so_path}")
+    shutil.copyfile(so_path, os.path.join(tempfile.gettempdir(), "fastrnn-ab", name, os.path.basename(so_path)))
 
 
 def check_own_modules(package, name: str) -> None:
@@ -139,6 +150,9 @@ def main(argv=None) -> int:
     parser.add_argument("--block-ms", type=float, default=20.0, help="about this long a timed block of calls")
     parser.add_argument("--processes", type=int, default=3,
                         help="run the comparison in this many fresh processes, one after another (default 3)")
+    parser.add_argument("--old-ext", metavar="SO",
+                        help="a build of the old revision's C++ extension (fastrnn/_ext*.so, copied before "
+                             "rebuilding the new one), put into its copy so that \"cpp\" can be compared")
     parser.add_argument("--json", help=argparse.SUPPRESS)          # (a child's results, for its parent)
     args = parser.parse_args(argv)
     if args.processes > 1:
@@ -147,13 +161,14 @@ def main(argv=None) -> int:
     sys.path.insert(0, ROOT)
     new = importlib.import_module("fastrnn")
     name = old_package(args.old)
+    install_ext(name, args.old_ext)
     old = importlib.import_module(name)
     check_own_modules(new, "fastrnn")
     check_own_modules(old, name)
     for label, package in (("the working tree", new), (f"the copy of {args.old}", old)):
         if args.backend not in package.available_backends():
             raise SystemExit(f"backend {args.backend!r} is not available to {label}"
-                             + (" (the C++ extension is not built for a revision's copy)" if package is old else ""))
+                             + (" (give --old-ext a build of its C++ extension)" if package is old else ""))
     if args.json is None:
         print(f"old: {args.old} ({name}, {os.path.dirname(old.__file__)}); new: the working tree "
               f"({os.path.dirname(new.__file__)}); backend {args.backend}, {args.rounds} rounds, one process")
@@ -200,7 +215,7 @@ def parent(args, argv) -> int:
     arrays and code once, and on this VM that alone moved a config's old/new by up to +-10% in one
     process while its rounds agreed; the table gives per config the median over the processes of
     their ratios (old us, new us: medians of theirs), and the spread: the processes' ratios, min..max."""
-    old_package(args.old)                # (unpacked once, before the children race for it)
+    install_ext(old_package(args.old), args.old_ext)   # (once, before the children race for it)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.processes):
