@@ -70,6 +70,15 @@ def test_backend_matches_reference_on_long_reductions(rng, backend, cell, varian
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_past_the_reverse_size(rng, backend, cell, variant, dtype):
+    """Step weights of over 512 KiB a worker (H = 300; cpp's kReverseMinBytes, numba's
+    _numba_tiles.REVERSE_MIN_BYTES): odd steps walk the unit tiles in reverse, forward and backward."""
+    assert_matches_oracle(make_problem(rng, cell, variant, 5, 2, 7, 300, lengths=True, scale=0.1), backend, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (5, 3, 4, 19, 11), (37, 9, 30, 67, 20)],
                          ids=lambda s: "T{}B{}I{}H{}P{}".format(*s))

@@ -235,12 +235,13 @@ public:
     }
 
     // work(chunk) for every chunk (of n) of `phase` this thread claims, then wait until all are done.
-    template <class Work> void run(std::ptrdiff_t phase, std::ptrdiff_t n, Work&& work) {
+    // `reverse`: its own share last chunk first (then the others' downwards): see kReverseMinBytes.
+    template <class Work> void run(std::ptrdiff_t phase, std::ptrdiff_t n, Work&& work, bool reverse = false) {
         if (done_[phase].load(std::memory_order_acquire) >= n) return;
-        const std::ptrdiff_t start = n * team_id() / team_size();
+        const std::ptrdiff_t start = n * team_id() / team_size(), end = n * (team_id() + 1) / team_size();
         std::atomic<int>* claims = claims_.get() + offset_[phase];
         for (std::ptrdiff_t i = 0; i < n; ++i) {
-            const std::ptrdiff_t chunk = (start + i) % n;
+            const std::ptrdiff_t chunk = reverse ? ((end - 1 - i) % n + n) % n : (start + i) % n;
             if (claims[chunk].exchange(1, std::memory_order_relaxed) == 0) {
                 work(chunk);
                 done_[phase].fetch_add(1, std::memory_order_release);
@@ -292,6 +293,17 @@ inline std::ptrdiff_t input_chunk_steps(std::ptrdiff_t T, std::ptrdiff_t B, std:
     const auto step_bytes = static_cast<std::size_t>(B * GH) * real_size;
     const auto by_size = static_cast<std::ptrdiff_t>(kInputChunkBytes / step_bytes);
     return std::min(T, std::max<std::ptrdiff_t>({1, by_size, (kItemRows + B - 1) / B}));
+}
+
+// From this many bytes of weights a thread reads each step, odd steps walk its unit tiles in reverse
+// (Phases::run's `reverse`): a step reads all of them, and the cache keeps the last ones read; in the
+// same order every step those are evicted by the first ones before they come round again once the
+// weights outgrow the L2 (an LSTM at H = 512 and B = 1: 2 MiB a thread, 1 MiB of L2 here), while in
+// reverse the next step starts on them. Below it everything stays in L2, and in reverse the
+// prefetcher restarts at every tile. The numba kernels do the same (_numba_tiles.REVERSE_MIN_BYTES).
+constexpr std::size_t kReverseMinBytes = std::size_t(512) << 10;
+inline bool reverse_odd_steps(std::ptrdiff_t step_weights, std::size_t real_size, int threads) {
+    return static_cast<std::size_t>(step_weights) * real_size / static_cast<std::size_t>(threads) >= kReverseMinBytes;
 }
 
 // Columns per work item of the bias gradients' sums: 32 doubles stay in registers (8 of AVX2's 16).
@@ -394,6 +406,7 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
         phase_sizes.push_back(input_items(std::min(chunk_steps, T - t0)).count);
         phase_sizes.resize(phase_sizes.size() + per_step * std::min(chunk_steps, T - t0), std::max(NT, NP));
     }
+    const bool reverse = reverse_odd_steps(G * H * P, sizeof(Real), n_threads);
     Phases sync(phase_sizes);
     run_team(n_threads, [&] {
         Real* gh = scratch + team_id() * scratch_size;
@@ -425,14 +438,15 @@ void forward(const Problem<Real>& p, const Real* h0, const Real* c0, Real* y, Re
                            pb_ih + tile * R, false);
             });
             for (std::ptrdiff_t t = t0; t < t1; ++t) {
+                const bool rev = reverse && t % 2 == 1;
                 if (cho) {
-                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); });
-                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); });
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_cho_rz(s, t, u, gh); }, rev);
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_cho_n(s, t, u, gh); }, rev);
                 } else if (projected) {
-                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
-                    sync.run(phase++, NP, [&](std::ptrdiff_t v) { op.forward_project(s, t, v, gh); });
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); }, rev);
+                    sync.run(phase++, NP, [&](std::ptrdiff_t v) { op.forward_project(s, t, v, gh); }, rev);
                 } else {
-                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); });
+                    sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.forward_step(s, t, u, gh); }, rev);
                 }
             }
         }
@@ -512,6 +526,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
         phase_sizes.insert(phase_sizes.end(),
                            {tiles, row_items(steps * B) + 2 * gate_items + projection_items, bias_items});
     }
+    const bool reverse = reverse_odd_steps(G * H * P, sizeof(Real), n_threads);
     Phases sync(phase_sizes);
     run_team(n_threads, [&] {
         Real* work = scratch + team_id() * 2 * B * R;
@@ -529,7 +544,7 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
                         if (t + 1 < T) op.backward_dh(s, t + 1, v, 0, GH, work);
                         for (std::ptrdiff_t u = 2 * v; u < std::min(NT, 2 * v + 2); ++u)
                             op.backward_pointwise(s, t, u, work);
-                    });
+                    }, reverse && t % 2 == 1);
                 if (c == 0)                     // dh0 = dh_{-1}: step 0's dG times W_hh
                     sync.run(phase++, (NP + 1) / 2, [&](std::ptrdiff_t v) { op.backward_dh(s, 0, v, 0, GH, work); });
             } else {
@@ -538,7 +553,8 @@ void backward(const Problem<Real>& p, const Tape<Real>& tape, const Real* dy, co
                     sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_pointwise(s, t, u, work); });
                     if (cho) sync.run(phase++, NT, [&](std::ptrdiff_t u) { op.backward_cho_reset(s, t, u, work); });
                     sync.run(phase++, (NP + 1) / 2,
-                             [&](std::ptrdiff_t v) { op.backward_dh(s, t, v, 0, cho ? 2 * H : GH, work); });
+                             [&](std::ptrdiff_t v) { op.backward_dh(s, t, v, 0, cho ? 2 * H : GH, work); },
+                             reverse && t % 2 == 1);
                 }
             }
 
