@@ -13,7 +13,9 @@ within 5% in one process). Here both versions run in the same process, round by 
 code once, and that alone moved a config's old/new by up to +-10% between processes whose rounds agreed
 with each other; so the comparison runs in --processes fresh processes in turn, and the table gives the
 median of their ratios and their spread (with --processes 1: that process's medians and the spread of its
-rounds' ratios).
+rounds' ratios). Same code on both sides reads 0.95-1.05x on that VM; a config whose code path a change
+did not touch once read 0.91x in all three processes (compiled code placed differently, the same way
+every time), so a pattern across configs says more than one row.
 
 How: ``git archive REV fastrnn`` is unpacked under the temporary directory as a package named
 ``fastrnn_<rev>`` (kept there, so its Numba cache survives between runs) and imported beside the
