@@ -638,7 +638,8 @@ def backward_gru_cho(panels_rz, panels_n, dy, dh_n, lengths, gates, h_states, dg
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
                 if p % 2 == 0:      # dh_t, then da_z, da_n and the direct part of dh_{t-1}
-                    _incoming_dh(p == 0, panels_rz, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc, t % 2 == 1)
+                    _incoming_dh(p == 0, panels_rz, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc,
+                                 t % 2 == 1)
                     if p == 2 * T:
                         dh0[:, u0:u0 + n] = acc[:, :n]
                     else:
