@@ -44,6 +44,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COPIES = os.path.join(tempfile.gettempdir(), "fastrnn-ab")      # where revisions' copies are unpacked
 
 
 def old_package(rev: str) -> str:
@@ -51,13 +52,12 @@ def old_package(rev: str) -> str:
     sha = subprocess.run(["git", "rev-parse", "--short=10", rev], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout.strip()
     name = f"fastrnn_{sha}"
-    parent = os.path.join(tempfile.gettempdir(), "fastrnn-ab")
-    target = os.path.join(parent, name)
+    target = os.path.join(COPIES, name)
     if not os.path.isdir(target):
         archive = subprocess.run(["git", "archive", "--format=tar", sha, "fastrnn"], cwd=ROOT, check=True,
                                  capture_output=True).stdout
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(dir=parent)
+        os.makedirs(COPIES, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=COPIES)
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(staging, filter="data")
         registry = os.path.join(staging, "fastrnn", "backends", "__init__.py")
@@ -72,8 +72,8 @@ def old_package(rev: str) -> str:
             if not os.path.isdir(target):
                 raise
         shutil.rmtree(staging)
-    if parent not in sys.path:
-        sys.path.append(parent)
+    if COPIES not in sys.path:
+        sys.path.append(COPIES)
     return name
 
 
@@ -84,7 +84,7 @@ def install_ext(name: str, so_path) -> None:
         return
     if not os.path.basename(so_path).startswith("_ext."):
         raise SystemExit(f"--old-ext: expected a file named _ext.*.so, got {so_path}")
-    shutil.copyfile(so_path, os.path.join(tempfile.gettempdir(), "fastrnn-ab", name, os.path.basename(so_path)))
+    shutil.copyfile(so_path, os.path.join(COPIES, name, os.path.basename(so_path)))
 
 
 def check_own_modules(package, name: str) -> None:
@@ -95,7 +95,8 @@ def check_own_modules(package, name: str) -> None:
 
 
 def problem(cell: str, T: int, B: int, H: int, seed: int = 0):
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    from fastrnn.cells import SPECS        # (the working tree's, once main has put it first on the path)
+    G = SPECS[cell].num_gates
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     w_ih, w_hh = ((rng.standard_normal((G * H, H)) * H ** -0.5).astype(np.float32) for _ in range(2))
@@ -105,7 +106,7 @@ def problem(cell: str, T: int, B: int, H: int, seed: int = 0):
 
 
 def call(package, cell: str, mode: str, backend: str, packed: bool, x, weights, dy):
-    """A function running one call of ``mode`` with ``package``, and one that returns its results."""
+    """A function that runs one call of ``mode`` with ``package`` and returns its results."""
     if mode == "fwd":
         run = getattr(package, cell)
         args = (package.pack_weights(cell, *weights),) if packed else weights
@@ -127,8 +128,9 @@ def leaves(result):
 def max_rel_diff(a, b) -> float:
     worst = 0.0
     for u, v in zip(leaves(a), leaves(b)):
-        scale = max(float(np.max(np.abs(u))) if u.size else 0.0, 1e-30)
-        worst = max(worst, float(np.max(np.abs(u.astype(np.float64) - v))) / scale if u.size else 0.0)
+        if u.size:
+            scale = max(float(np.abs(u).max()), 1e-30)
+            worst = max(worst, float(np.abs(u.astype(np.float64) - v).max()) / scale)
     return worst
 
 
