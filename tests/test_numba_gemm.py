@@ -112,7 +112,7 @@ def test_panel_product_matches_numpy(B, K, past, G, reverse):
     X = rng.standard_normal((B, K)).astype(dtype)
     gs = n_tiles * L
     out = np.full((B, G * gs), np.nan, dtype)
-    tiles.panel_product(panels, G, NT, 1, n_tiles, X, B, out, gs, reverse)
+    tiles.panel_product(panels, G, NT, 1, n_tiles, X, B, out, gs, 1 if reverse else 0)   # (the step's index)
     expected = np.einsum("bk,gtkl->bgtl", X.astype(np.float64),
                          panels.reshape(G, NT, K, L)[:, 1:].astype(np.float64)).reshape(B, G * gs)
     np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * np.sqrt(K) * np.abs(expected).max())

@@ -219,7 +219,7 @@ def _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp):
     """xp[0, b, g*H + u] = x_t W_ih^T + b_ih for the chunk's units (the fused forward's input product;
     panels_ih: W_ih's rows packed like W_hh's)."""
     t0, n_tiles = _tile_span(u0, n, panels_ih.shape[2])
-    panel_product(panels_ih, G, panels_ih.shape[0] // G, t0, n_tiles, x[t], x.shape[1], gx, gs, t % 2 == 1)
+    panel_product(panels_ih, G, panels_ih.shape[0] // G, t0, n_tiles, x[t], x.shape[1], gx, gs, t)
     for b in range(x.shape[1]):
         for g in range(G):
             for k in range(n):
@@ -305,7 +305,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
                 t0, n_tiles = _tile_span(u0, n, L)
                 if fused:
                     _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp)
-                panel_product(panels, G, NT, t0, n_tiles, h_in, B, gh, gs, t % 2 == 1)
+                panel_product(panels, G, NT, t0, n_tiles, h_in, B, gh, gs, t)
                 if kind == LSTM:
                     _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
                                 lengths, y, gates)
@@ -409,7 +409,7 @@ def _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dg, dh_direct
 
 
 @njit(cache=True, error_model="numpy")
-def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out, reverse):
+def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out, t):
     """out[:, :n] = dL/dh_t of units u0..u0+n-1 before dy_t: dh_n at the last step, else
     dg_{t+1} W (the recurrent part; panels: W's columns packed by unit tiles) plus the direct part
     carried from step t+1."""
@@ -418,7 +418,7 @@ def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out, revers
         out[:, :n] = dh_n[:, u0:u0 + n]
         return
     t0, n_tiles = _tile_span(u0, n, panels.shape[2])
-    panel_product(panels, 1, panels.shape[0], t0, n_tiles, dg_next, B, out, 0, reverse)
+    panel_product(panels, 1, panels.shape[0], t0, n_tiles, dg_next, B, out, 0, t)
     for b in range(B):
         for uu in range(n):
             out[b, uu] += dh_direct[b, u0 + uu]
@@ -528,7 +528,7 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
                 if c < 0:
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
-                _incoming_dh(p == 0, panels, dgh[(t + 1) % SX], dh_n, dh_direct, u0, n, dh_carry, t % 2 == 1)
+                _incoming_dh(p == 0, panels, dgh[(t + 1) % SX], dh_n, dh_direct, u0, n, dh_carry, t)
                 if p == T:
                     dh0[:, u0:u0 + n] = dh_carry[:, :n]
                 elif kind == LSTM:
@@ -592,7 +592,7 @@ def forward_gru_cho(xp, w_hh, panels, hh_ready, b_hh, h_states, lengths, y, gate
                     for gate in range(3 if not hh_ready else 0):
                         pack_rows(w_hh, 3, H, panels, gate * NT + t0, gate * NT + t0 + n_tiles)
                 elif p % 2 == 0:    # r, z and r*h
-                    panel_product(panels, 2, NT, t0, n_tiles, h_in, B, gh, gs, t % 2 == 1)
+                    panel_product(panels, 2, NT, t0, n_tiles, h_in, B, gh, gs, t)
                     for b in range(B):
                         for uu in range(n):
                             u = u0 + uu
@@ -601,7 +601,7 @@ def forward_gru_cho(xp, w_hh, panels, hh_ready, b_hh, h_states, lengths, y, gate
                             g[b, u], g[b, H + u] = r, z
                             rh[b, u] = r * h_in[b, u]
                 else:               # n from (r h) W_hn^T, then h'
-                    panel_product(panels[2 * NT:], 1, NT, t0, n_tiles, rh, B, gh, gs, t % 2 == 1)
+                    panel_product(panels[2 * NT:], 1, NT, t0, n_tiles, rh, B, gh, gs, t)
                     for b in range(B):
                         active = t < lengths[b]
                         for uu in range(n):
@@ -638,8 +638,7 @@ def backward_gru_cho(panels_rz, panels_n, dy, dh_n, lengths, gates, h_states, dg
                     continue
                 u0, n = _unit_span(c, chunk_units, H)
                 if p % 2 == 0:      # dh_t, then da_z, da_n and the direct part of dh_{t-1}
-                    _incoming_dh(p == 0, panels_rz, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc,
-                                 t % 2 == 1)
+                    _incoming_dh(p == 0, panels_rz, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc, t)
                     if p == 2 * T:
                         dh0[:, u0:u0 + n] = acc[:, :n]
                     else:
@@ -658,7 +657,7 @@ def backward_gru_cho(panels_rz, panels_n, dy, dh_n, lengths, gates, h_states, dg
                                     dh_direct[b, u] = acc[b, uu]
                 else:               # d(r h) = da_n W_hn, then da_r and the rest of dh_{t-1}
                     t0, n_tiles = _tile_span(u0, n, L)
-                    panel_product(panels_n, 1, panels_n.shape[0], t0, n_tiles, da_n[t], B, acc, 0, t % 2 == 1)
+                    panel_product(panels_n, 1, panels_n.shape[0], t0, n_tiles, da_n[t], B, acc, 0, t)
                     for b in range(B):
                         if t < lengths[b]:
                             for uu in range(n):
@@ -722,14 +721,14 @@ def forward_lstm_projected(xp, w_hh, panels_hh, hh_ready, w_hr, panels_hr, hr_re
                 elif phase % 2 == 1:    # gates, c_t and m_t (0 past a sequence's length: _lstm_chunk)
                     u0, n = _unit_span(c, units_h, H)
                     t0, n_tiles = _tile_span(u0, n, L)
-                    panel_product(panels_hh, 4, NT, t0, n_tiles, h_states[t % S], B, gh, gs, t % 2 == 1)
+                    panel_product(panels_hh, 4, NT, t0, n_tiles, h_states[t % S], B, gh, gs, t)
                     m_t = ms[t % SM]
                     _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, m_t, m_t, c_states[t % S], c_states[(t + 1) % S],
                                 lengths, ms, gates)
                 else:                   # h_t = m_t W_hr^T
                     u0, n = _unit_span(c, units_p, P)
                     t0, n_tiles = _tile_span(u0, n, L)
-                    panel_product(panels_hr, 1, NTP, t0, n_tiles, ms[t % SM], B, hp, 0, t % 2 == 1)
+                    panel_product(panels_hr, 1, NTP, t0, n_tiles, ms[t % SM], B, hp, 0, t)
                     h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
                     for b in range(B):
                         active = t < lengths[b]
@@ -776,7 +775,7 @@ def backward_lstm_projected(w_hh, panels_hh, w_hr, panels_hr, dy, dh_n, lengths,
                         pack_columns(w_hr, panels_hr, t0, t0 + n_tiles)
                 elif q % 2 == 0:        # dL/dh_t, over chunks of the P outputs
                     u0, n = _unit_span(c, units_p, P)
-                    _incoming_dh(q == 0, panels_hh, dg[t + 1 if q > 0 else 0], dh_n, dh_direct, u0, n, acc, t % 2 == 1)
+                    _incoming_dh(q == 0, panels_hh, dg[t + 1 if q > 0 else 0], dh_n, dh_direct, u0, n, acc, t)
                     if t < 0:
                         dh0[:, u0:u0 + n] = acc[:, :n]
                     else:
@@ -790,7 +789,7 @@ def backward_lstm_projected(w_hh, panels_hh, w_hr, panels_hr, dy, dh_n, lengths,
                 else:                   # dL/dm_t, then the cell's backward
                     u0, n = _unit_span(c, units_h, H)
                     t0, n_tiles = _tile_span(u0, n, L)
-                    panel_product(panels_hr, 1, panels_hr.shape[0], t0, n_tiles, dhs[t], B, acc, 0, t % 2 == 1)
+                    panel_product(panels_hr, 1, panels_hr.shape[0], t0, n_tiles, dhs[t], B, acc, 0, t)
                     _lstm_chunk_backward(t, u0, n, acc, no_dy, lengths, gates, c_states, dg, dm_direct, dc)
                 finish(done, phase)
             wait_all(done, phase, n_items)

@@ -231,24 +231,24 @@ def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse):
 # a worker), H = 1024 0.97 (8 MiB), GRU H = 256 0.99, H = 1024 0.95 (6 MiB); the by-tile grouping, measured
 # in one process, beat one at a time by 8-18% up to H = 256 (_few_rows_by_tile).
 ROW_STREAMS_BYTES = 4 << 20
-# From this many bytes of a step's panels, odd steps read them in reverse (panel_product's ``reverse``); below,
+# From this many bytes of a step's panels, odd steps read them in reverse (panel_product's ``step``); below,
 # all of them stay in L2 (1 MiB a core here) anyway, and in reverse the prefetcher restarts at every panel:
 # 0.96-0.98x at H = 128, B = 1 (128 KiB a worker), where H = 256 (512 KiB) still gained 1.02-1.05x.
 REVERSE_MIN_BYTES = 512 << 10
 
 
 @njit(cache=True, error_model="numpy")
-def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse):
+def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs, step):
     """out[b, g*gs + i*L : +L] = X[b, :] panels[g*NT + t0 + i] for g < G, i < n_tiles, b < B: the
     G gates' products of unit tiles t0..t0+n_tiles-1, gate-major with gs columns per gate.
 
-    ``reverse``: the panels in reverse order (the kernels pass it on odd steps). A step reads all of its
+    ``step``: the index of the step the product is for; odd steps read the panels in reverse. A step reads all of its
     panels, and the cache keeps the last ones read: in the order of the step before, those are evicted
     by the first ones long before they come round again where the panels outgrow L2 (an LSTM at H = 512
     and B = 1: 2 MiB a worker, 1 MiB L2); in reverse, the next step starts on them. Measured in one
     process against the same order every step (benchmarks/ab_inprocess.py, 3 processes, float32, forward,
-    B = 1): LSTM H = 512 1.13-1.15x, GRU H = 512 1.15-1.19x, H = 1024 1.10-1.15x; B = 2-3, H = 512 1.05-1.09x;
-    forward+backward B = 1 1.03-1.16x; B = 8 1.00-1.03x. Only for panels of REVERSE_MIN_BYTES or more. The
+    B = 1): LSTM H = 512 1.13-1.16x, GRU H = 512 1.15-1.19x, H = 1024 1.10-1.15x; B = 2-3, H = 512 1.05-1.09x;
+    forward+backward B = 1 1.00-1.16x; B = 8 1.00-1.03x. Only for panels of REVERSE_MIN_BYTES or more. The
     same bits: each output's sum runs over k as before."""
     L = panels.shape[2]
     count = G * n_tiles
@@ -257,7 +257,7 @@ def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse):
     # (three streams in flight) when they stream from L3 (ROW_STREAMS_BYTES)
     panel_bytes = count * X.shape[1] * L * panels.itemsize
     streams = panel_bytes > ROW_STREAMS_BYTES
-    reverse = reverse and panel_bytes >= REVERSE_MIN_BYTES
+    reverse = step % 2 == 1 and panel_bytes >= REVERSE_MIN_BYTES
     if B < 4 and (G == 3 or G == 4 and not streams):
         _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse)
         return
