@@ -49,6 +49,17 @@ def test_run_writes_json_csv_md(tiny_run):
     assert "| lstm | fwd | 2 | 1 | 3 |" in (out / "tiny.md").read_text()
 
 
+def test_machine_names_the_core_behind_the_model_name():
+    from fastrnn.bench import machine
+    info = machine.describe("cpu", 1)
+    if sys.platform == "linux":             # LLVM names the host core; /proc/cpuinfo gives its vector ISA
+        assert isinstance(info["cpu_core"], str) and info["cpu_core"] not in ("", "generic")
+        assert info.get("simd") in (None, "AVX-512", "AVX2", "NEON")
+    assert machine.label({"cpu": "AMD EPYC", "cpu_core": "znver3", "simd": "AVX2", "threads": 2, "cpus_usable": 2,
+                          "date": "2026-11-29T04:51:37"}) == "AMD EPYC (znver3, AVX2), 2 threads on 2 cores, 2026-11-29"
+    assert machine.label({"cpu": "X", "threads": 2, "cpus_usable": 2}) == "X, 2 threads on 2 cores"
+
+
 def test_run_writes_png_plots(tiny_run):
     pytest.importorskip("matplotlib")
     _, out = tiny_run

@@ -20,15 +20,43 @@ def version(package: str):
         return None
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str):
+    """The first value of ``field`` in /proc/cpuinfo (Linux), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_core() -> dict:
+    """What a VM's model name hides ("AMD EPYC" was a Zen 3 with AVX2 one day and a Zen 5 with AVX-512 the
+    next, twice the speed per core): the core as LLVM names it (what Numba compiles for), the widest
+    vector instructions, and the L2 per core. Keys whose value cannot be read are left out."""
+    info = {}
+    try:
+        import llvmlite.binding
+        info["cpu_core"] = llvmlite.binding.get_host_cpu_name()
+    except Exception:       # (no llvmlite, or one too old to answer: the other keys still tell)
+        pass
+    flags = set((_cpuinfo("flags") or _cpuinfo("Features") or "").split())
+    simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON"))
+                 if flag in flags), None)
+    if simd:
+        info["simd"] = simd
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+            info["l2_per_core"] = f.read().strip()
+    except OSError:
+        pass
+    return info
 
 
 def usable_cpus() -> int:
@@ -56,6 +84,7 @@ def describe(device: str, threads: int) -> dict:
     """Taken at the end of a run, when the libraries that ran are loaded."""
     info = {
         "cpu": cpu_model(),
+        **cpu_core(),
         "cpus": os.cpu_count(),
         "cpus_usable": usable_cpus(),
         "threads": threads,
@@ -91,7 +120,9 @@ def label(info: dict) -> str:
         libs = [f"torch {info['torch']}" if "torch" in info else "",
                 f"cuDNN {info['cudnn']}" if "cudnn" in info else ""]
     else:
-        what = f"{info.get('cpu', 'CPU')}, {info.get('threads', '?')} threads on {info.get('cpus_usable', '?')} cores"
+        core = ", ".join(info[key] for key in ("cpu_core", "simd") if info.get(key))
+        what = (f"{info.get('cpu', 'CPU')}{f' ({core})' if core else ''}, {info.get('threads', '?')} threads on "
+                f"{info.get('cpus_usable', '?')} cores")
         libs = [f"torch {info['torch']}" if "torch" in info else "",
                 f"ORT {info['onnxruntime']}" if "onnxruntime" in info else ""]
     date = str(info.get("date", ""))[:10]
