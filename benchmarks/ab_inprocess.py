@@ -2,7 +2,7 @@
 
     python benchmarks/ab_inprocess.py [--old REV] [--backend numba] [--configs "512,1,128;16,8,256"]
                                       [--cells lstm,gru] [--modes fwd,fwdbwd] [--packed] [--rounds 9]
-                                      [--processes 3]
+                                      [--processes 3] [--set NAME=VALUE ...]
 
 Why: on the 2-core VM of these sessions the round trip between the cores flips between ~80 and
 ~450 ns from one minute to the next, and a process tends to see one state throughout; timing old and
@@ -26,6 +26,10 @@ the old revision: "cpp" is not available to the copy unless ``--old-ext`` names 
 ``fastrnn/_ext*.so`` aside before rebuilding).
 Both versions' results are compared (max relative difference), so a change that breaks the output is
 seen here too. Compile time is excluded (three calls each before timing).
+
+``--set NAME=VALUE`` changes a numeric setting of ``fastrnn.config`` for the new side only (each side has its
+own config module): with ``--old HEAD`` and no code change, a setting against its default on the same code
+(`--set CHUNK_BYTES=524288`), which separate processes could not compare on that VM either.
 """
 from __future__ import annotations
 
@@ -94,6 +98,23 @@ def check_own_modules(package, name: str) -> None:
             raise SystemExit(f"{name}: backend {backend.name!r} loads {backend.module}, not the copy's own module")
 
 
+def apply_settings(config, settings) -> None:
+    """NAME=VALUE items set on ``config`` (a fastrnn.config module), each a numeric setting it has."""
+    for item in settings:
+        name, sep, value = item.partition("=")
+        current = getattr(config, name, "") if name.isupper() else ""
+        if not sep or isinstance(current, (bool, str)) or not isinstance(current, (int, float, type(None))):
+            raise SystemExit(f"--set takes NAME=VALUE, NAME a numeric setting of fastrnn.config; got {item!r}")
+        try:
+            setattr(config, name, (int if current is None else type(current))(value))
+        except ValueError:
+            raise SystemExit(f"--set {name}: {value!r} is not a {type(current).__name__}") from None
+
+
+def settings_note(settings) -> str:
+    return f" with {', '.join(settings)}" if settings else ""
+
+
 def problem(cell: str, T: int, B: int, H: int, seed: int = 0):
     from fastrnn.cells import SPECS        # (the working tree's, once main has put it first on the path)
     G = SPECS[cell].num_gates
@@ -157,6 +178,8 @@ def main(argv=None) -> int:
     parser.add_argument("--old-ext", metavar="SO",
                         help="a build of the old revision's C++ extension (fastrnn/_ext*.so, copied before "
                              "rebuilding the new one), put into its copy so that \"cpp\" can be compared")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a numeric setting of fastrnn.config for the new side only (repeatable)")
     parser.add_argument("--json", help=argparse.SUPPRESS)          # (a child's results, for its parent)
     args = parser.parse_args(argv)
     if args.processes > 1:
@@ -169,13 +192,15 @@ def main(argv=None) -> int:
     old = importlib.import_module(name)
     check_own_modules(new, "fastrnn")
     check_own_modules(old, name)
+    apply_settings(new.config, args.set)
     for label, package in (("the working tree", new), (f"the copy of {args.old}", old)):
         if args.backend not in package.available_backends():
             raise SystemExit(f"backend {args.backend!r} is not available to {label}"
                              + (" (give --old-ext a build of its C++ extension)" if package is old else ""))
     if args.json is None:
         print(f"old: {args.old} ({name}, {os.path.dirname(old.__file__)}); new: the working tree "
-              f"({os.path.dirname(new.__file__)}); backend {args.backend}, {args.rounds} rounds, one process")
+              f"({os.path.dirname(new.__file__)}{settings_note(args.set)}); backend {args.backend}, {args.rounds} "
+              f"rounds, one process")
         print(HEADER)
     rows = []
     for cell in args.cells.split(","):
@@ -228,7 +253,8 @@ def parent(args, argv) -> int:
                            check=True)
             with open(out) as f:
                 runs.append(json.load(f))
-    print(f"old: {args.old}; new: the working tree; backend {args.backend}; {args.processes} processes of "
+    print(f"old: {args.old}; new: the working tree{settings_note(args.set)}; backend {args.backend}; "
+          f"{args.processes} processes of "
           f"{args.rounds} rounds each, old and new alternated in each")
     print(HEADER)
     for rows in zip(*runs):
