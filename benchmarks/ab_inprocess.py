@@ -102,13 +102,14 @@ def apply_settings(config, settings) -> None:
     """NAME=VALUE items set on ``config`` (a fastrnn.config module), each a numeric setting it has."""
     for item in settings:
         name, sep, value = item.partition("=")
-        current = getattr(config, name, "") if name.isupper() else ""
-        if not sep or isinstance(current, (bool, str)) or not isinstance(current, (int, float, type(None))):
+        current = getattr(config, name, "") if name.isupper() else ""      # (lower case: functions)
+        if not sep or isinstance(current, bool) or not isinstance(current, (int, float, type(None))):
             raise SystemExit(f"--set takes NAME=VALUE, NAME a numeric setting of fastrnn.config; got {item!r}")
+        kind = int if current is None else type(current)        # (None: an optional count, unset)
         try:
-            setattr(config, name, (int if current is None else type(current))(value))
+            setattr(config, name, kind(value))
         except ValueError:
-            raise SystemExit(f"--set {name}: {value!r} is not a {type(current).__name__}") from None
+            raise SystemExit(f"--set {name}: {value!r} is not a {kind.__name__}") from None
 
 
 def settings_note(settings) -> str:
@@ -254,8 +255,7 @@ def parent(args, argv) -> int:
             with open(out) as f:
                 runs.append(json.load(f))
     print(f"old: {args.old}; new: the working tree{settings_note(args.set)}; backend {args.backend}; "
-          f"{args.processes} processes of "
-          f"{args.rounds} rounds each, old and new alternated in each")
+          f"{args.processes} processes of {args.rounds} rounds each, old and new alternated in each")
     print(HEADER)
     for rows in zip(*runs):
         ratios = [row["old_us"] / row["new_us"] for row in rows]
