@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import functools
+import glob
 import importlib.metadata
 import os
 import platform
@@ -20,20 +22,37 @@ def version(package: str):
         return None
 
 
-def _cpuinfo(field: str):
-    """The first value of ``field`` in /proc/cpuinfo (Linux), or None."""
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict:
+    """Each field's first value in /proc/cpuinfo (Linux; empty elsewhere), the file read once."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.split(":", 1)[0].strip() == field:
-                    return line.split(":", 1)[1].strip()
+                name, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return None
+    return fields
 
 
 def cpu_model() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def _l2_size():
+    """The first CPU's level-2 cache size as sysfs gives it ("512K"), or None."""
+    for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(os.path.join(index, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(index, "size")) as f:
+                return f.read().strip()
+        except OSError:
+            continue
+    return None
 
 
 def cpu_core() -> dict:
@@ -46,16 +65,15 @@ def cpu_core() -> dict:
         info["cpu_core"] = llvmlite.binding.get_host_cpu_name()
     except Exception:       # (no llvmlite, or one too old to answer: the other keys still tell)
         pass
-    flags = set((_cpuinfo("flags") or _cpuinfo("Features") or "").split())
+    fields = _cpuinfo()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
     simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON"))
                  if flag in flags), None)
     if simd:
         info["simd"] = simd
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
-            info["l2_per_core"] = f.read().strip()
-    except OSError:
-        pass
+    l2 = _l2_size()
+    if l2:
+        info["l2_per_core"] = l2
     return info
 
 
