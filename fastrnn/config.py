@@ -22,6 +22,24 @@ FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step of the Numba CP
                           B = 1 H = 256 2.95 / 2.45, B = 64 H = 512 362 / 356, B = 8 H = 128 3.40 / 3.25 (other
                           runs: 5.16 / 5.41, 4.84 / 5.99: the host's noise);
                           forward+backward LSTM B = 8 H = 256 46.3 / 48.2, GRU B = 64 H = 128 115 / 126.
+FASTRNN_BATCH_SPLIT       how the Numba CPU forward (LSTM, GRU with linear_before_reset, RNN) shares the steps
+                          among its workers: "auto" (default) gives each worker its own sequences where
+                          each gets a multiple of 4 of them (B % (4 * workers) == 0), else each a share of
+                          the hidden units of every step; "always" splits the batch wherever B >= workers
+                          (the tests force it so), "never" never. A worker with its own sequences runs all
+                          their steps (up to the next chunk of the input projection) with no sync a step, on
+                          whole 4-row blocks of the recurrent product, but reads all of W_hh each step,
+                          where a unit share reads its part; rows left from the 4-row blocks take the
+                          single-row products, which read the weights once per row. Measured (2-core Zen 3,
+                          AVX2, 512 KiB L2; float32, pack_weights, forward, unit split / batch split in one
+                          process, benchmarks/ab_inprocess.py, 2-3 processes of 5 rounds): LSTM B = 8 H = 128
+                          1.09-1.10x, B = 16 H = 128 1.23x, B = 64 H = 128 1.23x, B = 8 H = 256 1.02-1.04x,
+                          B = 64 H = 256 1.07-1.16x, B = 8 H = 512 1.01-1.04x, B = 8 H = 1024 1.06x, B = 24
+                          H = 256 1.02x; GRU B = 8 H = 128 1.18-1.27x, B = 64 H = 128 1.10-1.32x, B = 64 H = 256
+                          1.10-1.11x, B = 8 H = 512 0.95-1.01x, B = 24 H = 256 0.97x; forward+backward (the
+                          backward keeps the unit split) 0.97-1.09x. Where the rows do not fall in 4-row
+                          blocks: B = 4 H = 128 (2 a worker) 0.69-0.73x, B = 12 0.83-0.84x, B = 20 0.88-0.93x,
+                          B = 6 H = 256 0.79-0.81x, B = 3 0.82-0.97x; B = 2 (one each) 1.03x.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
                           kernel (one launch instead of a GEMM and the kernel) when the input projection
                           has at most this many rows (T*B; default 8) ...
@@ -143,6 +161,7 @@ CUDA_BATCH_TILE: int = _env_int("FASTRNN_CUDA_BATCH_TILE", 0)
 CUDA_STEPWISE: str = os.environ.get("FASTRNN_CUDA_STEPWISE", "").strip() or "auto"
 CUDA_STEPWISE_MIN_BATCH: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_BATCH", 32)
 CUDA_STEPWISE_MIN_WORK: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_WORK", 1 << 24)
+BATCH_SPLIT: str = os.environ.get("FASTRNN_BATCH_SPLIT", "").strip() or "auto"
 FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 8)
 FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 1 << 20)
 

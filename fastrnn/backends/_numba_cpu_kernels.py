@@ -21,7 +21,8 @@ step t) and S = 2 otherwise (ping-pong); gates (T, B, G*H) the saved activations
 gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).
 
 Work split: hidden units are cut into chunks; the workers of one parallel region claim chunks
-step by step (see _numba_sync.py): one region per call instead of a fork/join per step.
+step by step (see _numba_sync.py): one region per call instead of a fork/join per step. The forward
+may split the batch instead (config.BATCH_SPLIT): each worker then runs its sequences' steps alone.
 Versions: v1: PyTorch-layout weights read in place, recurrent products on 4x3 register tiles in
 reduction form (35-64 GFLOP/s one thread), pointwise loops left to LLVM's vectoriser (~20 ns a
 unit). v2 (this): W_hh packed per call (or once per fastrnn.pack_weights snapshot) into panels,
@@ -145,10 +146,9 @@ def _lstm_units(load, store, b, u, k, gs, H, x_t, gh, bias, c_in, c_out, h_out, 
 
 
 @njit(cache=True, error_model="numpy")
-def _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y, gates):
-    # (y: the outputs, or with projections the ring of m_t = o tanh(c_t); h_in, h_out its slot)
+def _lstm_chunk(t, u0, n, gs, x_t, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y_t, g_t):
+    # (y_t: the step's outputs, or with projections m_t = o tanh(c_t), then also h_in and h_out)
     H = h_in.shape[1]
-    g_t, x_t, y_t = gates[t % gates.shape[0]], xp[t % xp.shape[0]], y[t % y.shape[0]]
     bias = b_hh.reshape((1, b_hh.shape[0]))
     L = vlanes(h_in)
     n_vec = n - n % L
@@ -180,9 +180,8 @@ def _gru_units(load, store, b, u, k, gs, H, x_t, gh, bias, h_in, h_out, y_t, g_t
 
 
 @njit(cache=True, error_model="numpy")
-def _gru_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
+def _gru_chunk(t, u0, n, gs, x_t, gh, b_hh, h_in, h_out, lengths, y_t, g_t, ghn_t):
     H = h_in.shape[1]
-    g_t, ghn_t, x_t, y_t = gates[t % gates.shape[0]], ghn[t % ghn.shape[0]], xp[t % xp.shape[0]], y[t]
     bias = b_hh.reshape((1, b_hh.shape[0]))
     L = vlanes(h_in)
     n_vec = n - n % L
@@ -200,12 +199,12 @@ def _gru_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn):
 
 
 @njit(cache=True, error_model="numpy")
-def _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, relu):
+def _rnn_chunk(t, u0, n, x_t, gh, b_hh, h_in, h_out, lengths, y_t, relu):
     bias = b_hh[u0:u0 + n]
     for b in range(h_in.shape[0]):
-        hi, ho, yb = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], y[t, b, u0:u0 + n]
+        hi, ho, yb = h_in[b, u0:u0 + n], h_out[b, u0:u0 + n], y_t[b, u0:u0 + n]
         if t < lengths[b]:
-            x, r = xp[t % xp.shape[0], b, u0:u0 + n], gh[b]
+            x, r = x_t[b, u0:u0 + n], gh[b]
             for k in range(n):
                 h = rnn_cell.forward(x[k] + r[k] + bias[k], relu)
                 ho[k], yb[k] = h, h
@@ -232,15 +231,54 @@ def _tile_span(u0, n, L):
     return u0 // L, (n + L - 1) // L
 
 
+@njit(cache=True, error_model="numpy")
+def _project_steps(j, t_first, t_last, B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, proj_claims, proj_done, items_max,
+                   packed_a, w, n_workers):
+    """The input projection of steps t_first..t_last-1 (chunk j of the ring) into the ring xp_rows, as
+    GEMM items the workers claim; returns when all are done."""
+    rows = (t_last - t_first) * B
+    n_items = gemm_chunks(rows, xp_rows.shape[1])
+    for i in range(n_items):
+        c = claim_in_order(proj_claims[j * items_max:], 0, n_items, w, n_workers, i)
+        if c >= 0:
+            gemm_chunk(x_rows[t_first * B:t_first * B + rows], False, w_ih, True, xp_rows[:rows], b_ih, c, gemm_ih,
+                       packed_a, False)
+            finish(proj_done, j)
+    wait_all(proj_done, j, n_items)
+
+
+@njit(cache=True, error_model="numpy")
+def _step_rows(kind, t, u0, n, t0, n_tiles, b0, b1, xp, panels, gh, gs, b_hh, h_states, c_states, lengths, y, gates,
+               ghn):
+    """Step t of the sequences b0..b1-1 for the units u0..u0+n-1 (unit tiles t0..t0+n_tiles-1): their
+    recurrent product, then the cell's pointwise math."""
+    G = gh.shape[1] // gs
+    S = h_states.shape[0]
+    h_in, h_out = h_states[t % S][b0:b1], h_states[(t + 1) % S][b0:b1]
+    panel_product(panels, G, panels.shape[0] // G, t0, n_tiles, h_in, b1 - b0, gh, gs, t)
+    x_t, y_t, g_t, rows = xp[t % xp.shape[0]][b0:b1], y[t][b0:b1], gates[t % gates.shape[0]][b0:b1], lengths[b0:b1]
+    if kind == LSTM:
+        _lstm_chunk(t, u0, n, gs, x_t, gh, b_hh, h_in, h_out, c_states[t % S][b0:b1], c_states[(t + 1) % S][b0:b1],
+                    rows, y_t, g_t)
+    elif kind == GRU:
+        _gru_chunk(t, u0, n, gs, x_t, gh, b_hh, h_in, h_out, rows, y_t, g_t, ghn[t % ghn.shape[0]][b0:b1])
+    else:
+        _rnn_chunk(t, u0, n, x_t, gh, b_hh, h_in, h_out, rows, y_t, kind == RNN_RELU)
+
+
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
 def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w_hh, panels, hh_ready, b_hh,
-            h_states, c_states, lengths, y, gates, ghn, chunk_units, claims, done, proj_claims, proj_done,
-            n_workers):
+            h_states, c_states, lengths, y, gates, ghn, chunk_units, batch_rows, claims, done, proj_claims,
+            proj_done, n_workers):
     """LSTM, GRU (linear before reset) and RNN forward over all T steps. States enter in [0].
 
     Phase 0 packs: ``panels`` (G*NT, H, L) receives W_hh's rows by unit tiles of L, each chunk of
     units its own (not when ``hh_ready``: packed by an earlier call). Then, step by step, the chunks
-    of units claim their recurrent product and pointwise math (claims, done: phase t + 1 is step t).
+    of units claim their recurrent product and pointwise math (claims, done: phase t + 1 is step t);
+    or, when ``batch_rows`` > 0 (config.BATCH_SPLIT), slices of batch_rows sequences (at most as many
+    as unit chunks) are claimed instead, each for all the steps of a chunk of the input projection's
+    ring (all T steps without a ring), all units: phase j + 1 is chunk j, and only the ring's next
+    chunk waits for every slice.
 
     The input projection xp_t = x_t W_ih^T + b_ih (``projection``): PROJECTED, xp holds all T steps,
     computed before; or by the kernel, two ways:
@@ -257,7 +295,6 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[1]
     G = w_hh.shape[0] // H
-    S = h_states.shape[0]
     L = panels.shape[2]
     NT = panels.shape[0] // G
     n_chunks = (H + chunk_units - 1) // chunk_units
@@ -284,37 +321,46 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
         if n_pack > 0:
             _claim_packing(w_ih, True, gemm_ih, claims[(T + 1) * n_chunks:], done, 0, w, n_workers)
         wait_all(done, 0, n_chunks + n_pack)
-        for t in range(T):
-            if chunked and t % SX == 0:
-                j, rows = t // SX, (min(T, t + SX) - t) * B
-                A, C = x_rows[t * B:t * B + rows], xp_rows[:rows]
-                n_items = gemm_chunks(rows, G * H)
-                for i in range(n_items):
-                    c = claim_in_order(proj_claims[j * items_max:], 0, n_items, w, n_workers, i)
+        if batch_rows > 0:
+            # each slice of batch_rows sequences runs a whole chunk of steps (all of them, unless the
+            # projection comes in a ring) on the worker that claims it: no sync a step; the slices
+            # meet only before the ring's next chunk (phase j + 1: chunk j done)
+            n_slices = (B + batch_rows - 1) // batch_rows
+            gh_all = np.empty((B, G * NT * L), xp.dtype)
+            for j in range((T + SX - 1) // SX if chunked else 1):
+                t_first = j * SX if chunked else 0
+                t_last = min(T, t_first + SX) if chunked else T
+                if chunked:
+                    if j > 0:
+                        wait_all(done, j, n_slices)
+                    _project_steps(j, t_first, t_last, B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, proj_claims, proj_done,
+                                   items_max, packed_a, w, n_workers)
+                for i in range(n_slices):
+                    c = claim_in_order(claims[(j + 1) * n_chunks:], 0, n_slices, w, n_workers, i)
                     if c >= 0:
-                        gemm_chunk(A, False, w_ih, True, C, b_ih, c, gemm_ih, packed_a, False)
-                        finish(proj_done, j)
-                wait_all(proj_done, j, n_items)
-            p = t + 1
-            h_in, h_out = h_states[t % S], h_states[(t + 1) % S]
-            for i in range(n_chunks):
-                c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
-                if c < 0:
-                    continue
-                u0, n = _unit_span(c, chunk_units, H)
-                t0, n_tiles = _tile_span(u0, n, L)
-                if fused:
-                    _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp)
-                panel_product(panels, G, NT, t0, n_tiles, h_in, B, gh, gs, t)
-                if kind == LSTM:
-                    _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, c_states[t % S], c_states[(t + 1) % S],
-                                lengths, y, gates)
-                elif kind == GRU:
-                    _gru_chunk(t, u0, n, gs, xp, gh, b_hh, h_in, h_out, lengths, y, gates, ghn)
-                else:
-                    _rnn_chunk(t, u0, n, xp, gh, b_hh, h_in, h_out, lengths, y, kind == RNN_RELU)
-                finish(done, p)
-            wait_all(done, p, n_chunks)
+                        b0 = c * batch_rows
+                        for t in range(t_first, t_last):
+                            _step_rows(kind, t, 0, H, 0, NT, b0, min(B, b0 + batch_rows), xp, panels, gh_all, NT * L,
+                                       b_hh, h_states, c_states, lengths, y, gates, ghn)
+                        finish(done, j + 1)
+        else:
+            for t in range(T):
+                if chunked and t % SX == 0:
+                    _project_steps(t // SX, t, min(T, t + SX), B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, proj_claims,
+                                   proj_done, items_max, packed_a, w, n_workers)
+                p = t + 1
+                for i in range(n_chunks):
+                    c = claim_in_order(claims, p, n_chunks, w, n_workers, i)
+                    if c < 0:
+                        continue
+                    u0, n = _unit_span(c, chunk_units, H)
+                    t0, n_tiles = _tile_span(u0, n, L)
+                    if fused:
+                        _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp)
+                    _step_rows(kind, t, u0, n, t0, n_tiles, 0, B, xp, panels, gh, gs, b_hh, h_states, c_states, lengths,
+                               y, gates, ghn)
+                    finish(done, p)
+                wait_all(done, p, n_chunks)
 
 
 # ----------------------------------------------------------------------------- backward pointwise
@@ -723,8 +769,8 @@ def forward_lstm_projected(xp, w_hh, panels_hh, hh_ready, w_hr, panels_hr, hr_re
                     t0, n_tiles = _tile_span(u0, n, L)
                     panel_product(panels_hh, 4, NT, t0, n_tiles, h_states[t % S], B, gh, gs, t)
                     m_t = ms[t % SM]
-                    _lstm_chunk(t, u0, n, gs, xp, gh, b_hh, m_t, m_t, c_states[t % S], c_states[(t + 1) % S],
-                                lengths, ms, gates)
+                    _lstm_chunk(t, u0, n, gs, xp[t], gh, b_hh, m_t, m_t, c_states[t % S], c_states[(t + 1) % S],
+                                lengths, m_t, gates[t % gates.shape[0]])
                 else:                   # h_t = m_t W_hr^T
                     u0, n = _unit_span(c, units_p, P)
                     t0, n_tiles = _tile_span(u0, n, L)

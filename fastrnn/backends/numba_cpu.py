@@ -259,6 +259,22 @@ def _forward_plan(cell, variant, T, B, I, H, dtype, save, workers, units, fuse_r
                         empty=_allocator(dtype, *shapes.values(), (T, B, H)), unused=_stand_ins(dtype))
 
 
+def _batch_rows(B, H, units, workers, projection):
+    """Sequences per slice where the forward splits the batch among the workers (config.BATCH_SPLIT: each
+    runs its slices' steps without a sync a step; kernels.forward), else 0: the hidden units are split,
+    step by step. Not with the input product fused into the steps (small problems)."""
+    mode = config.BATCH_SPLIT
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"FASTRNN_BATCH_SPLIT must be 'auto', 'always' or 'never', got {mode!r}")
+    if mode == "never" or workers < 2 or B < workers or projection == kernels.PROJECT_FUSED:
+        return 0
+    if mode == "auto" and B % (4 * workers):
+        return 0
+    rows = -(-B // workers)
+    # the kernel claims the slices with the unit chunks' counters: at most as many slices as chunks
+    return rows if -(-B // rows) <= -(-H // units) else 0
+
+
 def forward(seq, save):
     if seq.w_hr is not None:
         return _forward_projected(seq, save)
@@ -303,8 +319,8 @@ def forward(seq, save):
     ghn = empty(plan.ghn, dtype) if plan.ghn else unused.states
     _launch(kernels.forward, workers, plan.kind, x, w_ih, panels_ih, gemm_ih, ih.ready, b_ih, plan.projection, xp,
             w_hh, hh.buffer, hh.ready, b_hh, h_states, c_states if c_states is not None else unused.states, lengths,
-            y, gates, ghn, units, np.zeros(plan.n_claims, np.int64), np.zeros(T + 1, np.int64), proj_claims,
-            proj_done)
+            y, gates, ghn, units, _batch_rows(B, H, units, workers, plan.projection), np.zeros(plan.n_claims, np.int64),
+            np.zeros(T + 1, np.int64), proj_claims, proj_done)
     ih.keep()
     hh.keep()
     S = plan.states[0]
