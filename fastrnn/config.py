@@ -23,7 +23,7 @@ FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step of the Numba CP
                           runs: 5.16 / 5.41, 4.84 / 5.99: the host's noise);
                           forward+backward LSTM B = 8 H = 256 46.3 / 48.2, GRU B = 64 H = 128 115 / 126.
 FASTRNN_BATCH_SPLIT       how the Numba CPU forward (LSTM, GRU with linear_before_reset, RNN) shares the steps
-                          among its workers: "auto" (default) gives each worker its own sequences where
+                          among its workers, read at each call: "auto" (default) gives each worker its own sequences where
                           each gets a multiple of 4 of them (B % (4 * workers) == 0), else each a share of
                           the hidden units of every step; "always" splits the batch wherever B >= workers
                           (the tests force it so), "never" never. A worker with its own sequences runs all
@@ -39,7 +39,11 @@ FASTRNN_BATCH_SPLIT       how the Numba CPU forward (LSTM, GRU with linear_befor
                           1.10-1.11x, B = 8 H = 512 0.95-1.01x, B = 24 H = 256 0.97x; forward+backward (the
                           backward keeps the unit split) 0.97-1.09x. Where the rows do not fall in 4-row
                           blocks: B = 4 H = 128 (2 a worker) 0.69-0.73x, B = 12 0.83-0.84x, B = 20 0.88-0.93x,
-                          B = 6 H = 256 0.79-0.81x, B = 3 0.82-0.97x; B = 2 (one each) 1.03x.
+                          B = 6 H = 256 0.79-0.81x, B = 3 0.82-0.97x; B = 2 (one each) 1.03x. The same split
+                          in the C++ kernels (a slice's unit tiles one after another, all of a step's rows of
+                          a tile in its 4-row blocks) was slower than their barrier a step: LSTM and GRU
+                          forward B = 8-64, H = 128-512 0.89-1.02x (2026-11-29, same machine), so "cpp"
+                          keeps the unit split.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
                           kernel (one launch instead of a GEMM and the kernel) when the input projection
                           has at most this many rows (T*B; default 8) ...
@@ -161,7 +165,6 @@ CUDA_BATCH_TILE: int = _env_int("FASTRNN_CUDA_BATCH_TILE", 0)
 CUDA_STEPWISE: str = os.environ.get("FASTRNN_CUDA_STEPWISE", "").strip() or "auto"
 CUDA_STEPWISE_MIN_BATCH: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_BATCH", 32)
 CUDA_STEPWISE_MIN_WORK: int = _env_int("FASTRNN_CUDA_STEPWISE_MIN_WORK", 1 << 24)
-BATCH_SPLIT: str = os.environ.get("FASTRNN_BATCH_SPLIT", "").strip() or "auto"
 FUSE_INPUT_ROWS: int = _env_int("FASTRNN_FUSE_INPUT_ROWS", 8)
 FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 1 << 20)
 
@@ -169,6 +172,14 @@ FUSE_INPUT_REREAD_BYTES: int = _env_int("FASTRNN_FUSE_INPUT_REREAD_BYTES", 1 << 
 CHUNK_BYTES: int = 8 << 20
 POOL_BYTES: int = _env_int("FASTRNN_POOL_BYTES", 1 << 30)
 POOL_MIN_BYTES: int = 1 << 20
+
+
+def batch_split() -> str:
+    """FASTRNN_BATCH_SPLIT, read at each call (as FASTRNN_CHUNK_STEPS is): "auto", "always" or "never"."""
+    mode = os.environ.get("FASTRNN_BATCH_SPLIT") or "auto"
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"FASTRNN_BATCH_SPLIT must be 'auto', 'always' or 'never', got {mode!r}")
+    return mode
 
 
 def chunk_steps(T: int, B: int, gate_columns: int, itemsize: int) -> int:

@@ -202,16 +202,15 @@ def test_backend_matches_reference_with_work_split(rng, split_work, backend, cel
 @pytest.mark.parametrize("shape", [(8, 7, 5, 33), (6, 12, 4, 40), (5, 3, 6, 24)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
 def test_numba_forward_with_the_batch_split(rng, monkeypatch, split_work, cell, variant, shape, dtype):
-    """The numba forward with each worker's own sequences (config.BATCH_SPLIT="always"): 3 workers on
-    slices of 3, 3 and 1, of 4 each, of 1 each, in chunks of 3 steps of the input projection's ring (so
-    the slices meet before each chunk), ragged lengths; saved for the backward, and without a tape. (The
+    """The numba forward with each worker's own sequences (FASTRNN_BATCH_SPLIT=always): 3 workers on
+    slices of 3, 3 and 1, of 4 each, of 1 each, in chunks of 3 steps of the input projection (so the
+    slices meet before each chunk), ragged lengths; saved for the backward, and without a tape. (The
     RNN's weights at scale 0.2: at 0.5, its float32 dx and dh0 over 8 steps spread past the float32 rule's
     margin over the reference's own error with either split, as in test_in_chunks_of_steps.)"""
     if "numba" not in FAST_BACKENDS:
         pytest.skip("numba backend unavailable")
-    from fastrnn import config
     from fastrnn.backends import numba_cpu
-    monkeypatch.setattr(config, "BATCH_SPLIT", "always")
+    monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "always")
     monkeypatch.setenv("FASTRNN_CHUNK_STEPS", "3")
     T, B, I, H = shape
     calls = []
@@ -221,25 +220,25 @@ def test_numba_forward_with_the_batch_split(rng, monkeypatch, split_work, cell, 
     assert_matches_oracle(problem, "numba", dtype)
     y, _ = getattr(fastrnn, cell)(**problem.astype(dtype).args, **problem.options, backend="numba")
     np.testing.assert_array_equal(y, run(problem.astype(dtype), "numba")["y"])
-    if (cell, variant) != ("gru", False):          # (Cho's GRU has its own kernels, with the unit split)
+    if (cell, variant) != ("gru", False):          # (Cho's GRU: its own kernels, with the unit split)
         assert calls and all(rows == -(-B // 3) for rows in calls), calls
 
 
 def test_numba_batch_split_rule(monkeypatch):
     """"auto" splits the batch where every worker gets a multiple of 4 sequences; never with one worker,
     nor with the input product fused into the steps, nor into more slices than unit chunks."""
-    from fastrnn import config
     from fastrnn.backends import numba_cpu
     from fastrnn.backends._numba_cpu_kernels import PROJECT_CHUNKS, PROJECT_FUSED
     rows = numba_cpu._batch_rows
+    monkeypatch.delenv("FASTRNN_BATCH_SPLIT", raising=False)
     assert [rows(B, 128, 64, 2, PROJECT_CHUNKS) for B in (1, 4, 6, 8, 12, 16, 64)] == [0, 0, 0, 4, 0, 8, 32]
     assert rows(8, 128, 64, 1, PROJECT_CHUNKS) == 0 and rows(8, 128, 64, 2, PROJECT_FUSED) == 0
     assert rows(24, 128, 32, 3, PROJECT_CHUNKS) == 8 and rows(24, 128, 64, 3, PROJECT_CHUNKS) == 0
-    monkeypatch.setattr(config, "BATCH_SPLIT", "never")
+    monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "never")
     assert rows(8, 128, 64, 2, PROJECT_CHUNKS) == 0
-    monkeypatch.setattr(config, "BATCH_SPLIT", "always")
+    monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "always")
     assert rows(5, 128, 64, 2, PROJECT_CHUNKS) == 3 and rows(1, 128, 64, 2, PROJECT_CHUNKS) == 0
-    monkeypatch.setattr(config, "BATCH_SPLIT", "sometimes")
+    monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "sometimes")
     with pytest.raises(ValueError, match="FASTRNN_BATCH_SPLIT"):
         rows(8, 128, 64, 2, PROJECT_CHUNKS)
 

@@ -22,7 +22,7 @@ gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).
 
 Work split: hidden units are cut into chunks; the workers of one parallel region claim chunks
 step by step (see _numba_sync.py): one region per call instead of a fork/join per step. The forward
-may split the batch instead (config.BATCH_SPLIT): each worker then runs its sequences' steps alone.
+may split the batch instead (FASTRNN_BATCH_SPLIT): each worker then runs its sequences' steps alone.
 Versions: v1: PyTorch-layout weights read in place, recurrent products on 4x3 register tiles in
 reduction form (35-64 GFLOP/s one thread), pointwise loops left to LLVM's vectoriser (~20 ns a
 unit). v2 (this): W_hh packed per call (or once per fastrnn.pack_weights snapshot) into panels,
@@ -275,7 +275,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
     Phase 0 packs: ``panels`` (G*NT, H, L) receives W_hh's rows by unit tiles of L, each chunk of
     units its own (not when ``hh_ready``: packed by an earlier call). Then, step by step, the chunks
     of units claim their recurrent product and pointwise math (claims, done: phase t + 1 is step t);
-    or, when ``batch_rows`` > 0 (config.BATCH_SPLIT), slices of batch_rows sequences (at most as many
+    or, when ``batch_rows`` > 0 (FASTRNN_BATCH_SPLIT), slices of batch_rows sequences (at most as many
     as unit chunks) are claimed instead, each for all the steps of a chunk of the input projection's
     ring (all T steps without a ring), all units: phase j + 1 is chunk j, and only the ring's next
     chunk waits for every slice.

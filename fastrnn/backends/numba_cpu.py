@@ -260,12 +260,10 @@ def _forward_plan(cell, variant, T, B, I, H, dtype, save, workers, units, fuse_r
 
 
 def _batch_rows(B, H, units, workers, projection):
-    """Sequences per slice where the forward splits the batch among the workers (config.BATCH_SPLIT: each
+    """Sequences per slice where the forward splits the batch among the workers (config.batch_split: each
     runs its slices' steps without a sync a step; kernels.forward), else 0: the hidden units are split,
     step by step. Not with the input product fused into the steps (small problems)."""
-    mode = config.BATCH_SPLIT
-    if mode not in ("auto", "always", "never"):
-        raise ValueError(f"FASTRNN_BATCH_SPLIT must be 'auto', 'always' or 'never', got {mode!r}")
+    mode = config.batch_split()
     if mode == "never" or workers < 2 or B < workers or projection == kernels.PROJECT_FUSED:
         return 0
     if mode == "auto" and B % (4 * workers):
