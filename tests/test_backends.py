@@ -201,10 +201,11 @@ def test_backend_matches_reference_with_work_split(rng, split_work, backend, cel
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(8, 7, 5, 33), (6, 12, 4, 40), (5, 3, 6, 24)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("cell,variant", CELL_FORMS, ids=CELL_FORM_IDS)
-def test_numba_forward_with_the_batch_split(rng, monkeypatch, split_work, cell, variant, shape, dtype):
-    """The numba forward with each worker's own sequences (FASTRNN_BATCH_SPLIT=always): 3 workers on
-    slices of 3, 3 and 1, of 4 each, of 1 each, in chunks of 3 steps of the input projection (so the
-    slices meet before each chunk), ragged lengths; saved for the backward, and without a tape. (The
+def test_numba_with_the_batch_split(rng, monkeypatch, split_work, cell, variant, shape, dtype):
+    """The numba forward and backward with each worker's own sequences (FASTRNN_BATCH_SPLIT=always): 3
+    workers on slices of 3, 3 and 1, of 4 each, of 1 each, in chunks of 3 steps of the input projection and
+    of dG's ring (so the slices meet before each chunk and its products), ragged lengths; and the forward
+    without a tape. (The
     RNN's weights at scale 0.2: at 0.5, its float32 dx and dh0 over 8 steps spread past the float32 rule's
     margin over the reference's own error with either split, as in test_in_chunks_of_steps.)"""
     if "numba" not in FAST_BACKENDS:
@@ -226,21 +227,20 @@ def test_numba_forward_with_the_batch_split(rng, monkeypatch, split_work, cell, 
 
 def test_numba_batch_split_rule(monkeypatch):
     """"auto" splits the batch where every worker gets a multiple of 4 sequences; never with one worker,
-    nor with the input product fused into the steps, nor into more slices than unit chunks."""
+    nor with the input product fused into the forward's steps, nor into more slices than unit chunks."""
     from fastrnn.backends import numba_cpu
-    from fastrnn.backends._numba_cpu_kernels import PROJECT_CHUNKS, PROJECT_FUSED
     rows = numba_cpu._batch_rows
     monkeypatch.delenv("FASTRNN_BATCH_SPLIT", raising=False)
-    assert [rows(B, 128, 64, 2, PROJECT_CHUNKS) for B in (1, 4, 6, 8, 12, 16, 64)] == [0, 0, 0, 4, 0, 8, 32]
-    assert rows(8, 128, 64, 1, PROJECT_CHUNKS) == 0 and rows(8, 128, 64, 2, PROJECT_FUSED) == 0
-    assert rows(24, 128, 32, 3, PROJECT_CHUNKS) == 8 and rows(24, 128, 64, 3, PROJECT_CHUNKS) == 0
+    assert [rows(B, 128, 64, 2) for B in (1, 4, 6, 8, 12, 16, 64)] == [0, 0, 0, 4, 0, 8, 32]
+    assert rows(8, 128, 64, 1) == 0 and rows(8, 128, 64, 2, fused=True) == 0
+    assert rows(24, 128, 32, 3) == 8 and rows(24, 128, 64, 3) == 0
     monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "never")
-    assert rows(8, 128, 64, 2, PROJECT_CHUNKS) == 0
+    assert rows(8, 128, 64, 2) == 0
     monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "always")
-    assert rows(5, 128, 64, 2, PROJECT_CHUNKS) == 3 and rows(1, 128, 64, 2, PROJECT_CHUNKS) == 0
+    assert rows(5, 128, 64, 2) == 3 and rows(1, 128, 64, 2) == 0
     monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "sometimes")
     with pytest.raises(ValueError, match="FASTRNN_BATCH_SPLIT"):
-        rows(8, 128, 64, 2, PROJECT_CHUNKS)
+        rows(8, 128, 64, 2)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)

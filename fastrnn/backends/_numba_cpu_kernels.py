@@ -380,9 +380,8 @@ def _lstm_units_backward(load, store, b, u, k, H, dh_carry, dy_t, dc, g_t, c_pre
 
 
 @njit(cache=True, error_model="numpy")
-def _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dg, dh_direct, dc):
+def _lstm_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, g_t, c_prev, c_t, dg_t, dh_direct, dc):
     H = dh_direct.shape[1]
-    dy_t, g_t, dg_t, c_prev, c_t = dy[t % dy.shape[0]], gates[t], dg[t % dg.shape[0]], c_states[t], c_states[t + 1]
     L = vlanes(dc)
     n_vec = n - n % L
     for b in range(dh_direct.shape[0]):
@@ -416,10 +415,8 @@ def _gru_units_backward(load, store, b, u, k, H, dh_carry, dy_t, g_t, ghn_t, h_p
 
 
 @njit(cache=True, error_model="numpy")
-def _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct):
+def _gru_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, g_t, ghn_t, h_prev, dgi_t, dgh_t, dh_direct):
     H = dh_direct.shape[1]
-    dy_t, g_t, ghn_t, h_prev = dy[t % dy.shape[0]], gates[t], ghn[t], h_states[t]
-    dgi_t, dgh_t = dgi[t % dgi.shape[0]], dgh[t % dgh.shape[0]]
     L = vlanes(dh_direct)
     n_vec = n - n % L
     for b in range(dh_direct.shape[0]):
@@ -439,12 +436,11 @@ def _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, d
 
 
 @njit(cache=True, error_model="numpy")
-def _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dg, dh_direct, relu):
-    dy_t = dy[t % dy.shape[0]]
+def _rnn_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, h_t, dg_t, dh_direct, relu):
     for b in range(dh_direct.shape[0]):
-        carry, direct, da = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dg[t % dg.shape[0], b, u0:u0 + n]
+        carry, direct, da = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dg_t[b, u0:u0 + n]
         if t < lengths[b]:
-            dyb, h = dy_t[b, u0:u0 + n], h_states[t + 1, b, u0:u0 + n]
+            dyb, h = dy_t[b, u0:u0 + n], h_t[b, u0:u0 + n]
             for k in range(n):
                 da[k] = rnn_cell.backward(carry[k] + dyb[k], h[k], relu)
                 direct[k] = 0
@@ -468,6 +464,30 @@ def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out, t):
     for b in range(B):
         for uu in range(n):
             out[b, uu] += dh_direct[b, u0 + uu]
+
+
+@njit(cache=True, error_model="numpy")
+def _step_back_rows(kind, p, u0, n, b0, b1, panels, dh_n, dh_direct, dh_carry, dy, lengths, gates, c_states, h_states,
+                    ghn, dgi, dgh, dc, dh0):
+    """Phase p of the reverse loop (step t = T-1-p; p = T: dh0) for the sequences b0..b1-1 and the units
+    u0..u0+n-1: dh_t, then the cell's pointwise backward."""
+    T = h_states.shape[0] - 1
+    t = T - 1 - p
+    SX = dgi.shape[0]
+    carry, direct, rows = dh_carry[:b1 - b0], dh_direct[b0:b1], lengths[b0:b1]
+    _incoming_dh(p == 0, panels, dgh[(t + 1) % SX][b0:b1], dh_n[b0:b1], direct, u0, n, carry, t)
+    if p == T:
+        dh0[b0:b1, u0:u0 + n] = carry[:, :n]
+        return
+    dy_t, g_t, dgi_t = dy[t % dy.shape[0]][b0:b1], gates[t][b0:b1], dgi[t % SX][b0:b1]
+    if kind == LSTM:
+        _lstm_chunk_backward(t, u0, n, carry, dy_t, rows, g_t, c_states[t][b0:b1], c_states[t + 1][b0:b1], dgi_t,
+                             direct, dc[b0:b1])
+    elif kind == GRU:
+        _gru_chunk_backward(t, u0, n, carry, dy_t, rows, g_t, ghn[t][b0:b1], h_states[t][b0:b1], dgi_t,
+                            dgh[t % SX][b0:b1], direct)
+    else:
+        _rnn_chunk_backward(t, u0, n, carry, dy_t, rows, h_states[t + 1][b0:b1], dgi_t, direct, kind == RNN_RELU)
 
 
 BIAS_COLUMNS = 128        # columns of dG per claimed item of the bias gradients' sums
@@ -529,7 +549,7 @@ def chunk_product_items(rows, I, GH, H, n_sums):
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
 def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, ghn, dgi, dgh, dh_direct, dc, dh0,
              chunked, x, w_ih, panels_ih, panels_x, panels_h, dx, dw_ih, dw_hh, db, n_sums,
-             chunk_units, claims, done, product_claims, product_done, n_workers):
+             chunk_units, batch_rows, claims, done, product_claims, product_done, n_workers):
     """Reverse loop of LSTM, GRU (linear before reset) and RNN. ``dc`` enters holding dc_n and
     leaves holding dc0; ``dh0`` receives dL/dh0. Phase 0 packs W_hh's columns into ``panels``
     (NT, G*H, L), each chunk of units its own unit tiles; phase p + 1 handles step T-1-p; phase T + 1
@@ -543,7 +563,12 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
     (panels_x, panels_h: GEMM panels with room for SX*B rows; W_ih into panels_ih in phase 0, items
     claimed past the steps' claims), then _chunk_products' items. product_claims: 2 blocks of
     counters per chunk (packing, products), product_done 2 counters per chunk. Else the caller runs
-    the whole-sequence products after the call."""
+    the whole-sequence products after the call.
+
+    ``batch_rows`` > 0 (FASTRNN_BATCH_SPLIT, as forward): slices of batch_rows sequences (at most as many
+    as unit chunks) are claimed instead of the steps' unit chunks, each for all the steps of a chunk of
+    SX steps (and dh0 after the first chunk), all units: phase j + 1 is chunk j; its products wait for
+    every slice."""
     T = h_states.shape[0] - 1
     B, H = dh_n.shape
     L = panels.shape[2]
@@ -566,25 +591,33 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
         if n_pack_ih > 0:
             _claim_packing(w_ih, False, panels_ih, claims[(T + 2) * n_chunks:], done, 0, w, n_workers)
         wait_all(done, 0, n_chunks + n_pack_ih)
+        n_slices = (B + batch_rows - 1) // batch_rows if batch_rows > 0 else 0
+        dh_rows = np.empty((B, (H + L - 1) // L * L), dh_n.dtype) if batch_rows > 0 else dh_carry
         for phase in range(1, T + 2):
             p = phase - 1
             t = T - 1 - p
-            for i in range(n_chunks):
-                c = claim_in_order(claims, phase, n_chunks, w, n_workers, i)
-                if c < 0:
+            if batch_rows > 0:
+                if t < 0 or t % SX != 0:
                     continue
-                u0, n = _unit_span(c, chunk_units, H)
-                _incoming_dh(p == 0, panels, dgh[(t + 1) % SX], dh_n, dh_direct, u0, n, dh_carry, t)
-                if p == T:
-                    dh0[:, u0:u0 + n] = dh_carry[:, :n]
-                elif kind == LSTM:
-                    _lstm_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, c_states, dgi, dh_direct, dc)
-                elif kind == GRU:
-                    _gru_chunk_backward(t, u0, n, dh_carry, dy, lengths, gates, h_states, ghn, dgi, dgh, dh_direct)
-                else:
-                    _rnn_chunk_backward(t, u0, n, dh_carry, dy, lengths, h_states, dgi, dh_direct, kind == RNN_RELU)
-                finish(done, phase)
-            wait_all(done, phase, n_chunks)
+                j = t // SX                 # the chunk of steps t..: each slice's steps (and dh0 after chunk 0)
+                for i in range(n_slices):
+                    c = claim_in_order(claims[(j + 1) * n_chunks:], 0, n_slices, w, n_workers, i)
+                    if c >= 0:
+                        b0 = c * batch_rows
+                        for q in range(T - min(T, t + SX), T - t + (1 if t == 0 else 0)):
+                            _step_back_rows(kind, q, 0, H, b0, min(B, b0 + batch_rows), panels, dh_n, dh_direct,
+                                            dh_rows, dy, lengths, gates, c_states, h_states, ghn, dgi, dgh, dc, dh0)
+                        finish(done, j + 1)
+                wait_all(done, j + 1, n_slices)
+            else:
+                for i in range(n_chunks):
+                    c = claim_in_order(claims, phase, n_chunks, w, n_workers, i)
+                    if c >= 0:
+                        u0, n = _unit_span(c, chunk_units, H)
+                        _step_back_rows(kind, p, u0, n, 0, B, panels, dh_n, dh_direct, dh_carry, dy, lengths, gates,
+                                        c_states, h_states, ghn, dgi, dgh, dc, dh0)
+                        finish(done, phase)
+                wait_all(done, phase, n_chunks)
             if chunked and t >= 0 and t % SX == 0:       # the chunk of steps t.. is done: its products
                 j = t // SX
                 rows = (min(T, t + SX) - t) * B
@@ -836,6 +869,7 @@ def backward_lstm_projected(w_hh, panels_hh, w_hr, panels_hr, dy, dh_n, lengths,
                     u0, n = _unit_span(c, units_h, H)
                     t0, n_tiles = _tile_span(u0, n, L)
                     panel_product(panels_hr, 1, panels_hr.shape[0], t0, n_tiles, dhs[t], B, acc, 0, t)
-                    _lstm_chunk_backward(t, u0, n, acc, no_dy, lengths, gates, c_states, dg, dm_direct, dc)
+                    _lstm_chunk_backward(t, u0, n, acc, no_dy[t % no_dy.shape[0]], lengths, gates[t], c_states[t],
+                                         c_states[t + 1], dg[t % dg.shape[0]], dm_direct, dc)
                 finish(done, phase)
             wait_all(done, phase, n_items)

@@ -259,18 +259,26 @@ def _forward_plan(cell, variant, T, B, I, H, dtype, save, workers, units, fuse_r
                         empty=_allocator(dtype, *shapes.values(), (T, B, H)), unused=_stand_ins(dtype))
 
 
-def _batch_rows(B, H, units, workers, projection):
+def _batch_rows(B, H, units, workers, fused=False):
     """Sequences per slice where the forward splits the batch among the workers (config.batch_split: each
     runs its slices' steps without a sync a step; kernels.forward), else 0: the hidden units are split,
-    step by step. Not with the input product fused into the steps (small problems)."""
+    step by step. The backward too. Not with the input product fused into the forward's steps (small problems)."""
     mode = config.batch_split()
-    if mode == "never" or workers < 2 or B < workers or projection == kernels.PROJECT_FUSED:
+    if mode == "never" or workers < 2 or B < workers or fused:
         return 0
     if mode == "auto" and B % (4 * workers):
         return 0
     rows = -(-B // workers)
     # the kernel claims the slices with the unit chunks' counters: at most as many slices as chunks
     return rows if -(-B // rows) <= -(-H // units) else 0
+
+
+def _backward_batch_rows(B, GH, H, units, workers, itemsize):
+    """The backward's batch split (_batch_rows); "auto" takes it only where W_hh, which each worker then reads
+    whole every step, fits config.BACKWARD_SPLIT_MAX_BYTES."""
+    if config.batch_split() == "auto" and GH * H * itemsize > config.BACKWARD_SPLIT_MAX_BYTES:
+        return 0
+    return _batch_rows(B, H, units, workers)
 
 
 def forward(seq, save):
@@ -317,7 +325,7 @@ def forward(seq, save):
     ghn = empty(plan.ghn, dtype) if plan.ghn else unused.states
     _launch(kernels.forward, workers, plan.kind, x, w_ih, panels_ih, gemm_ih, ih.ready, b_ih, plan.projection, xp,
             w_hh, hh.buffer, hh.ready, b_hh, h_states, c_states if c_states is not None else unused.states, lengths,
-            y, gates, ghn, units, _batch_rows(B, H, units, workers, plan.projection), np.zeros(plan.n_claims, np.int64),
+            y, gates, ghn, units, _batch_rows(B, H, units, workers, plan.projection == kernels.PROJECT_FUSED), np.zeros(plan.n_claims, np.int64),
             np.zeros(T + 1, np.int64), proj_claims, proj_done)
     ih.keep()
     hh.keep()
@@ -473,7 +481,8 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     _launch(kernels.backward, workers, plan.kind, w_hh, empty(plan.hh_columns, dtype), dy, dh_n, saved["lengths"],
             gates, h_states, c_states, saved["ghn"], dgi, dgh, np.zeros((B, H), dtype), dc, dh0, plan.chunked, x,
             w_ih, panels_ih, panels_x, panels_h, dx, dw_ih, dw_hh, db, n_sums, units,
-            np.zeros(plan.n_claims, np.int64), np.zeros(T + 2, np.int64),
+            _backward_batch_rows(B, GH, H, units, workers, dtype.itemsize), np.zeros(plan.n_claims, np.int64),
+            np.zeros(T + 2, np.int64),
             np.zeros(plan.n_product_claims, np.int64) if plan.chunked else unused.counters,
             np.zeros(plan.n_product_done, np.int64) if plan.chunked else unused.counters)
     if plan.chunked:
