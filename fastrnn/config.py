@@ -24,32 +24,30 @@ FASTRNN_CHUNKS_PER_THREAD hidden-unit chunks per worker and step of the Numba CP
                           forward+backward LSTM B = 8 H = 256 46.3 / 48.2, GRU B = 64 H = 128 115 / 126.
 FASTRNN_BATCH_SPLIT       how the Numba CPU kernels (LSTM, GRU with linear_before_reset, RNN) share the steps
                           among their workers, read at each call: "auto" (default) gives each worker its own
-                          sequences where each gets a multiple of 4 of them (B % (4 * workers) == 0), else each a share of
-                          the hidden units of every step; "always" splits the batch wherever B >= workers
-                          (the tests force it so), "never" never. A worker with its own sequences runs all
-                          their steps (up to the next chunk of the input projection) with no sync a step, on
-                          whole 4-row blocks of the recurrent product, but reads all of W_hh each step,
-                          where a unit share reads its part; rows left from the 4-row blocks take the
-                          single-row products, which read the weights once per row. Measured (2-core Zen 3,
-                          AVX2, 512 KiB L2; float32, pack_weights, forward, unit split / batch split in one
-                          process, benchmarks/ab_inprocess.py, 2-3 processes of 5 rounds): LSTM B = 8 H = 128
-                          1.09-1.10x, B = 16 H = 128 1.23x, B = 64 H = 128 1.23x, B = 8 H = 256 1.02-1.04x,
-                          B = 64 H = 256 1.07-1.16x, B = 8 H = 512 1.01-1.04x, B = 8 H = 1024 1.06x, B = 24
-                          H = 256 1.02x; GRU B = 8 H = 128 1.18-1.27x, B = 64 H = 128 1.10-1.32x, B = 64 H = 256
-                          1.10-1.11x, B = 8 H = 512 0.95-1.01x, B = 24 H = 256 0.97x; forward+backward (with the
-                          backward's unit split) 0.97-1.09x. Where the rows do not fall in 4-row
-                          blocks: B = 4 H = 128 (2 a worker) 0.69-0.73x, B = 12 0.83-0.84x, B = 20 0.88-0.93x,
-                          B = 6 H = 256 0.79-0.81x, B = 3 0.82-0.97x; B = 2 (one each) 1.03x. The backward
-                          splits the same way, under "auto" only where W_hh (G*H x H) is at most
-                          BACKWARD_SPLIT_MAX_BYTES (512 KiB, this Zen 3's L2 a core: LSTM and GRU at H = 128):
-                          forward+backward against the forward's split alone (3 processes), H = 128, B = 8-64,
-                          T = 16-512: LSTM 1.06-1.19x, GRU 1.03-1.15x (a first run of 2 processes: LSTM
-                          0.96-1.04x, GRU 1.04-1.12x); with W_hh past it, H = 256-512: LSTM 0.93-0.99x,
-                          GRU 0.98-1.02x. The same split
-                          in the C++ kernels (a slice's unit tiles one after another, all of a step's rows of
-                          a tile in its 4-row blocks) was slower than their barrier a step: LSTM and GRU
-                          forward B = 8-64, H = 128-512 0.89-1.02x (2026-11-29, same machine), so "cpp"
-                          keeps the unit split.
+                          sequences where each gets a multiple of 4 of them (B % (4 * workers) == 0), else each a
+                          share of the hidden units of every step; "always" splits the batch wherever B >= workers
+                          (the tests force it so), "never" never. A worker with its own sequences runs all their
+                          steps (up to the next chunk of the input projection) with no sync a step, on whole 4-row
+                          blocks of the recurrent product, but reads all of W_hh each step, where a unit share
+                          reads its part; rows left from the 4-row blocks take the single-row products, which read
+                          the weights once per row. Measured (2-core Zen 3, AVX2, 512 KiB L2; float32,
+                          pack_weights, forward, unit split / batch split in one process,
+                          benchmarks/ab_inprocess.py, 2-3 processes of 5 rounds): LSTM B = 8 H = 128 1.09-1.10x,
+                          B = 16 H = 128 1.23x, B = 64 H = 128 1.23x, B = 8 H = 256 1.02-1.04x, B = 64 H = 256
+                          1.07-1.16x, B = 8 H = 512 1.01-1.04x, B = 8 H = 1024 1.06x, B = 24 H = 256 1.02x; GRU
+                          B = 8 H = 128 1.18-1.27x, B = 64 H = 128 1.10-1.32x, B = 64 H = 256 1.10-1.11x, B = 8
+                          H = 512 0.95-1.01x, B = 24 H = 256 0.97x; forward+backward (with the backward's unit
+                          split) 0.97-1.09x. Where the rows do not fall in 4-row blocks: B = 4 H = 128 (2 a
+                          worker) 0.69-0.73x, B = 12 0.83-0.84x, B = 20 0.88-0.93x, B = 6 H = 256 0.79-0.81x,
+                          B = 3 0.82-0.97x; B = 2 (one each) 1.03x. The backward splits the same way, under "auto"
+                          only where W_hh (G*H x H) is at most BACKWARD_SPLIT_MAX_BYTES (512 KiB, this Zen 3's L2
+                          a core: LSTM and GRU at H = 128): forward+backward against the forward's split alone (3
+                          processes), H = 128, B = 8-64, T = 16-512: LSTM 1.06-1.19x, GRU 1.03-1.15x (a first run
+                          of 2 processes: LSTM 0.96-1.04x, GRU 1.04-1.12x); with W_hh past it, H = 256-512: LSTM
+                          0.93-0.99x, GRU 0.98-1.02x. The same split in the C++ kernels (a slice's unit tiles one
+                          after another, all of a step's rows of a tile in its 4-row blocks) was slower than their
+                          barrier a step: LSTM and GRU forward B = 8-64, H = 128-512 0.89-1.02x (2026-11-29, same
+                          machine), so "cpp" keeps the unit split.
 FASTRNN_FUSE_INPUT_ROWS   the Numba CPU forward computes each step's input product inside its recurrent
                           kernel (one launch instead of a GEMM and the kernel) when the input projection
                           has at most this many rows (T*B; default 8) ...

@@ -216,7 +216,8 @@ def test_numba_with_the_batch_split(rng, monkeypatch, split_work, cell, variant,
     T, B, I, H = shape
     calls = []
     batch_rows = numba_cpu._batch_rows
-    monkeypatch.setattr(numba_cpu, "_batch_rows", lambda *args: calls.append(batch_rows(*args)) or calls[-1])
+    monkeypatch.setattr(numba_cpu, "_batch_rows",
+                        lambda *args, **kwargs: calls.append(batch_rows(*args, **kwargs)) or calls[-1])
     problem = make_problem(rng, cell, variant, *shape, lengths=True, scale=0.2 if cell == "rnn" else 0.5)
     assert_matches_oracle(problem, "numba", dtype)
     y, _ = getattr(fastrnn, cell)(**problem.astype(dtype).args, **problem.options, backend="numba")

@@ -323,10 +323,11 @@ def forward(seq, save):
         c_states[0] = seq.c0
     gates = empty(plan.gates, dtype) if plan.gates else unused.states
     ghn = empty(plan.ghn, dtype) if plan.ghn else unused.states
+    batch_rows = _batch_rows(B, H, units, workers, fused=plan.projection == kernels.PROJECT_FUSED)
     _launch(kernels.forward, workers, plan.kind, x, w_ih, panels_ih, gemm_ih, ih.ready, b_ih, plan.projection, xp,
             w_hh, hh.buffer, hh.ready, b_hh, h_states, c_states if c_states is not None else unused.states, lengths,
-            y, gates, ghn, units, _batch_rows(B, H, units, workers, plan.projection == kernels.PROJECT_FUSED), np.zeros(plan.n_claims, np.int64),
-            np.zeros(T + 1, np.int64), proj_claims, proj_done)
+            y, gates, ghn, units, batch_rows, np.zeros(plan.n_claims, np.int64), np.zeros(T + 1, np.int64),
+            proj_claims, proj_done)
     ih.keep()
     hh.keep()
     S = plan.states[0]
