@@ -22,7 +22,8 @@ gradients w.r.t. the x- and h-side pre-activations (one array for LSTM and RNN).
 
 Work split: hidden units are cut into chunks; the workers of one parallel region claim chunks
 step by step (see _numba_sync.py): one region per call instead of a fork/join per step. The forward
-may split the batch instead (FASTRNN_BATCH_SPLIT): each worker then runs its sequences' steps alone.
+and backward may split the batch instead (FASTRNN_BATCH_SPLIT): each worker then runs its sequences'
+steps alone.
 Versions: v1: PyTorch-layout weights read in place, recurrent products on 4x3 register tiles in
 reduction form (35-64 GFLOP/s one thread), pointwise loops left to LLVM's vectoriser (~20 ns a
 unit). v2 (this): W_hh packed per call (or once per fastrnn.pack_weights snapshot) into panels,
