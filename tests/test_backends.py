@@ -235,10 +235,12 @@ def test_numba_batch_split_rule(monkeypatch):
     assert [rows(B, 128, 64, 2) for B in (1, 4, 6, 8, 12, 16, 64)] == [0, 0, 0, 4, 0, 8, 32]
     assert rows(8, 128, 64, 1) == 0 and rows(8, 128, 64, 2, fused=True) == 0
     assert rows(24, 128, 32, 3) == 8 and rows(24, 128, 64, 3) == 0
+    assert rows(8, 128, 64, 2, step_weight_bytes=256 << 10) == 4 and rows(8, 128, 64, 2, step_weight_bytes=1 << 20) == 0
     monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "never")
     assert rows(8, 128, 64, 2) == 0
     monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "always")
     assert rows(5, 128, 64, 2) == 3 and rows(1, 128, 64, 2) == 0
+    assert rows(8, 128, 64, 2, step_weight_bytes=1 << 20) == 4
     monkeypatch.setenv("FASTRNN_BATCH_SPLIT", "sometimes")
     with pytest.raises(ValueError, match="FASTRNN_BATCH_SPLIT"):
         rows(8, 128, 64, 2)

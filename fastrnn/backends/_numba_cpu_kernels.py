@@ -323,14 +323,13 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
             _claim_packing(w_ih, True, gemm_ih, claims[(T + 1) * n_chunks:], done, 0, w, n_workers)
         wait_all(done, 0, n_chunks + n_pack)
         if batch_rows > 0:
-            # each slice of batch_rows sequences runs a whole chunk of steps (all of them, unless the
-            # projection comes in a ring) on the worker that claims it: no sync a step; the slices
-            # meet only before the ring's next chunk (phase j + 1: chunk j done)
+            # each slice of batch_rows sequences runs a whole chunk of SX steps (all T when xp holds
+            # them all) on the worker that claims it: no sync a step; the slices meet only before the
+            # ring's next chunk (phase j + 1: chunk j done)
             n_slices = (B + batch_rows - 1) // batch_rows
             gh_all = np.empty((B, G * NT * L), xp.dtype)
-            for j in range((T + SX - 1) // SX if chunked else 1):
-                t_first = j * SX if chunked else 0
-                t_last = min(T, t_first + SX) if chunked else T
+            for j in range((T + SX - 1) // SX):
+                t_first, t_last = j * SX, min(T, j * SX + SX)
                 if chunked:
                     if j > 0:
                         wait_all(done, j, n_slices)

@@ -259,26 +259,20 @@ def _forward_plan(cell, variant, T, B, I, H, dtype, save, workers, units, fuse_r
                         empty=_allocator(dtype, *shapes.values(), (T, B, H)), unused=_stand_ins(dtype))
 
 
-def _batch_rows(B, H, units, workers, fused=False):
-    """Sequences per slice where the forward splits the batch among the workers (config.batch_split: each
-    runs its slices' steps without a sync a step; kernels.forward), else 0: the hidden units are split,
-    step by step. The backward too. Not with the input product fused into the forward's steps (small problems)."""
+def _batch_rows(B, H, units, workers, fused=False, step_weight_bytes=0):
+    """Sequences per slice where a kernel splits the batch among the workers (config.batch_split: each
+    runs its slices' steps without a sync a step; kernels.forward, kernels.backward), else 0: the hidden
+    units are split, step by step. Not with the input product fused into the forward's steps (small
+    problems). ``step_weight_bytes``: the W_hh each worker would then read whole every step, which
+    "auto" keeps to config.BACKWARD_SPLIT_MAX_BYTES (the backward passes it; the forward gained past it)."""
     mode = config.batch_split()
     if mode == "never" or workers < 2 or B < workers or fused:
         return 0
-    if mode == "auto" and B % (4 * workers):
+    if mode == "auto" and (B % (4 * workers) or step_weight_bytes > config.BACKWARD_SPLIT_MAX_BYTES):
         return 0
     rows = -(-B // workers)
     # the kernel claims the slices with the unit chunks' counters: at most as many slices as chunks
     return rows if -(-B // rows) <= -(-H // units) else 0
-
-
-def _backward_batch_rows(B, GH, H, units, workers, itemsize):
-    """The backward's batch split (_batch_rows); "auto" takes it only where W_hh, which each worker then reads
-    whole every step, fits config.BACKWARD_SPLIT_MAX_BYTES."""
-    if config.batch_split() == "auto" and GH * H * itemsize > config.BACKWARD_SPLIT_MAX_BYTES:
-        return 0
-    return _batch_rows(B, H, units, workers)
 
 
 def forward(seq, save):
@@ -479,11 +473,11 @@ def _backward_fused(seq, saved, dy, dh_n, dc_n, workers, units):
     else:
         panels_ih = panels_x = panels_h = dx = unused.panels     # (the products come after the kernel)
         dw_ih, dw_hh, db = unused.rows, unused.rows, unused.sums
+    batch_rows = _batch_rows(B, H, units, workers, step_weight_bytes=GH * H * dtype.itemsize)
     _launch(kernels.backward, workers, plan.kind, w_hh, empty(plan.hh_columns, dtype), dy, dh_n, saved["lengths"],
             gates, h_states, c_states, saved["ghn"], dgi, dgh, np.zeros((B, H), dtype), dc, dh0, plan.chunked, x,
             w_ih, panels_ih, panels_x, panels_h, dx, dw_ih, dw_hh, db, n_sums, units,
-            _backward_batch_rows(B, GH, H, units, workers, dtype.itemsize), np.zeros(plan.n_claims, np.int64),
-            np.zeros(T + 2, np.int64),
+            batch_rows, np.zeros(plan.n_claims, np.int64), np.zeros(T + 2, np.int64),
             np.zeros(plan.n_product_claims, np.int64) if plan.chunked else unused.counters,
             np.zeros(plan.n_product_done, np.int64) if plan.chunked else unused.counters)
     if plan.chunked:
