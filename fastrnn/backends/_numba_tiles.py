@@ -362,7 +362,7 @@ def _store_panel(C, m, n, L, init, bias, c00, c01, c10, c11, c20, c21, c30, c31,
 
 
 # Bp is one packed panel: row k holds op(B)[k, n:n+2L]. The NN and TN micro-kernels differ only in
-# how they read A (NN: 6 rows in place; TN: Ap, op(A)[m:m+6, k] packed as row k - k0); they are two
+# how they read A (NN: 6 rows in place; TN: rows of At, A's block transposed); they are two
 # functions because a branch on the layout inside the k loop halved their speed. ``init``: the first
 # k block of a product that overwrites C: the tile is stored (with the bias row added), not added to
 # C (a separate pass setting C to the bias ran as a scalar loop: 8% of an LSTM forward at B = 8, H = 128).
@@ -388,23 +388,24 @@ def _panel6_nn(A, Bp, C, m, n, k0, k1, init, bias):
 
 
 @njit(cache=True, error_model="numpy")
-def _panel6_tn(Ap, j, Bp, C, m, n, k0, k1, init, bias):
-    # op(A)'s 6 rows: columns j..j+5 of the packed block Ap (row k - k0 holds A[k, m0:m1])
+def _panel6_tn(At, j, Bp, C, m, n, k0, k1, init, bias):
+    # op(A)'s 6 rows: rows j..j+5 of the transposed block At (column k - k0 holds A[k, m0:m1]), read
+    # with unit stride in k as _panel6_nn reads A's rows
     L = vlanes(C)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
     for k in range(k0, k1):
         b0, b1 = vload(Bp, k, 0), vload(Bp, k, L)
-        a = vsplat(Ap[k - k0, j])
+        a = vsplat(At[j, k - k0])
         c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
-        a = vsplat(Ap[k - k0, j + 1])
+        a = vsplat(At[j + 1, k - k0])
         c10, c11 = vfma(a, b0, c10), vfma(a, b1, c11)
-        a = vsplat(Ap[k - k0, j + 2])
+        a = vsplat(At[j + 2, k - k0])
         c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
-        a = vsplat(Ap[k - k0, j + 3])
+        a = vsplat(At[j + 3, k - k0])
         c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
-        a = vsplat(Ap[k - k0, j + 4])
+        a = vsplat(At[j + 4, k - k0])
         c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
-        a = vsplat(Ap[k - k0, j + 5])
+        a = vsplat(At[j + 5, k - k0])
         c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
     _store_panel(C, m, n, L, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
@@ -473,10 +474,24 @@ def _panel4(A, a_t, Bp, C, m, rows, n, k0, k1, init, bias):
 
 @njit(cache=True, error_model="numpy")
 def gemm_a_buffer(C):
-    """One worker's buffer for gemm_chunk's packed blocks of A^T. (Allocated here, not by the caller:
-    Numba's disk cache does not see a change to another module's constants, so a caller compiled
-    with an older GEMM_M would keep a buffer too small for this module's blocks.)"""
-    return np.empty((GEMM_K, GEMM_M), C.dtype)
+    """One worker's buffer for gemm_chunk's transposed blocks of A (op(A) = A^T). (Allocated here, not by
+    the caller: Numba's disk cache does not see a change to another module's constants, so a caller
+    compiled with an older GEMM_M would keep a buffer too small for this module's blocks.)"""
+    return np.empty((GEMM_M, GEMM_K), C.dtype)
+
+
+@njit(cache=True, error_model="numpy")
+def _transpose_block(A, k0, k1, m0, width, out):
+    """out[j, k - k0] = A[k, m0 + j] for j < width, k0 <= k < k1: whole L x L tiles transposed in
+    registers (vtranspose_tile), the edges one value at a time."""
+    L = vlanes(out)
+    j_full, k_full = width // L * L, (k1 - k0) // L * L
+    for j in range(0, j_full, L):
+        for k in range(0, k_full, L):
+            vtranspose_tile(A, k0 + k, m0 + j, out, j, k)
+    for j in range(width):
+        for k in range(0 if j >= j_full else k_full, k1 - k0):
+            out[j, k] = A[k0 + k, m0 + j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -485,9 +500,10 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
     that when ``accumulate``); op(X) = X^T where a_t / b_t; panels: op(Bm) packed (pack_gemm_panels);
     packed_a: this worker's gemm_a_buffer.
 
-    Per k block: for TN, A's rows k0..k1 (columns m0..m1) are first copied a vector at a time into
-    packed_a (GEMM_K x GEMM_M: short rows in a few pages, where A's are GH apart; a copy 6 values at a
-    time into 6-column blocks took 6% of a numba LSTM forward+backward at T = 128, B = 64, H = 128), then
+    Per k block: for TN, A's rows k0..k1 (columns m0..m1) are first transposed into packed_a (GEMM_M x
+    GEMM_K, in L x L register tiles), so that the 6-row micro-kernel reads op(A)'s rows with unit stride
+    in k, as NN reads A's (read from an untransposed copy, a new cache line for every k, TN ran at half
+    NN's speed: 59 against 116 GFLOP/s on 2 threads, M = 2048, N = 512, K = 2048; transposed, 109); then
     each panel's block (in L1) meets every 6-row block of the chunk (in L2) in turn."""
     M, N = C.shape
     K = A.shape[0] if a_t else A.shape[1]
@@ -507,14 +523,8 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
     for k0 in range(0, K, GEMM_K):
         k1 = min(K, k0 + GEMM_K)
         init = k0 == 0 and not accumulate
-        if a_t:                             # the block's rows of A (op(A)'s columns), a vector at a time
-            width = 6 * m_blocks
-            n_full = width // L * L
-            for k in range(k0, k1):
-                for j in range(0, n_full, L):
-                    vstore(packed_a, k - k0, j, vload(A, k, m0 + j))
-                for j in range(n_full, width):
-                    packed_a[k - k0, j] = A[k, m0 + j]
+        if a_t:                             # the block of op(A) = A^T that the 6-row blocks read
+            _transpose_block(A, k0, k1, m0, 6 * m_blocks, packed_a)
         for p in range(p0, p1):
             n = p * W
             for mb in range(m_blocks):
