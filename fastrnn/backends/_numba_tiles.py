@@ -486,8 +486,8 @@ def _transpose_block(A, k0, k1, m0, width, out):
     registers (vtranspose_tile), the edges one value at a time."""
     L = vlanes(out)
     j_full, k_full = width // L * L, (k1 - k0) // L * L
-    for j in range(0, j_full, L):
-        for k in range(0, k_full, L):
+    for k in range(0, k_full, L):           # (L of A's rows at a time, each read along its length)
+        for j in range(0, j_full, L):
             vtranspose_tile(A, k0 + k, m0 + j, out, j, k)
     for j in range(width):
         for k in range(0 if j >= j_full else k_full, k1 - k0):
