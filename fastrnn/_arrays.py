@@ -192,13 +192,13 @@ def aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
 
 class _Lease:
     """A pooled buffer lent out as one array (NumPy reads ``__array_interface__``). Every view of that
-    array keeps this object as its base, so it lives exactly as long as some array uses the memory."""
+    array keeps this object as its base, so it lives exactly as long as some array uses the memory (and
+    it holds the buffer: the memory outlives the pool, should the pool go first)."""
     __slots__ = ("__array_interface__", "buffer", "__weakref__")
 
-    def __init__(self, buffer, shape, dtype):
+    def __init__(self, buffer, address, shape, dtype):
         self.buffer = buffer
-        self.__array_interface__ = dict(shape=tuple(shape), typestr=dtype.str, version=3,
-                                        data=(buffer.ctypes.data, False))
+        self.__array_interface__ = dict(shape=shape, typestr=dtype.str, version=3, data=(address, False))
 
 
 class _BufferPool:
@@ -208,14 +208,16 @@ class _BufferPool:
     kernel zeroes first, and glibc returns blocks of over 32 MiB (smaller ones too, after some
     patterns of calls) to the system when they are freed, so every call paid again (cpp, LSTM, T = 512,
     B = 8, H = 128: 4012 faults and 9.6 ms of system time in a 17.3 ms forward+backward). A lent buffer comes
-    back when the last array made from it goes (weakref.finalize on its _Lease); results the caller
-    keeps, and tapes, simply keep theirs. Free buffers beyond config.POOL_BYTES are let go, the least
-    recently used first."""
+    back when the last array made from it goes (a weak reference to its _Lease, whose callback returns
+    it); results the caller keeps, and tapes, simply keep theirs. Free buffers beyond config.POOL_BYTES
+    are let go, the least recently used first. A buffer travels with its address, read once: per
+    lending, ``ndarray.ctypes.data`` and a ``weakref.finalize`` took 7 of the 20 us a lending cost."""
 
     def __init__(self):
-        self._lock = threading.RLock()        # (a finalizer may run inside a locked section, on this thread)
-        self._free = []                        # (nbytes, buffer), the most recently freed last
+        self._lock = threading.RLock()        # (a callback may run inside a locked section, on this thread)
+        self._free = []                        # (nbytes, buffer, address), the most recently freed last
         self._free_bytes = 0
+        self._lent = {}                        # weak reference to a _Lease -> its (nbytes, buffer, address)
 
     def empty(self, shape, dtype) -> np.ndarray:
         # (kept short: this runs for every array of every call, small ones included; an isinstance
@@ -226,24 +228,25 @@ class _BufferPool:
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < config.POOL_MIN_BYTES or config.POOL_BYTES <= 0:
             return np.empty(shape, dtype)
-        shape = tuple(int(n) for n in shape)
-        buffer = None
+        entry = None
         with self._lock:
             for i in range(len(self._free) - 1, -1, -1):
                 if self._free[i][0] == nbytes:
-                    buffer = self._free.pop(i)[1]
+                    entry = self._free.pop(i)
                     self._free_bytes -= nbytes
                     break
-        if buffer is None:
+        if entry is None:
             buffer = aligned_empty(nbytes, np.uint8)
-        lease = _Lease(buffer, shape, dtype)
-        weakref.finalize(lease, self._give_back, nbytes, buffer)
+            entry = (nbytes, buffer, buffer.ctypes.data)
+        lease = _Lease(entry[1], entry[2], tuple(int(n) for n in shape), dtype)
+        self._lent[weakref.ref(lease, self._give_back)] = entry
         return np.asarray(lease)
 
-    def _give_back(self, nbytes, buffer):
+    def _give_back(self, reference):
+        entry = self._lent.pop(reference)
         with self._lock:
-            self._free.append((nbytes, buffer))
-            self._free_bytes += nbytes
+            self._free.append(entry)
+            self._free_bytes += entry[0]
             while self._free_bytes > config.POOL_BYTES:
                 self._free_bytes -= self._free.pop(0)[0]
 

@@ -55,6 +55,18 @@ def test_same_size_other_shape_or_dtype_reuses_and_other_sizes_do_not(pool):
     assert c.ctypes.data != address
 
 
+def test_lent_arrays_outlive_their_pool():
+    """An array keeps its buffer alive by itself: a pool that goes first (a test's private one, or the
+    module's at exit) frees nothing under it."""
+    pool = _arrays._BufferPool()
+    a = pool.empty((MIB,), np.float32)
+    a[:] = 3
+    del pool
+    gc.collect()
+    filler = [np.full(MIB, 7, np.float32) for _ in range(4)]     # would take the memory were it freed
+    assert (a == 3).all() and all((f == 7).all() for f in filler)
+
+
 def test_small_arrays_are_plain_numpy(pool):
     small = _pooled((MIB // 8 - 1,), np.float32)
     assert small.base is None and not pool._free
