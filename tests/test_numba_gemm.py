@@ -18,7 +18,7 @@ def _accumulate_all(A, a_t, Bm, b_t, C, bias, panels):
     """C += op(A) op(Bm) (+ bias), every chunk on this thread."""
     tiles.pack_gemm_panels(Bm, b_t, panels, 0, panels.shape[0])
     packed_a = tiles.gemm_a_buffer(C)
-    for chunk in range(tiles.gemm_chunks(C.shape[0], C.shape[1])):
+    for chunk in range(tiles.gemm_chunks(C.shape[0], C.shape[1], a_t)):
         tiles.gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, True)
 
 

@@ -81,7 +81,7 @@ def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, panels_ready, pack_
     First op(Bm) is packed into ``panels`` (_numba_tiles.pack_gemm_panels; not when
     ``panels_ready``: packed by an earlier call) by items of PANELS_PER_ITEM panels, then C's blocks
     are computed; workers claim both kinds of items."""
-    n_chunks = gemm_chunks(C.shape[0], C.shape[1])
+    n_chunks = gemm_chunks(C.shape[0], C.shape[1], a_transposed)
     for w in prange(n_workers):
         packed_a = gemm_a_buffer(C)
         if not panels_ready:
@@ -238,7 +238,7 @@ def _project_steps(j, t_first, t_last, B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, 
     """The input projection of steps t_first..t_last-1 (chunk j of the ring) into the ring xp_rows, as
     GEMM items the workers claim; returns when all are done."""
     rows = (t_last - t_first) * B
-    n_items = gemm_chunks(rows, xp_rows.shape[1])
+    n_items = gemm_chunks(rows, xp_rows.shape[1], False)
     for i in range(n_items):
         c = claim_in_order(proj_claims[j * items_max:], 0, n_items, w, n_workers, i)
         if c >= 0:
@@ -518,7 +518,7 @@ def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, pane
     B, I = x.shape[1], x.shape[2]
     GH, H = dgi.shape[2], h_states.shape[2]
     rows_i, rows_h = dgi.reshape((-1, GH))[:rows], dgh.reshape((-1, GH))[:rows]
-    n_dx, n_wi, n_wh = gemm_chunks(rows, I), gemm_chunks(GH, I), gemm_chunks(GH, H)
+    n_dx, n_wi, n_wh = gemm_chunks(rows, I, False), gemm_chunks(GH, I, True), gemm_chunks(GH, H, True)
     if item < n_dx:
         gemm_chunk(rows_i, False, w_ih, False, dx.reshape((-1, I))[t0 * B:t0 * B + rows], rows_i[0, :0], item,
                    panels_ih, packed_a, False)
@@ -542,7 +542,7 @@ def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, pane
 @njit(cache=True, error_model="numpy")
 def chunk_product_items(rows, I, GH, H, n_sums):
     """How many work items _chunk_products has for a chunk of ``rows`` rows."""
-    return (gemm_chunks(rows, I) + gemm_chunks(GH, I) + gemm_chunks(GH, H)
+    return (gemm_chunks(rows, I, False) + gemm_chunks(GH, I, True) + gemm_chunks(GH, H, True)
             + n_sums * ((GH + BIAS_COLUMNS - 1) // BIAS_COLUMNS))
 
 

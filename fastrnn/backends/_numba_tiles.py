@@ -315,6 +315,7 @@ def _panel_column(q, n_tiles, gs, L):
 # per chunk instead of once, the copies of B^T cost a quarter of the time. A chunk is GEMM_M x
 # GEMM_N of C, walked in k blocks of GEMM_K so that a panel's block (16 KiB) stays in L1.
 GEMM_M, GEMM_N, GEMM_K = 240, 128, 256
+GEMM_N_TN = 4 * GEMM_N         # columns of a TN chunk (gemm_chunks)
 
 
 @njit(cache=True, error_model="numpy")
@@ -496,9 +497,9 @@ def _transpose_block(A, k0, k1, m0, width, out):
 
 @njit(cache=True, error_model="numpy")
 def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
-    """The chunk-th GEMM_M x GEMM_N block of C = op(A) op(Bm) (+ bias on every row if not empty; C +=
-    that when ``accumulate``); op(X) = X^T where a_t / b_t; panels: op(Bm) packed (pack_gemm_panels);
-    packed_a: this worker's gemm_a_buffer.
+    """The chunk-th GEMM_M x GEMM_N block (GEMM_M x GEMM_N_TN for TN: gemm_chunks) of C = op(A) op(Bm)
+    (+ bias on every row if not empty; C += that when ``accumulate``); op(X) = X^T where a_t / b_t;
+    panels: op(Bm) packed (pack_gemm_panels); packed_a: this worker's gemm_a_buffer.
 
     Per k block: for TN, A's rows k0..k1 (columns m0..m1) are first transposed into packed_a (GEMM_M x
     GEMM_K, in L x L register tiles), so that the 6-row micro-kernel reads op(A)'s rows with unit stride
@@ -509,9 +510,10 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
     K = A.shape[0] if a_t else A.shape[1]
     L = vlanes(C)
     W = 2 * L                               # columns per micro-kernel
-    n_blocks = (N + GEMM_N - 1) // GEMM_N
-    m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * GEMM_N
-    m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + GEMM_N)
+    width = GEMM_N_TN if a_t else GEMM_N
+    n_blocks = (N + width - 1) // width
+    m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * width
+    m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + width)
     p0, p1 = n0 // W, min(panels.shape[0], n1 // W)
     m_blocks = (m1 - m0) // 6
     n_vec, m_vec = max(n0, p1 * W), m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edge paths
@@ -553,5 +555,9 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
 
 
 @njit(cache=True)
-def gemm_chunks(M, N):
-    return ((M + GEMM_M - 1) // GEMM_M) * ((N + GEMM_N - 1) // GEMM_N)
+def gemm_chunks(M, N, a_t):
+    """How many chunks gemm_chunk cuts C (M x N) into: GEMM_M x GEMM_N blocks, or for op(A) = A^T (``a_t``)
+    GEMM_M x GEMM_N_TN, so that each block of A is transposed for 4 times as many columns (the transposes
+    took 5% of a GRU forward+backward at B = 64, H = 256, two per block)."""
+    width = GEMM_N_TN if a_t else GEMM_N
+    return ((M + GEMM_M - 1) // GEMM_M) * ((N + width - 1) // width)

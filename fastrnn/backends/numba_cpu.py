@@ -115,7 +115,7 @@ def _gemm(A, Bm, bias=None, a_transposed=False, b_transposed=False, panels=None,
     _launch(kernels.gemm, workers, _writeable(A), a_transposed, _writeable(Bm), b_transposed, C,
             _writeable(bias) if bias is not None else np.empty(0, A.dtype), panels, panels_ready,
             np.zeros(max(kernels.pack_items(panels.shape[0]), 1), np.int64),
-            np.zeros(kernels.gemm_chunks(M, N), np.int64),
+            np.zeros(kernels.gemm_chunks(M, N, a_transposed), np.int64),
             np.zeros(1, np.int64))
     return C
 
@@ -303,7 +303,7 @@ def forward(seq, save):
         steps = config.chunk_steps(T, B, GH, dtype.itemsize)
         xp, gemm_ih = pooled_empty((steps, B, GH), dtype), ih.buffer
         chunks = -(-T // steps)
-        proj_claims = np.zeros(chunks * kernels.gemm_chunks(steps * B, GH), np.int64)
+        proj_claims = np.zeros(chunks * kernels.gemm_chunks(steps * B, GH, False), np.int64)
         proj_done = np.zeros(chunks, np.int64)
     else:
         xp = _gemm(x.reshape(T * B, I), w_ih, b_ih, b_transposed=True, panels=ih.buffer,
