@@ -14,7 +14,7 @@ width beside Python code sized for the new one computes garbage.
 import numpy as np
 from numba import njit
 
-from ._numba_simd import vfma, vlanes, vload, vsplat, vstore, vstore_add, vtranspose_tile, vzero
+from ._numba_simd import vextract, vfma, vlanes, vload, vsplat, vstore, vstore_add, vtranspose_tile, vzero
 
 # ----------------------------------------------------------------------------- packed step products
 # The recurrent product of a step in outer-product form, as the C++ kernels do it: the weights of
@@ -321,24 +321,31 @@ GEMM_N_TN = 4 * GEMM_N         # columns of a TN chunk (gemm_chunks)
 @njit(cache=True, error_model="numpy")
 def pack_gemm_panels(Bm, b_t, panels, first, last):
     """panels[p, k, :] = op(Bm)[k, p*2L : (p+1)*2L] for p in [first, last), k < op(Bm)'s rows (panels
-    may have room for more)."""
+    may have room for more); a last panel past op(Bm)'s N columns is filled with zeros."""
     L = panels.shape[2] // 2
-    K = Bm.shape[1] if b_t else Bm.shape[0]
+    K, N = (Bm.shape[1], Bm.shape[0]) if b_t else Bm.shape
     for p in range(first, last):
         panel, n = panels[p], p * 2 * L
         if b_t:                                 # Bm's rows n.. as the panel's two vectors of columns
-            _transpose_rows(Bm, n, L, panel, 0)
-            _transpose_rows(Bm, n + L, L, panel, L)
-        else:
+            _transpose_rows(Bm, n, max(0, min(L, N - n)), panel, 0)
+            _transpose_rows(Bm, n + L, max(0, min(L, N - n - L)), panel, L)
+        elif n + 2 * L <= N:
             for k in range(K):
                 vstore(panel, k, 0, vload(Bm, k, n))
                 vstore(panel, k, L, vload(Bm, k, n + L))
+        else:
+            for k in range(K):
+                for j in range(2 * L):
+                    panel[k, j] = Bm[k, n + j] if n + j < N else 0
 
 
 @njit(inline="always", error_model="numpy")
-def _put(C, m, n, acc, init, bias):
-    """C[m, n:n+L] += acc, or (``init``) = acc + bias[0, n:n+L] (bias: a row, or empty for none)."""
-    if not init:
+def _put(C, m, n, acc, init, bias, cols):
+    """C[m, n:n+L] += acc, or (``init``) = acc + bias[0, n:n+L] (bias: a row, or empty for none); only
+    the first ``cols`` lanes where fewer than L are C's (a last panel past C's columns; none if <= 0)."""
+    if cols < vlanes(C):
+        _put_lanes(C, m, n, acc, init, bias, cols)
+    elif not init:
         vstore_add(C, m, n, acc)
     elif bias.shape[1] > 0:
         vstore(C, m, n, acc + vload(bias, 0, n))
@@ -346,20 +353,31 @@ def _put(C, m, n, acc, init, bias):
         vstore(C, m, n, acc)
 
 
+@njit(cache=True, error_model="numpy")
+def _put_lanes(C, m, n, acc, init, bias, cols):
+    # (a call, not inlined 12 times into the micro-kernels)
+    for j in range(cols):
+        value = vextract(acc, j)
+        if not init:
+            C[m, n + j] += value
+        else:
+            C[m, n + j] = value + bias[0, n + j] if bias.shape[1] > 0 else value
+
+
 @njit(inline="always", error_model="numpy")
-def _store_panel(C, m, n, L, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51):
-    _put(C, m, n, c00, init, bias)
-    _put(C, m, n + L, c01, init, bias)
-    _put(C, m + 1, n, c10, init, bias)
-    _put(C, m + 1, n + L, c11, init, bias)
-    _put(C, m + 2, n, c20, init, bias)
-    _put(C, m + 2, n + L, c21, init, bias)
-    _put(C, m + 3, n, c30, init, bias)
-    _put(C, m + 3, n + L, c31, init, bias)
-    _put(C, m + 4, n, c40, init, bias)
-    _put(C, m + 4, n + L, c41, init, bias)
-    _put(C, m + 5, n, c50, init, bias)
-    _put(C, m + 5, n + L, c51, init, bias)
+def _store_panel(C, m, n, L, cols, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51):
+    _put(C, m, n, c00, init, bias, cols)
+    _put(C, m, n + L, c01, init, bias, cols - L)
+    _put(C, m + 1, n, c10, init, bias, cols)
+    _put(C, m + 1, n + L, c11, init, bias, cols - L)
+    _put(C, m + 2, n, c20, init, bias, cols)
+    _put(C, m + 2, n + L, c21, init, bias, cols - L)
+    _put(C, m + 3, n, c30, init, bias, cols)
+    _put(C, m + 3, n + L, c31, init, bias, cols - L)
+    _put(C, m + 4, n, c40, init, bias, cols)
+    _put(C, m + 4, n + L, c41, init, bias, cols - L)
+    _put(C, m + 5, n, c50, init, bias, cols)
+    _put(C, m + 5, n + L, c51, init, bias, cols - L)
 
 
 # Bp is one packed panel: row k holds op(B)[k, n:n+2L]. The NN and TN micro-kernels differ only in
@@ -368,7 +386,7 @@ def _store_panel(C, m, n, L, init, bias, c00, c01, c10, c11, c20, c21, c30, c31,
 # k block of a product that overwrites C: the tile is stored (with the bias row added), not added to
 # C (a separate pass setting C to the bias ran as a scalar loop: 8% of an LSTM forward at B = 8, H = 128).
 @njit(cache=True, error_model="numpy")
-def _panel6_nn(A, Bp, C, m, n, k0, k1, init, bias):
+def _panel6_nn(A, Bp, C, m, n, cols, k0, k1, init, bias):
     L = vlanes(C)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
     for k in range(k0, k1):
@@ -385,11 +403,11 @@ def _panel6_nn(A, Bp, C, m, n, k0, k1, init, bias):
         c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
         a = vsplat(A[m + 5, k])
         c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
-    _store_panel(C, m, n, L, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
+    _store_panel(C, m, n, L, cols, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
 
 @njit(cache=True, error_model="numpy")
-def _panel6_tn(At, j, Bp, C, m, n, k0, k1, init, bias):
+def _panel6_tn(At, j, Bp, C, m, n, cols, k0, k1, init, bias):
     # op(A)'s 6 rows: rows j..j+5 of the transposed block At (column k - k0 holds A[k, m0:m1]), read
     # with unit stride in k as _panel6_nn reads A's rows
     L = vlanes(C)
@@ -408,18 +426,18 @@ def _panel6_tn(At, j, Bp, C, m, n, k0, k1, init, bias):
         c40, c41 = vfma(a, b0, c40), vfma(a, b1, c41)
         a = vsplat(At[j + 5, k - k0])
         c50, c51 = vfma(a, b0, c50), vfma(a, b1, c51)
-    _store_panel(C, m, n, L, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
+    _store_panel(C, m, n, L, cols, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
 
 @njit(cache=True, error_model="numpy")
-def _panel1(A, a_t, Bp, C, m, n, k0, k1, init, bias):
+def _panel1(A, a_t, Bp, C, m, n, cols, k0, k1, init, bias):
     L = vlanes(C)
     c0 = c1 = vzero(C)
     for k in range(k0, k1):
         a = vsplat(A[k, m] if a_t else A[m, k])
         c0, c1 = vfma(a, vload(Bp, k, 0), c0), vfma(a, vload(Bp, k, L), c1)
-    _put(C, m, n, c0, init, bias)
-    _put(C, m, n + L, c1, init, bias)
+    _put(C, m, n, c0, init, bias, cols)
+    _put(C, m, n + L, c1, init, bias, cols - L)
 
 
 @njit(inline="always", error_model="numpy")
@@ -433,7 +451,7 @@ def _a_columns(A, m, k):
 
 
 @njit(inline="always", error_model="numpy")
-def _panel4_body(a_at, A, Bp, C, m, rows, n, k0, k1, init, bias):
+def _panel4_body(a_at, A, Bp, C, m, rows, n, cols, k0, k1, init, bias):
     # rows past the block's end repeat its last row (computed, not stored): the 8 sums stay in flight
     L = vlanes(C)
     m1, m2, m3 = m + min(1, rows - 1), m + min(2, rows - 1), m + min(3, rows - 1)
@@ -448,29 +466,29 @@ def _panel4_body(a_at, A, Bp, C, m, rows, n, k0, k1, init, bias):
         c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
         a = vsplat(a_at(A, m3, k))
         c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
-    _put(C, m, n, c00, init, bias)
-    _put(C, m, n + L, c01, init, bias)
+    _put(C, m, n, c00, init, bias, cols)
+    _put(C, m, n + L, c01, init, bias, cols - L)
     if rows > 1:
-        _put(C, m1, n, c10, init, bias)
-        _put(C, m1, n + L, c11, init, bias)
+        _put(C, m1, n, c10, init, bias, cols)
+        _put(C, m1, n + L, c11, init, bias, cols - L)
     if rows > 2:
-        _put(C, m2, n, c20, init, bias)
-        _put(C, m2, n + L, c21, init, bias)
+        _put(C, m2, n, c20, init, bias, cols)
+        _put(C, m2, n + L, c21, init, bias, cols - L)
     if rows > 3:
-        _put(C, m3, n, c30, init, bias)
-        _put(C, m3, n + L, c31, init, bias)
+        _put(C, m3, n, c30, init, bias, cols)
+        _put(C, m3, n + L, c31, init, bias, cols - L)
 
 
 @njit(cache=True, error_model="numpy")
-def _panel4(A, a_t, Bp, C, m, rows, n, k0, k1, init, bias):
+def _panel4(A, a_t, Bp, C, m, rows, n, cols, k0, k1, init, bias):
     """Rows m..m+rows-1 (2 <= rows <= 4) of op(A) against the panel Bp: rows the 6-row blocks leave, read
     in place. Always 4 rows' 8 sums (a row at a time, _panel1, has 2 chains waiting on the FMAs' latency,
     a quarter of the pipes; at T * B = 16 rows, 4 of them left, those took 13% of a GRU forward at B = 1,
     H = 512). Each row's sum runs in the same order as _panel1's, so the results are the same bits."""
     if a_t:         # (the layout chosen outside the k loop: a branch inside it halved the 6-row kernels)
-        _panel4_body(_a_columns, A, Bp, C, m, rows, n, k0, k1, init, bias)
+        _panel4_body(_a_columns, A, Bp, C, m, rows, n, cols, k0, k1, init, bias)
     else:
-        _panel4_body(_a_rows, A, Bp, C, m, rows, n, k0, k1, init, bias)
+        _panel4_body(_a_rows, A, Bp, C, m, rows, n, cols, k0, k1, init, bias)
 
 
 @njit(cache=True, error_model="numpy")
@@ -514,9 +532,12 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
     n_blocks = (N + width - 1) // width
     m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * width
     m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + width)
-    p0, p1 = n0 // W, min(panels.shape[0], n1 // W)
+    # the panels: a last one past N columns (zero-filled by pack_gemm_panels) stores only C's columns
+    # (before, those columns took the scalar loop below: 2.4 ms for a 1001 x 77 x 45 GEMM, now 0.25; it
+    # remains for columns past the panels given, were there fewer)
+    p0, p1 = n0 // W, min(panels.shape[0], (n1 + W - 1) // W)
     m_blocks = (m1 - m0) // 6
-    n_vec, m_vec = max(n0, p1 * W), m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edge paths
+    n_vec, m_vec = min(n1, max(n0, p1 * W)), m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edges
     bias_row = bias.reshape((1, bias.shape[0]))
     if K == 0 and not accumulate:           # (no k block to store C)
         for m in range(m0, m1):
@@ -529,16 +550,17 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
             _transpose_block(A, k0, k1, m0, 6 * m_blocks, packed_a)
         for p in range(p0, p1):
             n = p * W
+            cols = min(W, N - n)
             for mb in range(m_blocks):
                 if a_t:
-                    _panel6_tn(packed_a, 6 * mb, panels[p], C, m0 + 6 * mb, n, k0, k1, init, bias_row)
+                    _panel6_tn(packed_a, 6 * mb, panels[p], C, m0 + 6 * mb, n, cols, k0, k1, init, bias_row)
                 else:
-                    _panel6_nn(A, panels[p], C, m0 + 6 * mb, n, k0, k1, init, bias_row)
+                    _panel6_nn(A, panels[p], C, m0 + 6 * mb, n, cols, k0, k1, init, bias_row)
             for m in range(m_vec, m1, 4):        # the rows left: 4 at a time, a last single one alone
                 if m1 - m > 1:
-                    _panel4(A, a_t, panels[p], C, m, min(4, m1 - m), n, k0, k1, init, bias_row)
+                    _panel4(A, a_t, panels[p], C, m, min(4, m1 - m), n, cols, k0, k1, init, bias_row)
                 else:
-                    _panel1(A, a_t, panels[p], C, m, n, k0, k1, init, bias_row)
+                    _panel1(A, a_t, panels[p], C, m, n, cols, k0, k1, init, bias_row)
         for m in range(m0, m1):
             for n in range(n_vec, n1):
                 s = C.dtype.type(0)

@@ -89,8 +89,9 @@ def _packed_columns(w):
 
 
 def _gemm_panels_shape(K, N, dtype):
-    """The shape of a K x N operand packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels)."""
-    return (N // (2 * _lanes(dtype)), K, 2 * _lanes(dtype))
+    """The shape of a K x N operand packed into panels of two vectors of columns (_numba_tiles.pack_gemm_panels),
+    the last one zero-filled past N."""
+    return (-(-N // (2 * _lanes(dtype))), K, 2 * _lanes(dtype))
 
 
 def _gemm_panels(K, N, dtype):
