@@ -142,7 +142,10 @@ def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
     (18 configs, T = 128, 5 rounds; cpu-epyc-2core-cpp-vs-numba-fwdbwd-s18.md), and cpp was faster by
     more than 10% in 21 configs against numba's 7, which scatter (GRU B = 64 H = 512: 0.82x at T = 128 in
     one run, 1.11x at T = 512 in another). So "cpp" everywhere; the order still goes through here, so
-    that a rule measured on another machine has one place to live.
+    that a rule measured on another machine has one place to live. After numba's weight-gradient GEMMs
+    were mended (2026-11-29, a Zen 3): forward+backward at T = 128, B = 1-64, H = 128-1024, LSTM and GRU,
+    cpp's time / numba's 0.998 (geometric mean of 24 configs; 3 each way past 10%, scattered:
+    benchmarks/results/cpu-zen3-2core-fwdbwd-cpp-vs-numba-s31.md): still no shape to give numba.
     """
     return False
 
