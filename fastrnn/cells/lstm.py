@@ -13,13 +13,24 @@ from ._scalar import ONE, sigmoid, tanh
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def forward(a_i, a_f, a_g, a_o, c_prev):
-    i = sigmoid(a_i)
-    f = sigmoid(a_f)
-    g = tanh(a_g)
-    o = sigmoid(a_o)
+def gate(k, a):
+    """Gate k's activation (k = 0..3: i, f, g, o)."""
+    return tanh(a) if k == 2 else sigmoid(a)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def state(i, f, g, o, c_prev):
+    """Returns h', c'."""
     c = f * c_prev + i * g
-    return o * tanh(c), c, i, f, g, o
+    return o * tanh(c), c
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def forward(a_i, a_f, a_g, a_o, c_prev):
+    """Returns h', c', i, f, g, o."""
+    i, f, g, o = gate(0, a_i), gate(1, a_f), gate(2, a_g), gate(3, a_o)
+    h, c = state(i, f, g, o, c_prev)
+    return h, c, i, f, g, o
 
 
 @njit(inline="always", cache=True, error_model="numpy")
