@@ -19,7 +19,7 @@ def _accumulate_all(A, a_t, Bm, b_t, C, bias, panels):
     tiles.pack_gemm_panels(Bm, b_t, panels, 0, panels.shape[0])
     packed_a = tiles.gemm_a_buffer(C)
     for chunk in range(tiles.gemm_chunks(C.shape[0], C.shape[1], a_t)):
-        tiles.gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, True)
+        tiles.gemm_chunk(A, a_t, C, bias, chunk, panels, packed_a, True)
 
 
 def _operands(M, N, K, a_t, b_t, dtype, seed=0):
@@ -67,6 +67,14 @@ def test_gemm_accumulates(M, N, K, a_t, dtype, with_bias):
     _accumulate_all(A, a_t, Bm, False, C, bias if with_bias else bias[:0], numba_cpu._panels_of(Bm, False))
     expected = C0 + _expected(A, a_t, Bm, False) + (bias if with_bias else 0)
     np.testing.assert_allclose(C, expected, rtol=0, atol=_tolerance(dtype, K) * np.abs(expected).max())
+
+
+def test_gemm_refuses_panels_short_of_the_columns():
+    # (gemm_chunk reads op(B) only from its panels: one fewer than N columns need would leave C's last ones unset)
+    A, Bm, bias = _operands(7, 40, 5, False, False, np.float32)
+    panels = numba_cpu._panels_of(Bm, False)
+    with pytest.raises(ValueError, match="panels must cover"):
+        _accumulate_all(A, False, Bm, False, np.zeros((7, 40), np.float32), bias, panels[:-1])
 
 
 def test_gemm_nan_propagates():

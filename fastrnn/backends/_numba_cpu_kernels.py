@@ -90,7 +90,7 @@ def gemm(A, a_transposed, Bm, b_transposed, C, bias, panels, panels_ready, pack_
         for i in range(n_chunks):
             c = claim_in_order(chunk_claims, 0, n_chunks, w, n_workers, i)
             if c >= 0:
-                gemm_chunk(A, a_transposed, Bm, b_transposed, C, bias, c, panels, packed_a, False)
+                gemm_chunk(A, a_transposed, C, bias, c, panels, packed_a, False)
 
 
 @njit(inline="always", error_model="numpy")
@@ -239,7 +239,7 @@ def _tile_span(u0, n, L):
 
 
 @njit(cache=True, error_model="numpy")
-def _project_steps(j, t_first, t_last, B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, proj_claims, proj_done, items_max,
+def _project_steps(j, t_first, t_last, B, x_rows, b_ih, gemm_ih, xp_rows, proj_claims, proj_done, items_max,
                    packed_a, w, n_workers):
     """The input projection of steps t_first..t_last-1 (chunk j of the ring) into the ring xp_rows, as
     GEMM items the workers claim; returns when all are done."""
@@ -248,8 +248,7 @@ def _project_steps(j, t_first, t_last, B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, 
     for i in range(n_items):
         c = claim_in_order(proj_claims[j * items_max:], 0, n_items, w, n_workers, i)
         if c >= 0:
-            gemm_chunk(x_rows[t_first * B:t_first * B + rows], False, w_ih, True, xp_rows[:rows], b_ih, c, gemm_ih,
-                       packed_a, False)
+            gemm_chunk(x_rows[t_first * B:t_first * B + rows], False, xp_rows[:rows], b_ih, c, gemm_ih, packed_a, False)
             finish(proj_done, j)
     wait_all(proj_done, j, n_items)
 
@@ -339,7 +338,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
                 if chunked:
                     if j > 0:
                         wait_all(done, j, n_slices)
-                    _project_steps(j, t_first, t_last, B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, proj_claims, proj_done,
+                    _project_steps(j, t_first, t_last, B, x_rows, b_ih, gemm_ih, xp_rows, proj_claims, proj_done,
                                    items_max, packed_a, w, n_workers)
                 for i in range(n_slices):
                     c = claim_in_order(claims[(j + 1) * n_chunks:], 0, n_slices, w, n_workers, i)
@@ -352,7 +351,7 @@ def forward(kind, x, w_ih, panels_ih, gemm_ih, ih_ready, b_ih, projection, xp, w
         else:
             for t in range(T):
                 if chunked and t % SX == 0:
-                    _project_steps(t // SX, t, min(T, t + SX), B, x_rows, w_ih, b_ih, gemm_ih, xp_rows, proj_claims,
+                    _project_steps(t // SX, t, min(T, t + SX), B, x_rows, b_ih, gemm_ih, xp_rows, proj_claims,
                                    proj_done, items_max, packed_a, w, n_workers)
                 p = t + 1
                 for i in range(n_chunks):
@@ -515,7 +514,7 @@ def _column_sums(dg, rows, first, last, sums):
 
 
 @njit(cache=True, error_model="numpy")
-def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh, dx, dw_ih, dw_hh,
+def _chunk_products(item, rows, t0, x, panels_ih, panels_x, h_states, panels_h, dgi, dgh, dx, dw_ih, dw_hh,
                     db, n_sums, packed_a, first):
     """Work item ``item`` of a chunk's whole-sequence products (steps t0.., ``rows`` = its steps * B rows
     of dG, first in the rings dgi/dgh): dx's rows = dG_i W_ih, dW_ih += dG_i^T x, dW_hh += dG_h^T h_prev
@@ -526,18 +525,16 @@ def _chunk_products(item, rows, t0, x, w_ih, panels_ih, panels_x, h_states, pane
     rows_i, rows_h = dgi.reshape((-1, GH))[:rows], dgh.reshape((-1, GH))[:rows]
     n_dx, n_wi, n_wh = gemm_chunks(rows, I, False), gemm_chunks(GH, I, True), gemm_chunks(GH, H, True)
     if item < n_dx:
-        gemm_chunk(rows_i, False, w_ih, False, dx.reshape((-1, I))[t0 * B:t0 * B + rows], rows_i[0, :0], item,
-                   panels_ih, packed_a, False)
+        gemm_chunk(rows_i, False, dx.reshape((-1, I))[t0 * B:t0 * B + rows], rows_i[0, :0], item, panels_ih, packed_a,
+                   False)
         return
     item -= n_dx
     if item < n_wi:
-        gemm_chunk(rows_i, True, x.reshape((-1, I))[t0 * B:t0 * B + rows], False, dw_ih, rows_i[0, :0], item,
-                   panels_x, packed_a, not first)
+        gemm_chunk(rows_i, True, dw_ih, rows_i[0, :0], item, panels_x, packed_a, not first)
         return
     item -= n_wi
     if item < n_wh:
-        gemm_chunk(rows_h, True, h_states.reshape((-1, H))[t0 * B:t0 * B + rows], False, dw_hh, rows_i[0, :0],
-                   item, panels_h, packed_a, not first)
+        gemm_chunk(rows_h, True, dw_hh, rows_i[0, :0], item, panels_h, packed_a, not first)
         return
     item -= n_wh
     n_cols = (GH + BIAS_COLUMNS - 1) // BIAS_COLUMNS
@@ -638,7 +635,7 @@ def backward(kind, w_hh, panels, dy, dh_n, lengths, gates, h_states, c_states, g
                 for i in range(n_items):
                     c = claim_in_order(product_claims[(2 * j + 1) * block:], 0, n_items, w, n_workers, i)
                     if c >= 0:
-                        _chunk_products(c, rows, t, x, w_ih, panels_ih, panels_x, h_states, panels_h, dgi, dgh,
+                        _chunk_products(c, rows, t, x, panels_ih, panels_x, h_states, panels_h, dgi, dgh,
                                         dx, dw_ih, dw_hh, db, n_sums, packed_a, j == n_step_chunks - 1)
                         finish(product_done, 2 * j + 1)
                 wait_all(product_done, 2 * j + 1, n_items)

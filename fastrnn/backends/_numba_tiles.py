@@ -514,10 +514,11 @@ def _transpose_block(A, k0, k1, m0, width, out):
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
+def gemm_chunk(A, a_t, C, bias, chunk, panels, packed_a, accumulate):
     """The chunk-th GEMM_M x GEMM_N block (GEMM_M x GEMM_N_TN for TN: gemm_chunks) of C = op(A) op(Bm)
-    (+ bias on every row if not empty; C += that when ``accumulate``); op(X) = X^T where a_t / b_t;
-    panels: op(Bm) packed (pack_gemm_panels); packed_a: this worker's gemm_a_buffer.
+    (+ bias on every row if not empty; C += that when ``accumulate``); op(A) = A^T where a_t;
+    panels: op(Bm) packed (pack_gemm_panels), all of it read from there; packed_a: this worker's
+    gemm_a_buffer.
 
     Per k block: for TN, A's rows k0..k1 (columns m0..m1) are first transposed into packed_a (GEMM_M x
     GEMM_K, in L x L register tiles), so that the 6-row micro-kernel reads op(A)'s rows with unit stride
@@ -533,11 +534,12 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
     m0, n0 = (chunk // n_blocks) * GEMM_M, (chunk % n_blocks) * width
     m1, n1 = min(M, m0 + GEMM_M), min(N, n0 + width)
     # the panels: a last one past N columns (zero-filled by pack_gemm_panels) stores only C's columns
-    # (before, those columns took the scalar loop below: 2.4 ms for a 1001 x 77 x 45 GEMM, now 0.25; it
-    # remains for columns past the panels given, were there fewer)
-    p0, p1 = n0 // W, min(panels.shape[0], (n1 + W - 1) // W)
+    # (those columns took a scalar loop before: 2.4 ms for a 1001 x 77 x 45 GEMM, now 0.25)
+    if panels.shape[0] * W < N:
+        raise ValueError("gemm_chunk: the panels must cover op(Bm)'s columns (numba_cpu._gemm_panels_shape)")
+    p0, p1 = n0 // W, (n1 + W - 1) // W
     m_blocks = (m1 - m0) // 6
-    n_vec, m_vec = min(n1, max(n0, p1 * W)), m0 + m_blocks * 6   # columns past n_vec, rows past m_vec: edges
+    m_vec = m0 + m_blocks * 6               # rows past it: the 4-row and 1-row kernels
     bias_row = bias.reshape((1, bias.shape[0]))
     if K == 0 and not accumulate:           # (no k block to store C)
         for m in range(m0, m1):
@@ -561,15 +563,6 @@ def gemm_chunk(A, a_t, Bm, b_t, C, bias, chunk, panels, packed_a, accumulate):
                     _panel4(A, a_t, panels[p], C, m, min(4, m1 - m), n, cols, k0, k1, init, bias_row)
                 else:
                     _panel1(A, a_t, panels[p], C, m, n, cols, k0, k1, init, bias_row)
-        for m in range(m0, m1):
-            for n in range(n_vec, n1):
-                s = C.dtype.type(0)
-                for k in range(k0, k1):
-                    s += (A[k, m] if a_t else A[m, k]) * (Bm[n, k] if b_t else Bm[k, n])
-                if not init:
-                    C[m, n] += s
-                else:
-                    C[m, n] = s + bias[n] if bias.shape[0] > 0 else s
     if accumulate and bias.shape[0] > 0:
         for m in range(m0, m1):
             for n in range(n0, n1):
