@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastrnn.backends._numba_simd import (_transpose_masks, vabs, vfloor, vlanes, vload, vselect_eq, vselect_ge,
+from fastrnn.backends._numba_simd import (_transpose_masks, prefetch_for_write, vabs, vfloor, vlanes, vload, vselect_eq, vselect_ge,
                                           vselect_gt, vselect_le, vselect_lt, vstore, vtranspose_tile)
 from fastrnn.cells import gru as gru_cell
 from fastrnn.cells import lstm as lstm_cell
@@ -172,6 +172,22 @@ def test_vtranspose_tile_moves_one_tile_and_nothing_else(dtype):
     expected = np.full_like(dst, -7.0)
     expected[4:4 + L, L + 2:2 * L + 2] = src[2:2 + L, 1:1 + L].T
     np.testing.assert_array_equal(dst, expected)
+
+
+@njit(error_model="numpy")
+def prefetch_then_write(arr, i, j, value):
+    prefetch_for_write(arr, i, j)
+    prefetch_for_write(arr, arr.shape[0], 0)        # a hint past the array's end: no fault, no effect
+    arr[i, j] = value
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prefetch_for_write_changes_nothing_but_the_write_that_follows(dtype):
+    arr = values(dtype, 6 * 40, 5).reshape(6, 40)
+    expected = arr.copy()
+    prefetch_then_write(arr, 5, 39, 2.5)
+    expected[5, 39] = 2.5
+    np.testing.assert_array_equal(arr, expected)
 
 
 @njit(error_model="numpy")

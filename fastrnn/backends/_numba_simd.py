@@ -160,6 +160,24 @@ def vstore(typingctx, arr, i, j, value):
     return types.none(arr, types.intp, types.intp, value), codegen
 
 
+@intrinsic
+def prefetch_for_write(typingctx, arr, i, j):
+    """A hint that arr[i, j] will soon be written: its cache line is fetched for ownership now (llvm.prefetch,
+    PREFETCHW on x86), so that the store does not wait for it."""
+    if not _is_float_matrix(arr):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.bitcast(_row_pointer(context, builder, arr, args[0], args[1], args[2]),
+                              llvm_ir.IntType(8).as_pointer())
+        i32 = llvm_ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(
+            llvm_ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0i8")
+        builder.call(fn, [ptr, i32(1), i32(3), i32(1)])       # write, keep in all levels, data
+        return context.get_dummy_value()
+    return types.none(arr, types.intp, types.intp), codegen
+
+
 def _transpose_masks(lanes):
     """The shuffle masks of a lanes x lanes transpose in log2(lanes) rounds: round s (lanes/2, ..., 2, 1)
     pairs rows a and a + s (a & s == 0) and swaps their off-diagonal blocks of s elements, which
