@@ -410,6 +410,12 @@ def _blocks6_body(a_at, A, a_row, Bp, C, m, n_blocks, n, cols, k0, k1, init, bia
     # cached wait on them (a 8160 x 512 x 128 GEMM writing all of C ran at 35 GF/s a thread, at 50
     # with the prefetch, and 54 writing one L2-resident block over and over). One call for all the
     # blocks: a call a block (passing 4 arrays, spilling the 12 sums) cost 30-45 ns, 10% at K = 128.
+    # The functions that run this (and the rows left, _panel4, _panel1) compile without Numba's
+    # reference counting (_nrt=False; they allocate nothing): with it, every block's stores began with
+    # atomic increments and decrements of the arrays' counts (the conditional call to _put_lanes kept
+    # Numba's pruning from removing them), on counts that both workers share, and the 12 sums spilled
+    # around those calls. Without: the 8160 x 512 x 128 GEMM 47-52 -> 60-64 GF/s on one thread (NumPy's
+    # OpenBLAS sgemm, same machine: 53-55), 1024 x 512 x 128 51-53 -> 60-62 (OpenBLAS 60-62).
     L = vlanes(C)
     for mb in range(n_blocks):
         i, r = a_row + 6 * mb, m + 6 * mb
@@ -432,7 +438,7 @@ def _blocks6_body(a_at, A, a_row, Bp, C, m, n_blocks, n, cols, k0, k1, init, bia
         _store_panel(C, r, n, L, cols, init, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _blocks6(A, a_t, Bp, C, m, n_blocks, n, cols, k0, k1, init, bias):
     """C[m:m + 6*n_blocks, n:n+cols] (+)= op(A)'s rows against the panel Bp, 6 rows x 2 vectors at a time:
     A's rows m.. in place, or (``a_t``) the rows 0.. of A's transposed block (gemm_chunk's packed_a)."""
@@ -442,7 +448,7 @@ def _blocks6(A, a_t, Bp, C, m, n_blocks, n, cols, k0, k1, init, bias):
         _blocks6_body(_a_in_place, A, m, Bp, C, m, n_blocks, n, cols, k0, k1, init, bias)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _panel1(A, a_t, Bp, C, m, n, cols, k0, k1, init, bias):
     L = vlanes(C)
     c0 = c1 = vzero(C)
@@ -492,7 +498,7 @@ def _panel4_body(a_at, A, Bp, C, m, rows, n, cols, k0, k1, init, bias):
         _put(C, m3, n + L, c31, init, bias, cols - L)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _panel4(A, a_t, Bp, C, m, rows, n, cols, k0, k1, init, bias):
     """Rows m..m+rows-1 (2 <= rows <= 4) of op(A) against the panel Bp: rows the 6-row blocks leave, read
     in place. Always 4 rows' 8 sums (a row at a time, _panel1, has 2 chains waiting on the FMAs' latency,
