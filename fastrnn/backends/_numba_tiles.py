@@ -17,6 +17,12 @@ from numba import njit
 from ._numba_simd import (prefetch_for_write, vextract, vfma, vlanes, vload, vsplat, vstore, vstore_add,
                           vtranspose_tile, vzero)
 
+# Every function of the step products and GEMMs below compiles without Numba's reference counting
+# (_nrt=False; none allocates): with it, calls and array views began and ended with atomic increments
+# and decrements of counts that both workers share (the per-step panel views, the GEMM blocks' stores).
+# Removed from the step products: forward at B = 1 1.07-1.14x (LSTM, GRU; T = 128, H = 128-256, one
+# process), elsewhere within noise; from the GEMMs: see _blocks6_body.
+
 # ----------------------------------------------------------------------------- packed step products
 # The recurrent product of a step in outer-product form, as the C++ kernels do it: the weights of
 # L consecutive units (one vector) are packed once per call into a panel P[k, 0:L], and
@@ -69,7 +75,7 @@ def pack_columns(W, panels, first, last):
                     panel[j, l] = W[j, u * L + l] if l < n else 0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _rows4_panels3(P0, P1, P2, X, b, out, c0, c1, c2):
     a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = a30 = a31 = a32 = vzero(out)
     for k in range(X.shape[1]):
@@ -96,7 +102,7 @@ def _rows4_panels3(P0, P1, P2, X, b, out, c0, c1, c2):
     vstore(out, b + 3, c2, a32)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _rows4_panels2(P0, P1, X, b, out, c0, c1):
     acc00 = acc01 = acc10 = acc11 = acc20 = acc21 = acc30 = acc31 = vzero(out)
     for k in range(X.shape[1]):
@@ -119,7 +125,7 @@ def _rows4_panels2(P0, P1, X, b, out, c0, c1):
     vstore(out, b + 3, c1, acc31)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _rows4_panel1(P0, X, b, out, c0):
     # two partial sums per row over even and odd k: 8 independent FMA chains
     acc0 = acc1 = acc2 = acc3 = acc4 = acc5 = acc6 = acc7 = vzero(out)
@@ -142,7 +148,7 @@ def _rows4_panel1(P0, X, b, out, c0):
     vstore(out, b + 3, c0, acc6 + acc7)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _row1_panels3(P0, P1, P2, X, b, out, c0, c1, c2):
     # one row against three panels in one pass over k: three streams of weights in flight, and two
     # partial sums each over even and odd k (6 FMA chains)
@@ -163,7 +169,7 @@ def _row1_panels3(P0, P1, P2, X, b, out, c0, c1, c2):
     vstore(out, b, c2, a2 + e2)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _row1_panel1(P0, X, b, out, c0):
     # four partial sums over k mod 4: a single row would otherwise wait on one FMA chain
     acc0 = acc1 = acc2 = acc3 = vzero(out)
@@ -181,7 +187,7 @@ def _row1_panel1(P0, X, b, out, c0):
     vstore(out, b, c0, (acc0 + acc1) + (acc2 + acc3))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _row1_panels4(P0, P1, P2, P3, X, b, out, c0, c1, c2, c3):
     # one row against four panels in one pass over k (an LSTM unit tile's four gates): four streams of
     # weights in flight, two partial sums each over even and odd k (8 FMA chains)
@@ -205,7 +211,7 @@ def _row1_panels4(P0, P1, P2, P3, X, b, out, c0, c1, c2, c3):
     vstore(out, b, c3, a3 + e3)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _few_rows_by_tile(panels, G, NT, t0, n_tiles, X, B, out, gs, reverse):
     """panel_product for B < 4 rows and G = 3 or 4 gates: each unit tile's gates in one pass, as the C++
     kernels do (3-4 streams and 6-8 sums in flight, where a panel at a time had 1 and 4). Measured in one
@@ -238,7 +244,7 @@ ROW_STREAMS_BYTES = 4 << 20
 REVERSE_MIN_BYTES = 512 << 10
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def panel_product(panels, G, NT, t0, n_tiles, X, B, out, gs, step):
     """out[b, g*gs + i*L : +L] = X[b, :] panels[g*NT + t0 + i] for g < G, i < n_tiles, b < B: the
     G gates' products of unit tiles t0..t0+n_tiles-1, gate-major with gs columns per gate.
@@ -532,7 +538,7 @@ def _transpose_block(A, k0, k1, m0, width, out):
             out[j, k] = A[k0 + k, m0 + j]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def gemm_chunk(A, a_t, C, bias, chunk, panels, packed_a, accumulate):
     """The chunk-th GEMM_M x GEMM_N block (GEMM_M x GEMM_N_TN for TN: gemm_chunks) of C = op(A) op(Bm)
     (+ bias on every row if not empty; C += that when ``accumulate``); op(A) = A^T where a_t;
