@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastrnn.backends._numba_simd import (_transpose_masks, prefetch_for_write, vabs, vfloor, vlanes, vload, vselect_eq, vselect_ge,
-                                          vselect_gt, vselect_le, vselect_lt, vstore, vtranspose_tile)
+from fastrnn.backends._numba_simd import (_transpose_masks, prefetch_for_write, vabs, vfloor, vlanes, vload,
+                                          vselect_eq, vselect_ge, vselect_gt, vselect_le, vselect_lt, vstore,
+                                          vtranspose_tile)
 from fastrnn.cells import gru as gru_cell
 from fastrnn.cells import lstm as lstm_cell
 from fastrnn.cells._scalar import sigmoid, tanh

@@ -17,8 +17,9 @@ from numba import njit
 from ._numba_simd import (prefetch_for_write, vextract, vfma, vlanes, vload, vsplat, vstore, vstore_add,
                           vtranspose_tile, vzero)
 
-# Every function of the step products and GEMMs below compiles without Numba's reference counting
-# (_nrt=False; none allocates): with it, calls and array views began and ended with atomic increments
+# The step products (panel_product and the kernels it calls) and the GEMMs (gemm_chunk and its
+# micro-kernels) compile without Numba's reference counting (_nrt=False; none of them allocates; the
+# packing functions keep it): with it, calls and array views began and ended with atomic increments
 # and decrements of counts that both workers share (the per-step panel views, the GEMM blocks' stores).
 # Removed from the step products: forward at B = 1 1.07-1.14x (LSTM, GRU; T = 128, H = 128-256, one
 # process), elsewhere within noise; from the GEMMs: see _blocks6_body.
