@@ -396,14 +396,20 @@ def _prefetch_tile(C, m, n, width):
         prefetch_for_write(C, m + r, n + width - 1)
 
 
-# Bp is one packed panel: row k holds op(B)[k, n:n+2L]. NN reads op(A)'s rows in place (A[m, k]); TN
-# reads them from At, A's block transposed (At[j, k - k0]); the accessor is chosen outside the k loop
-# (a branch on the layout inside it halved the micro-kernel's speed). ``init``: the first k block of a
+# Bp is one packed panel: row k holds op(B)[k, n:n+2L]. The micro-kernels read op(A)'s element (row, k)
+# through an accessor chosen outside the k loop (a branch on the layout inside it halved their speed):
+# A's rows in place (NN: A[row, k]), A's columns in place (TN, the rows the 6-row blocks leave: A[k, row]),
+# or At, A's k block k0.. transposed (TN's 6-row blocks: At[row, k - k0]). ``init``: the first k block of a
 # product that overwrites C: the tile is stored (with the bias row added), not added to C (a separate
 # pass setting C to the bias ran as a scalar loop: 8% of an LSTM forward at B = 8, H = 128).
 @njit(inline="always", error_model="numpy")
 def _a_in_place(A, row, k, k0):
     return A[row, k]
+
+
+@njit(inline="always", error_model="numpy")
+def _a_columns(A, row, k, k0):
+    return A[k, row]
 
 
 @njit(inline="always", error_model="numpy")
@@ -467,16 +473,6 @@ def _panel1(A, a_t, Bp, C, m, n, cols, k0, k1, init, bias):
 
 
 @njit(inline="always", error_model="numpy")
-def _a_rows(A, m, k):
-    return A[m, k]
-
-
-@njit(inline="always", error_model="numpy")
-def _a_columns(A, m, k):
-    return A[k, m]
-
-
-@njit(inline="always", error_model="numpy")
 def _panel4_body(a_at, A, Bp, C, m, rows, n, cols, k0, k1, init, bias):
     # rows past the block's end repeat its last row (computed, not stored): the 8 sums stay in flight
     L = vlanes(C)
@@ -484,13 +480,13 @@ def _panel4_body(a_at, A, Bp, C, m, rows, n, cols, k0, k1, init, bias):
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = vzero(C)
     for k in range(k0, k1):
         b0, b1 = vload(Bp, k, 0), vload(Bp, k, L)
-        a = vsplat(a_at(A, m, k))
+        a = vsplat(a_at(A, m, k, k0))
         c00, c01 = vfma(a, b0, c00), vfma(a, b1, c01)
-        a = vsplat(a_at(A, m1, k))
+        a = vsplat(a_at(A, m1, k, k0))
         c10, c11 = vfma(a, b0, c10), vfma(a, b1, c11)
-        a = vsplat(a_at(A, m2, k))
+        a = vsplat(a_at(A, m2, k, k0))
         c20, c21 = vfma(a, b0, c20), vfma(a, b1, c21)
-        a = vsplat(a_at(A, m3, k))
+        a = vsplat(a_at(A, m3, k, k0))
         c30, c31 = vfma(a, b0, c30), vfma(a, b1, c31)
     _put(C, m, n, c00, init, bias, cols)
     _put(C, m, n + L, c01, init, bias, cols - L)
@@ -514,7 +510,7 @@ def _panel4(A, a_t, Bp, C, m, rows, n, cols, k0, k1, init, bias):
     if a_t:         # (the layout chosen outside the k loop: a branch inside it halved the 6-row kernels)
         _panel4_body(_a_columns, A, Bp, C, m, rows, n, cols, k0, k1, init, bias)
     else:
-        _panel4_body(_a_rows, A, Bp, C, m, rows, n, cols, k0, k1, init, bias)
+        _panel4_body(_a_in_place, A, Bp, C, m, rows, n, cols, k0, k1, init, bias)
 
 
 @njit(cache=True, error_model="numpy")
