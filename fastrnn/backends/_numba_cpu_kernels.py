@@ -108,6 +108,10 @@ def _unit_span(chunk, chunk_units, H):
 # scalar: ~20 ns a unit, against ~1 with vectors.) gh holds the chunk's recurrent products
 # gate-major (_numba_tiles.product); saved activations go to gates[t % len(gates)]: a single scratch
 # slot when nothing is saved.
+# What a step calls (the pointwise chunks, _step_rows, _incoming_dh, _step_back_rows, _project_steps,
+# the claims of _numba_sync) compiles without Numba's reference counting (_nrt=False, as the products in
+# _numba_tiles.py: none allocates): each step's array views had cost 10-40 atomic updates of counts
+# both workers share. Gain (T = 128, one process): B = 1 forward 1.00-1.20x, elsewhere 0.99-1.08x.
 
 @njit(inline="always", error_model="numpy")
 def _load_vector(arr, i, j):
@@ -144,7 +148,7 @@ def _lstm_state_units(load, store, b, u, H, g_t, c_in, c_out, h_out, y_t):
     store(y_t, b, u, h)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _lstm_chunk(t, u0, n, gs, x_t, gh, b_hh, h_in, h_out, c_in, c_out, lengths, y_t, g_t):
     # (y_t: the step's outputs, or with projections m_t = o tanh(c_t), then also h_in and h_out)
     H = h_in.shape[1]
@@ -186,7 +190,7 @@ def _gru_units(load, store, b, u, k, gs, H, x_t, gh, bias, h_in, h_out, y_t, g_t
     store(y_t, b, u, h)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _gru_chunk(t, u0, n, gs, x_t, gh, b_hh, h_in, h_out, lengths, y_t, g_t, ghn_t):
     H = h_in.shape[1]
     bias = b_hh.reshape((1, b_hh.shape[0]))
@@ -205,7 +209,7 @@ def _gru_chunk(t, u0, n, gs, x_t, gh, b_hh, h_in, h_out, lengths, y_t, g_t, ghn_
                 g_t[b, u] = g_t[b, H + u] = g_t[b, 2 * H + u] = ghn_t[b, u] = 0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _rnn_chunk(t, u0, n, x_t, gh, b_hh, h_in, h_out, lengths, y_t, relu):
     bias = b_hh[u0:u0 + n]
     for b in range(h_in.shape[0]):
@@ -220,7 +224,7 @@ def _rnn_chunk(t, u0, n, x_t, gh, b_hh, h_in, h_out, lengths, y_t, relu):
                 ho[k], yb[k] = hi[k], 0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp):
     """xp[0, b, g*H + u] = x_t W_ih^T + b_ih for the chunk's units (the fused forward's input product;
     panels_ih: W_ih's rows packed like W_hh's)."""
@@ -232,13 +236,13 @@ def _input_projection(t, u0, n, x, panels_ih, b_ih, G, H, gx, gs, xp):
                 xp[0, b, g * H + u0 + k] = gx[b, g * gs + k] + b_ih[g * H + u0 + k]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _tile_span(u0, n, L):
     """(first unit tile, number of tiles) of the units u0..u0+n-1 (u0 a multiple of L)."""
     return u0 // L, (n + L - 1) // L
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _project_steps(j, t_first, t_last, B, x_rows, b_ih, gemm_ih, xp_rows, proj_claims, proj_done, items_max,
                    packed_a, w, n_workers):
     """The input projection of steps t_first..t_last-1 (chunk j of the ring) into the ring xp_rows, as
@@ -253,7 +257,7 @@ def _project_steps(j, t_first, t_last, B, x_rows, b_ih, gemm_ih, xp_rows, proj_c
     wait_all(proj_done, j, n_items)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _step_rows(kind, t, u0, n, t0, n_tiles, b0, b1, xp, panels, gh, gs, b_hh, h_states, c_states, lengths, y, gates,
                ghn):
     """Step t of the sequences b0..b1-1 for the units u0..u0+n-1 (unit tiles t0..t0+n_tiles-1): their
@@ -384,7 +388,7 @@ def _lstm_units_backward(load, store, b, u, k, H, dh_carry, dy_t, dc, g_t, c_pre
     store(dc, b, u, dc_prev)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _lstm_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, g_t, c_prev, c_t, dg_t, dh_direct, dc):
     H = dh_direct.shape[1]
     L = vlanes(dc)
@@ -419,7 +423,7 @@ def _gru_units_backward(load, store, b, u, k, H, dh_carry, dy_t, g_t, ghn_t, h_p
     store(dh_direct, b, u, dh_dir)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _gru_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, g_t, ghn_t, h_prev, dgi_t, dgh_t, dh_direct):
     H = dh_direct.shape[1]
     L = vlanes(dh_direct)
@@ -440,7 +444,7 @@ def _gru_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, g_t, ghn_t, h_prev, d
                 dh_direct[b, u] = dh_carry[b, k]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _rnn_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, h_t, dg_t, dh_direct, relu):
     for b in range(dh_direct.shape[0]):
         carry, direct, da = dh_carry[b, :n], dh_direct[b, u0:u0 + n], dg_t[b, u0:u0 + n]
@@ -455,14 +459,23 @@ def _rnn_chunk_backward(t, u0, n, dh_carry, dy_t, lengths, h_t, dg_t, dh_direct,
                 direct[k] = carry[k]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always", error_model="numpy")
+def _copy_columns(src, s0, dst, d0, n):
+    """dst[:, d0:d0+n] = src[:, s0:s0+n] as a loop (a slice assignment needs Numba's reference counting,
+    which the step kernels compile without: see _numba_tiles.py)."""
+    for b in range(dst.shape[0]):
+        for k in range(n):
+            dst[b, d0 + k] = src[b, s0 + k]
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out, t):
     """out[:, :n] = dL/dh_t of units u0..u0+n-1 before dy_t: dh_n at the last step, else
     dg_{t+1} W (the recurrent part; panels: W's columns packed by unit tiles) plus the direct part
     carried from step t+1."""
     B = dh_n.shape[0]
     if last_step:
-        out[:, :n] = dh_n[:, u0:u0 + n]
+        _copy_columns(dh_n, u0, out, 0, n)
         return
     t0, n_tiles = _tile_span(u0, n, panels.shape[2])
     panel_product(panels, 1, panels.shape[0], t0, n_tiles, dg_next, B, out, 0, t)
@@ -471,7 +484,7 @@ def _incoming_dh(last_step, panels, dg_next, dh_n, dh_direct, u0, n, out, t):
             out[b, uu] += dh_direct[b, u0 + uu]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _step_back_rows(kind, p, u0, n, b0, b1, panels, dh_n, dh_direct, dh_carry, dy, lengths, gates, c_states, h_states,
                     ghn, dgi, dgh, dc, dh0):
     """Phase p of the reverse loop (step t = T-1-p; p = T: dh0) for the sequences b0..b1-1 and the units
@@ -482,7 +495,7 @@ def _step_back_rows(kind, p, u0, n, b0, b1, panels, dh_n, dh_direct, dh_carry, d
     carry, direct, rows = dh_carry[:b1 - b0], dh_direct[b0:b1], lengths[b0:b1]
     _incoming_dh(p == 0, panels, dgh[(t + 1) % SX][b0:b1], dh_n[b0:b1], direct, u0, n, carry, t)
     if p == T:
-        dh0[b0:b1, u0:u0 + n] = carry[:, :n]
+        _copy_columns(carry, 0, dh0[b0:b1], u0, n)
         return
     dy_t, g_t, dgi_t = dy[t % dy.shape[0]][b0:b1], gates[t][b0:b1], dgi[t % SX][b0:b1]
     if kind == LSTM:
@@ -498,7 +511,7 @@ def _step_back_rows(kind, p, u0, n, b0, b1, panels, dh_n, dh_direct, dh_carry, d
 BIAS_COLUMNS = 128        # columns of dG per claimed item of the bias gradients' sums
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _column_sums(dg, rows, first, last, sums):
     """sums[c] += sum over r < rows of dg[r, c] for c in [first, last), in float64 (sums' type), a
     float64 vector of columns at a time (left to LLVM, the widening loop stayed scalar: 6% of a GRU
@@ -513,7 +526,7 @@ def _column_sums(dg, rows, first, last, sums):
             sums[c] += dg[r, c]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _chunk_products(item, rows, t0, x, panels_ih, panels_x, h_states, panels_h, dgi, dgh, dx, dw_ih, dw_hh,
                     db, n_sums, packed_a, first):
     """Work item ``item`` of a chunk's whole-sequence products (steps t0.., ``rows`` = its steps * B rows
@@ -722,7 +735,7 @@ def backward_gru_cho(panels_rz, panels_n, dy, dh_n, lengths, gates, h_states, dg
                 if p % 2 == 0:      # dh_t, then da_z, da_n and the direct part of dh_{t-1}
                     _incoming_dh(p == 0, panels_rz, dg_rz[t + 1 if p > 0 else 0], dh_n, dh_direct, u0, n, acc, t)
                     if p == 2 * T:
-                        dh0[:, u0:u0 + n] = acc[:, :n]
+                        _copy_columns(acc, 0, dh0, u0, n)
                     else:
                         dy_t = dy[t % dy.shape[0]]
                         for b in range(B):
@@ -758,7 +771,7 @@ def backward_gru_cho(panels_rz, panels_n, dy, dh_n, lengths, gates, h_states, dg
 # Backward mirrors it: over chunks of P, dL/dh_t = dG_{t+1} W_hh + dy_t; over chunks of H,
 # dL/dm_t = dL/dh_t W_hr and the cell's backward.
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _claim(claims, stride, phase, n_items, w, n_workers, i):
     """claim_in_order for phases of different chunk counts: ``stride`` counters a phase."""
     return claim_in_order(claims[phase * stride:], 0, n_items, w, n_workers, i)
@@ -859,7 +872,7 @@ def backward_lstm_projected(w_hh, panels_hh, w_hr, panels_hr, dy, dh_n, lengths,
                     u0, n = _unit_span(c, units_p, P)
                     _incoming_dh(q == 0, panels_hh, dg[t + 1 if q > 0 else 0], dh_n, dh_direct, u0, n, acc, t)
                     if t < 0:
-                        dh0[:, u0:u0 + n] = acc[:, :n]
+                        _copy_columns(acc, 0, dh0, u0, n)
                     else:
                         dy_t = dy[t % dy.shape[0]]
                         for b in range(B):

@@ -43,13 +43,13 @@ def atomic_load(typingctx, arr, idx):
     return types.int64(arr, types.intp), codegen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def claim(counters, phase, n_chunks, chunk):
     """True for exactly one caller per (phase, chunk)."""
     return atomic_add(counters, phase * n_chunks + chunk, 1) == 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def claim_in_order(claims, phase, n_chunks, worker, n_workers, i):
     """The i-th chunk in ``worker``'s order (its own share of the chunks first, then the others'
     in turn) if this call claimed it, else -1."""
@@ -57,12 +57,12 @@ def claim_in_order(claims, phase, n_chunks, worker, n_workers, i):
     return chunk if claim(claims, phase, n_chunks, chunk) else -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def finish(done, phase):
     atomic_add(done, phase, 1)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def wait_all(done, phase, n_chunks):
     while atomic_load(done, phase) < n_chunks:
         pass
