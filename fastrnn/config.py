@@ -131,21 +131,26 @@ CPU_ORDER_BY_SHAPE: bool = "FASTRNN_CPU_BACKENDS" not in os.environ
 
 
 def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
-    """Whether "numba" beat "cpp" at this shape (float32, 2 threads, I = H; ``training``: a forward that
-    saves for backward, judged by forward+backward). At present: nowhere, by more than the noise.
+    """Whether "auto" puts "numba" ahead of "cpp" at this shape (2 threads; ``training``: a forward that
+    saves for backward). At present nowhere, although numba is now the faster of the two at B >= 8 once
+    compiled, because "auto" must stay a pure function of the shapes (a torch trace and the call it traces,
+    a forward and its backward, must agree), so it cannot ask whether numba's kernels are compiled yet,
+    and a cold first call of numba costs minutes that cpp does not.
 
-    Inference: "cpp" was ahead or within 7% everywhere measured (2026-11-27, the 2-core AMD EPYC,
-    benchmarks/results/cpu-epyc-2core-t128-s14.md). Training was given to "numba" at H >= 256 or B >= 64
-    after that session's table; three later tables, interleaved medians, said otherwise: over those
-    shapes numba's forward+backward took 1.045x cpp's time (geometric mean of 40 configs, T = 16 and
-    128; cpu-epyc-2core-s17.md), 1.038x (18 configs, T = 512; cpu-epyc-2core-t512-s18.md) and 1.025x
-    (18 configs, T = 128, 5 rounds; cpu-epyc-2core-cpp-vs-numba-fwdbwd-s18.md), and cpp was faster by
-    more than 10% in 21 configs against numba's 7, which scatter (GRU B = 64 H = 512: 0.82x at T = 128 in
-    one run, 1.11x at T = 512 in another). So "cpp" everywhere; the order still goes through here, so
-    that a rule measured on another machine has one place to live. After numba's weight-gradient GEMMs
-    were mended (2026-11-29, a Zen 3): forward+backward at T = 128, B = 1-64, H = 128-1024, LSTM and GRU,
-    cpp's time / numba's 0.998 (geometric mean of 24 configs; 3 each way past 10%, scattered:
-    benchmarks/results/cpu-zen3-2core-fwdbwd-cpp-vs-numba-s31.md): still no shape to give numba.
+    Measured 2026-11-29 on the 2-core Zen 3 (interleaved medians, both backends in one process; the
+    tables are benchmarks/results/cpu-zen3-2core-*-s34.md, the ratios from python
+    benchmarks/backend_ratio.py on their JSON): at B = 8-64, cpp's time / numba's was 1.08 in forward
+    (geometric mean of 60 configs: T = 128, H = 128-512, LSTM and GRU, packed weights and not; range
+    0.96-1.30) and 1.08 in forward+backward (30 configs, 0.97-1.24); at T = 16 and 512, H = 256-1024,
+    1.06 (36 configs, 0.86-1.27; below 0.95 only LSTM T = 16, B = 8: forward H = 1024 with unpacked
+    weights 0.86, packed 1.06, and forward+backward H = 256 0.93); in float64 at T = 128, H = 256, 1.03-1.17.
+    Below B = 8 cpp's barrier a step (one OpenMP region) is cheaper than numba's: B = 1-2 0.91 (0.74-1.25),
+    B = 4 1.00 (0.88-1.18). But numba's first call in a fresh install (empty Numba cache) compiled for
+    84-112 s (forward) and 55-77 s (backward) per dtype on this machine that day (cached on disk after:
+    0.8 s), 1000-2000 times what the 8% saves on one call of those sizes. Long training runs at B >= 8
+    gain it with backend="numba" or FASTRNN_CPU_BACKENDS=numba,cpp,reference. (Before the numba GEMM and
+    reference-count work of the twenty-third and twenty-fourth sessions, cpp was ahead or level
+    everywhere: cpu-epyc-2core-s17.md, cpu-zen3-2core-fwdbwd-cpp-vs-numba-s31.md.)
     """
     return False
 
