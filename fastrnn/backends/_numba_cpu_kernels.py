@@ -111,7 +111,7 @@ def _unit_span(chunk, chunk_units, H):
 # What a step calls (the pointwise chunks, _step_rows, _incoming_dh, _step_back_rows, _project_steps,
 # the claims of _numba_sync) compiles without Numba's reference counting (_nrt=False, as the products in
 # _numba_tiles.py: none allocates): each step's array views had cost 10-40 atomic updates of counts
-# both workers share. Gain (T = 128, one process): B = 1 forward 1.00-1.20x, elsewhere 0.99-1.08x.
+# both workers share. Gain (T = 128, one process): B = 1 forward 0.95-1.20x (9 of 12 above 1), elsewhere 0.98-1.08x.
 
 @njit(inline="always", error_model="numpy")
 def _load_vector(arr, i, j):
