@@ -147,7 +147,8 @@ def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
     Below B = 8 cpp's barrier a step (one OpenMP region) is cheaper than numba's: B = 1-2 0.91 (0.74-1.25),
     B = 4 1.00 (0.88-1.18). But numba's first call in a fresh install (empty Numba cache) compiled for
     84-112 s (forward) and 55-77 s (backward) per dtype on this machine that day (cached on disk after:
-    0.8 s), 1000-2000 times what the 8% saves on one call of those sizes. Long training runs at B >= 8
+    0.8 s), where the 8% saves ~0.8 ms on a 10 ms call (LSTM forward, T = 128, B = 8, H = 256): some 10^5
+    such calls to pay for one cold compile. Long training runs at B >= 8
     gain it with backend="numba" or FASTRNN_CPU_BACKENDS=numba,cpp,reference. (Before the numba GEMM and
     reference-count work of the twenty-third and twenty-fourth sessions, cpp was ahead or level
     everywhere: cpu-epyc-2core-s17.md, cpu-zen3-2core-fwdbwd-cpp-vs-numba-s31.md.)
