@@ -140,18 +140,18 @@ def prefer_numba(T: int, B: int, H: int, training: bool = False) -> bool:
     Measured 2026-11-29 on the 2-core Zen 3 (interleaved medians, both backends in one process; the
     tables are benchmarks/results/cpu-zen3-2core-*-s34.md, the ratios from python
     benchmarks/backend_ratio.py on their JSON): at B = 8-64, cpp's time / numba's was 1.08 in forward
-    (geometric mean of 60 configs: T = 128, H = 128-512, LSTM and GRU, packed weights and not; range
-    0.96-1.30) and 1.08 in forward+backward (30 configs, 0.97-1.24); at T = 16 and 512, H = 256-1024,
+    (geometric mean of 60 readings: T = 128, H = 128-512, LSTM and GRU, packed weights and not; range
+    0.96-1.30) and 1.08 in forward+backward (30 readings, 0.97-1.24); at T = 16 and 512, H = 256-1024,
     1.06 (36 configs, 0.86-1.27; below 0.95 only LSTM T = 16, B = 8: forward H = 1024 with unpacked
     weights 0.86, packed 1.06, and forward+backward H = 256 0.93); in float64 at T = 128, H = 256, 1.03-1.17.
     Below B = 8 cpp's barrier a step (one OpenMP region) is cheaper than numba's: B = 1-2 0.91 (0.74-1.25),
     B = 4 1.00 (0.88-1.18). But numba's first call in a fresh install (empty Numba cache) compiled for
     84-112 s (forward) and 55-77 s (backward) per dtype on this machine that day (cached on disk after:
     0.8 s), where the 8% saves ~0.8 ms on a 10 ms call (LSTM forward, T = 128, B = 8, H = 256): some 10^5
-    such calls to pay for one cold compile. Long training runs at B >= 8
-    gain it with backend="numba" or FASTRNN_CPU_BACKENDS=numba,cpp,reference. (Before the numba GEMM and
-    reference-count work of the twenty-third and twenty-fourth sessions, cpp was ahead or level
-    everywhere: cpu-epyc-2core-s17.md, cpu-zen3-2core-fwdbwd-cpp-vs-numba-s31.md.)
+    such calls to pay for one cold compile. Long training runs at B >= 8 gain it with backend="numba" or
+    FASTRNN_CPU_BACKENDS=numba,cpp,reference. (Before the numba GEMM and reference-count work of the
+    twenty-third and twenty-fourth sessions, cpp was ahead or level everywhere: cpu-epyc-2core-s17.md,
+    cpu-zen3-2core-fwdbwd-cpp-vs-numba-s31.md.)
     """
     return False
 
